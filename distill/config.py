@@ -1,0 +1,387 @@
+"""The configuration of one distillation run: frozen dataclasses, built strictly.
+
+`RunConfig.from_dict` turns plain dicts (YAML) into checked dataclasses: an
+unknown key names its full path and the nearest valid key, a wrong type or an
+out-of-range value names its key. `apply_overrides` applies `key=value`
+strings to the plain dict first, so an override is checked like any value.
+
+Sections whose keys depend on a choice (the dataset's knobs, a model family's
+shape, a loss's options) are checked against the options dataclass that the
+choice registered; see `distill.registry`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from .data import DATASETS, is_custom
+from .errors import ConfigError, InvalidValue, check, did_you_mean
+from .losses import LOSSES
+from .models import MODELS
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "RunConfig",
+    "apply_overrides",
+    "parse_dataclass",
+    "load_yaml",
+]
+
+
+# --- generic strict parsing -------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        choices = [str(a) for a in typing.get_args(tp)]
+        raise ConfigError(f"{path}: {value!r} is not one of {_type_name(tp)}" + did_you_mean(str(value), choices))
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict or tp is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    else:
+        raise TypeError(f"config type {tp} is not supported")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _unknown(key: str, path: str, valid: list[str]) -> ConfigError:
+    where = f"{path}.{key}" if path else key
+    return ConfigError(f"unknown key '{where}'" + did_you_mean(key, valid))
+
+
+def _mapping(data: Any, path: str) -> Mapping:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    return data
+
+
+def parse_dataclass(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+    data = _mapping(data, path)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown(str(key), path, names)
+        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key)
+    try:
+        return cls(**kwargs)
+    except InvalidValue as e:
+        where = f"{path}.{e.key}" if path else e.key
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass tree as plain dicts (what YAML and MLflow params hold)."""
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+# --- sections ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """`name` is a registered dataset or "package.module:function"; the rest of
+    the section is that dataset's own knobs (its options dataclass)."""
+
+    name: str = "mnist1d"
+    val_fraction: float = 0.1
+    seed: int = 0  # fixed apart from the run seed: every trial sees the same split
+    options: Any = None
+
+    def to_dict(self) -> dict:
+        opts = self.options if isinstance(self.options, dict) else to_plain(self.options)
+        return {"name": self.name, "val_fraction": self.val_fraction, "seed": self.seed, **(opts or {})}
+
+    @classmethod
+    def parse(cls, data: Any, path: str = "data") -> "DataConfig":
+        data = dict(_mapping(data, path))
+        own = {k: data.pop(k) for k in ("name", "val_fraction", "seed") if k in data}
+        name = _coerce(own.get("name", cls.name), str, f"{path}.name")
+        val_fraction = _coerce(own.get("val_fraction", cls.val_fraction), float, f"{path}.val_fraction")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"{path}.val_fraction: must be in (0, 1), got {val_fraction}")
+        seed = _coerce(own.get("seed", cls.seed), int, f"{path}.seed")
+        if is_custom(name):
+            options = dict(data)  # checked against the function's signature when loaded
+        else:
+            entry = DATASETS.get(name, f"{path}.name")
+            options = _parse_options(entry.options, data, path, ["name", "val_fraction", "seed"])
+        return cls(name=name, val_fraction=val_fraction, seed=seed, options=options)
+
+
+def _parse_options(options_cls: type, data: Mapping, path: str, own: list[str]) -> Any:
+    valid = own + [f.name for f in fields(options_cls)]
+    for key in data:
+        if key not in valid:
+            raise _unknown(str(key), path, valid)
+    return parse_dataclass(options_cls, data, path)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered model `family` and its shape options (width, depth, ...)."""
+
+    family: str
+    options: Any
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, **to_plain(self.options)}
+
+    @classmethod
+    def parse(cls, data: Any, path: str, default_family: str, own: tuple[str, ...] = ()) -> "ModelConfig":
+        data = dict(_mapping(data, path))
+        family = _coerce(data.pop("family", default_family), str, f"{path}.family")
+        entry = MODELS.get(family, f"{path}.family")
+        return cls(family, _parse_options(entry.options, data, path, ["family", *own]))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Train a teacher from the registry, or load `checkpoint` (a state dict)
+    into the model that `factory` ("package.module:function") builds; without a
+    factory the registry family and shape build it."""
+
+    model: ModelConfig
+    checkpoint: str | None = None
+    factory: str | None = None
+    epochs: int = 60
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    _OWN = ("checkpoint", "factory", "epochs", "lr", "batch_size", "weight_decay", "seed")
+
+    def to_dict(self) -> dict:
+        own = {k: getattr(self, k) for k in self._OWN}
+        return {**self.model.to_dict(), **own}
+
+    @classmethod
+    def parse(cls, data: Any, path: str = "teacher") -> "TeacherConfig":
+        data = dict(_mapping(data, path))
+        own = {k: data.pop(k) for k in cls._OWN if k in data}
+        if "family" not in data and not data:
+            data = {"family": "cnn", "width": 64, "depth": 3}  # about 95% on MNIST-1D in 13 s (STACK.md)
+        model = ModelConfig.parse(data, path, "cnn", own=cls._OWN)
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _coerce(v, hints[k], f"{path}.{k}") for k, v in own.items()}
+        for key in ("epochs", "batch_size"):
+            if key in kwargs and kwargs[key] < 1:
+                raise ConfigError(f"{path}.{key}: must be >= 1, got {kwargs[key]}")
+        if kwargs.get("lr", 1.0) <= 0:
+            raise ConfigError(f"{path}.lr: must be > 0, got {kwargs['lr']}")
+        if kwargs.get("factory") and ":" not in kwargs["factory"]:
+            raise ConfigError(f"{path}.factory: expected 'package.module:function', got {kwargs['factory']!r}")
+        return cls(model=model, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-2  # KD needs a larger student lr than CE: at 1e-3 it lost 1-4 points on hgmm (STACK.md)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["constant", "cosine"] = "constant"
+    epoch_policy: Literal["last", "best_val"] = "last"  # never best-on-test
+    threads: int = 1  # one thread per tiny run was steadier under load (STACK.md)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False  # autocast on CUDA only; CPU runs stay float32
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+
+
+def _default_losses() -> dict:
+    return {"kd": LOSSES.get("kd", "losses").options()}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One distillation run. `mix` names the weight of every loss term; `losses`
+    holds each term's options (defaults for terms it does not mention)."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=lambda: DataConfig.parse({}))
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig.parse({}))
+    student: ModelConfig = field(default_factory=lambda: ModelConfig.parse({}, "student", "mlp"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    losses: dict = field(default_factory=_default_losses)
+    mix: dict = field(default_factory=lambda: {"ce": 0.1, "kd": 0.9})
+
+    SECTIONS = ("seed", "data", "teacher", "student", "train", "losses", "mix")
+
+    def to_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "data": self.data.to_dict(),
+            "teacher": self.teacher.to_dict(),
+            "student": self.student.to_dict(),
+            "train": to_plain(self.train),
+            "losses": {k: to_plain(v) for k, v in self.losses.items()},
+            "mix": dict(self.mix),
+        }
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(w > 0 for name, w in self.mix.items() if name != "ce")
+
+    def scratch_twin(self) -> "RunConfig":
+        """The same student, data, budget and seed, trained on labels only."""
+        return dataclasses.replace(self, mix={"ce": 1.0}, losses={k: v for k, v in self.losses.items() if k == "ce"})
+
+    @classmethod
+    def from_dict(cls, data: Any, ignore: tuple[str, ...] = ()) -> "RunConfig":
+        """Strictly parse a run config; top-level keys in `ignore` (an experiment
+        config's search sections) are skipped, any other unknown key is an error."""
+        data = _mapping(data, "")
+        valid = list(cls.SECTIONS) + list(ignore)
+        for key in data:
+            if key not in valid:
+                raise _unknown(str(key), "", valid)
+        seed = _coerce(data.get("seed", 0), int, "seed")
+        mix = _parse_mix(data.get("mix", {"ce": 0.1, "kd": 0.9}))
+        losses = _parse_losses(data.get("losses"), mix)
+        return cls(
+            seed=seed,
+            data=DataConfig.parse(data.get("data")),
+            teacher=TeacherConfig.parse(data.get("teacher")),
+            student=ModelConfig.parse(data.get("student"), "student", "mlp"),
+            train=parse_dataclass(TrainConfig, data.get("train"), "train"),
+            losses=losses,
+            mix=mix,
+        )
+
+
+def _parse_mix(data: Any) -> dict[str, float]:
+    data = _mapping(data, "mix")
+    mix = {}
+    for name, weight in data.items():
+        LOSSES.get(str(name), f"mix.{name}")
+        weight = _coerce(weight, float, f"mix.{name}")
+        if weight < 0:
+            raise ConfigError(f"mix.{name}: weight must be >= 0, got {weight}")
+        mix[str(name)] = weight
+    if not any(w > 0 for w in mix.values()):
+        raise ConfigError("mix: at least one loss weight must be > 0")
+    return mix
+
+
+def _parse_losses(data: Any, mix: dict[str, float]) -> dict[str, Any]:
+    data = _mapping(data, "losses")
+    losses = {}
+    for name, opts in data.items():
+        entry = LOSSES.get(str(name), f"losses.{name}")
+        losses[str(name)] = parse_dataclass(entry.options, opts, f"losses.{name}")
+    for name in mix:  # every mixed term has its options, defaults where unset
+        if name not in losses:
+            losses[name] = LOSSES.get(name, f"mix.{name}").options()
+    return losses
+
+
+# --- files and overrides ------------------------------------------------------------
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML config with the safe loader; errors name the file (and line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings (values read as YAML scalars) to a copy."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.01")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out

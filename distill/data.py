@@ -1,0 +1,273 @@
+"""Datasets: a registry of builders, each giving train and test arrays from a
+fixed seed; `load_data` carves the validation split out of the training set,
+so nothing is ever picked on the test split.
+
+Samples are float32 of shape `input_shape` (channels first: (1, 40) for
+MNIST-1D, (1, 8, 8) for digits, (64,) for hgmm), labels int64. Everything
+lives in memory: these datasets are small, and batching by slicing tensors is
+far faster than a per-sample DataLoader (STACK.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .cache import cache_dir, fingerprint, load_checked, save_checked
+from .errors import ConfigError, DataError, check
+from .registry import Registry
+
+__all__ = ["Dataset", "DATASETS", "register_dataset", "load_data", "is_custom"]
+
+DATASETS = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class Arrays:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    key: str  # fingerprint of the data config: names caches built from this data
+
+
+def register_dataset(name: str, options: type) -> Callable[[Callable], Callable]:
+    """Register `build(options, seed) -> Arrays`."""
+    return DATASETS.register(name, options)
+
+
+def is_custom(name: str) -> bool:
+    return ":" in name
+
+
+# --- built-in datasets ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mnist1dOptions:
+    num_samples: int = 10000  # 80% train (mnist1d's split), 20% test
+
+    def __post_init__(self) -> None:
+        check(self.num_samples >= 10, "num_samples", f"must be >= 10, got {self.num_samples}")
+
+
+def _savez(path: Any, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
+
+
+@register_dataset("mnist1d", Mnist1dOptions)
+def mnist1d(opts: Mnist1dOptions, seed: int) -> Arrays:
+    path = cache_dir("data") / f"mnist1d-{fingerprint([opts.num_samples, seed])}.npz"
+    cached = load_checked(path, lambda p: dict(np.load(p)))
+    if cached is None:
+        from mnist1d.data import get_dataset_args, make_dataset  # generates offline; get_dataset downloads
+
+        args = get_dataset_args()
+        args.num_samples, args.seed = opts.num_samples, seed
+        state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+        try:
+            d = make_dataset(args)
+        finally:
+            np.random.set_state(state)
+        cached = {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+        save_checked(path, lambda p: _savez(p, cached))
+    as_x = lambda a: a.astype(np.float32)[:, None, :]  # noqa: E731  (N, 1, 40): one channel
+    return Arrays(as_x(cached["x"]), cached["y"], as_x(cached["x_test"]), cached["y_test"])
+
+
+@dataclass(frozen=True)
+class DigitsOptions:
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.test_fraction < 1.0, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+
+
+@register_dataset("digits", DigitsOptions)
+def digits(opts: DigitsOptions, seed: int) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * opts.test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return Arrays(x[train], d.target[train], x[test], d.target[test])
+
+
+@dataclass(frozen=True)
+class HGMMOptions:
+    """Hierarchical Gaussian mixture: classes of one superclass share a centre,
+    so a teacher's wrong-class probabilities carry structure (dark knowledge)."""
+
+    classes: int = 100
+    superclasses: int = 20
+    dim: int = 64
+    noise: float = 4.0  # with 4, an MLP teacher reaches about 56% and KD gains +3 to +7 points (STACK.md)
+    superclass_spread: float = 3.0
+    class_spread: float = 1.0
+    train_per_class: int = 20
+    test_per_class: int = 50
+
+    def __post_init__(self) -> None:
+        for key in ("classes", "superclasses", "dim", "train_per_class", "test_per_class"):
+            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        check(self.classes % self.superclasses == 0, "classes", f"{self.classes} classes do not split into {self.superclasses} superclasses")
+        check(self.noise >= 0, "noise", f"must be >= 0, got {self.noise}")
+
+
+def hgmm_centres(opts: HGMMOptions, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 0])
+    supers = rng.normal(0.0, opts.superclass_spread, (opts.superclasses, opts.dim))
+    per_super = opts.classes // opts.superclasses
+    return np.repeat(supers, per_super, axis=0) + rng.normal(0.0, opts.class_spread, (opts.classes, opts.dim))
+
+
+@register_dataset("hgmm", HGMMOptions)
+def hgmm(opts: HGMMOptions, seed: int) -> Arrays:
+    centres = hgmm_centres(opts, seed)
+    rng = np.random.default_rng([seed, 1])
+
+    def draw(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(opts.classes), per_class)
+        x = centres[y] + rng.normal(0.0, opts.noise, (len(y), opts.dim))
+        return (x / np.sqrt(opts.dim)).astype(np.float32), y
+
+    x_train, y_train = draw(opts.train_per_class)
+    x_test, y_test = draw(opts.test_per_class)
+    return Arrays(x_train, y_train, x_test, y_test)
+
+
+@dataclass(frozen=True)
+class CifarOptions:
+    root: str = ""  # a folder holding cifar-10-batches-py / cifar-100-python; default <KDX_CACHE>/cifar
+    download: bool = False  # nothing downloads unless asked
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def _cifar(opts: CifarOptions, which: str) -> Arrays:
+    try:
+        import torchvision
+    except Exception as e:  # ImportError, or torchvision built for another torch
+        raise DataError(f"data.name: {which} needs torchvision, which did not import ({e.__class__.__name__}); install the 'vision' extra: pip install 'kdx[vision]'") from None
+    root = opts.root or str(cache_dir("cifar"))
+    cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        train = cls(root, train=True, download=opts.download)
+        test = cls(root, train=False, download=opts.download)
+    except RuntimeError:
+        raise DataError(f"data.root: no {which} files in {root}; put the python-version archive there, extracted, or set data.download=true") from None
+    mean = train.data.mean(axis=(0, 1, 2)) / 255.0
+    std = train.data.std(axis=(0, 1, 2)) / 255.0
+    as_x = lambda a: (((a / 255.0) - mean) / std).astype(np.float32).transpose(0, 3, 1, 2)  # noqa: E731
+    return Arrays(as_x(train.data), np.asarray(train.targets), as_x(test.data), np.asarray(test.targets))
+
+
+@register_dataset("cifar10", CifarOptions)
+def cifar10(opts: CifarOptions, seed: int) -> Arrays:
+    return _cifar(opts, "cifar10")
+
+
+@register_dataset("cifar100", CifarOptions)
+def cifar100(opts: CifarOptions, seed: int) -> Arrays:
+    return _cifar(opts, "cifar100")
+
+
+# --- a user's own dataset --------------------------------------------------------------
+
+
+def import_object(spec: str, key: str) -> Any:
+    """Import "package.module:name"; a failure is a ConfigError naming `key`."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(f"{key}: cannot import module '{module_name}' ({e.__class__.__name__}: {e})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{key}: module '{module_name}' has no '{attr}'") from None
+
+
+def _as_array(a: Any) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def _custom(name: str, options: dict, seed: int) -> Arrays:
+    fn = import_object(name, "data.name")
+    kwargs = dict(options)
+    if "seed" in inspect.signature(fn).parameters:
+        kwargs["seed"] = seed
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"data: options do not fit {name} ({e})") from None
+    out = fn(**kwargs)
+    if isinstance(out, dict):
+        parts = [out.get(k) for k in ("x_train", "y_train", "x_test", "y_test")]
+    elif isinstance(out, (tuple, list)) and len(out) == 2:  # (train, test) torch-style datasets
+        parts = []
+        for split in out:
+            xs, ys = zip(*(split[i] for i in range(len(split))))
+            parts += [np.stack([_as_array(x) for x in xs]), np.asarray([int(y) for y in ys])]
+    elif isinstance(out, (tuple, list)) and len(out) == 4:
+        parts = list(out)
+    else:
+        raise DataError(f"data.name: {name} must return (x_train, y_train, x_test, y_test), a dict of those, or (train_dataset, test_dataset)")
+    if any(p is None for p in parts):
+        raise DataError(f"data.name: {name} returned a dict without x_train, y_train, x_test and y_test")
+    x_train, y_train, x_test, y_test = (_as_array(p) for p in parts)
+    return Arrays(x_train.astype(np.float32), y_train, x_test.astype(np.float32), y_test)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_data(cfg: Any) -> Dataset:
+    """Build the dataset a `DataConfig` names, with its train/val split."""
+    if is_custom(cfg.name):
+        arrays = _custom(cfg.name, cfg.options or {}, cfg.seed)
+    else:
+        arrays = DATASETS.get(cfg.name, "data.name").build(cfg.options, cfg.seed)
+    y_train = arrays.y_train.astype(np.int64)
+    y_test = arrays.y_test.astype(np.int64)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    order = np.random.default_rng([cfg.seed, 2]).permutation(len(y_train))
+    n_val = max(1, int(round(len(order) * cfg.val_fraction)))
+    val, train = order[:n_val], order[n_val:]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    opts = cfg.options if isinstance(cfg.options, dict) else asdict(cfg.options)
+    return Dataset(
+        name=cfg.name,
+        x_train=t(arrays.x_train[train]),
+        y_train=t(y_train[train]),
+        x_val=t(arrays.x_train[val]),
+        y_val=t(y_train[val]),
+        x_test=t(arrays.x_test),
+        y_test=t(y_test),
+        num_classes=num_classes,
+        input_shape=tuple(arrays.x_train.shape[1:]),
+        key=fingerprint([cfg.name, cfg.val_fraction, cfg.seed, opts]),
+    )

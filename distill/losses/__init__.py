@@ -1,0 +1,90 @@
+"""Distillation losses, one file per method, in a registry.
+
+A loss is either a function `fn(student, teacher, target, **options) -> Tensor`
+registered with the teacher outputs it reads, or an `nn.Module` class built as
+`cls(options, student_sample, teacher_sample)` from one batch of each model's
+`Outputs` (so learned parts such as a FitNet regressor get the right shapes);
+such a class says which teacher outputs it reads in `self.teacher_keys`.
+Each loss's weight lives in the run config's `mix`, never in the loss.
+
+Teacher keys are "logits", "features.<name>" or "attentions.<name>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..models import Outputs
+from ..registry import Registry
+
+__all__ = ["LOSSES", "register_loss", "build_loss", "NoOptions", "block_names", "pair_blocks"]
+
+LOSSES = Registry("loss")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+class FunctionLoss(nn.Module):
+    """Wraps a loss function and its options; holds no parameters."""
+
+    def __init__(self, fn: Callable[..., Tensor], options: object, teacher_keys: tuple[str, ...]):
+        super().__init__()
+        self.fn, self.kwargs, self.teacher_keys = fn, dataclasses.asdict(options), teacher_keys
+
+    def forward(self, student: Outputs, teacher: Outputs | None, target: Tensor) -> Tensor:
+        return self.fn(student, teacher, target, **self.kwargs)
+
+
+def register_loss(name: str, options: type = NoOptions, teacher_keys: tuple[str, ...] = ("logits",)) -> Callable:
+    """Register a loss function (reading `teacher_keys`) or an nn.Module class."""
+
+    def decorate(obj: Callable) -> Callable:
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            build = obj
+        else:
+            def build(opts: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
+                return FunctionLoss(obj, opts, teacher_keys)
+        LOSSES.register(name, options)(build)
+        return obj
+
+    return decorate
+
+
+def build_loss(name: str, options: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
+    """Build loss `name` for these models; a pairing they cannot make is a ConfigError."""
+    try:
+        return LOSSES.get(name, f"mix.{name}").build(options, student, teacher)
+    except ValueError as e:
+        raise ConfigError(f"losses.{name}: {e}") from None
+
+
+def block_names(features: dict[str, Tensor]) -> list[str]:
+    """The intermediate blocks of a model, shallow to deep (not the embedding)."""
+    return [k for k in features if k != "embedding"]
+
+
+def pick_block(names: list[str], layer: float | str, what: str) -> str:
+    """A block by name, or by relative depth in (0, 1] (1.0 is the last block)."""
+    if isinstance(layer, str):
+        if layer not in names and layer != "embedding":
+            raise ValueError(f"{what} has no layer '{layer}' (it has {', '.join(names + ['embedding'])})")
+        return layer
+    if not 0.0 < layer <= 1.0:
+        raise ValueError(f"relative depth must be in (0, 1], got {layer}")
+    return names[max(1, round(layer * len(names))) - 1]
+
+
+def pair_blocks(student: list[str], teacher: list[str]) -> list[tuple[str, str]]:
+    """Each student block with the teacher block at the same relative depth."""
+    return [(s, teacher[max(1, round((i + 1) * len(teacher) / len(student))) - 1]) for i, s in enumerate(student)]
+
+
+from . import at, ce, dkd, fitnet, kd, rkd  # noqa: E402,F401  (registers the losses)

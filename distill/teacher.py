@@ -1,0 +1,150 @@
+"""The teacher: trained once (cross-entropy) or loaded from a user's checkpoint,
+then run once over the training set to cache the outputs the losses read.
+
+Both caches live under the kdx cache folder, keyed by a hash of what made
+them (teacher config and data, or the checkpoint's own sha256), written
+atomically and checked against their sha256 when read. A teacher is always in
+eval mode with gradients off; anything a user hands over is loaded with
+`torch.load(..., weights_only=True)`, which cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .cache import cache_dir, fingerprint, load_checked, save_checked, sha256_file
+from .config import RunConfig
+from .data import Dataset, import_object
+from .errors import ConfigError
+from .models import Outputs, as_outputs, build_model, count_params, measure_latency
+from .train import build_losses, evaluate, run
+
+__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "teacher_keys"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    key: str  # names the teacher in caches and MLflow
+    source: str  # "trained", "cache" or "checkpoint"
+    val_acc: float
+    test_acc: float
+    params: int
+    latency_ms: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _info(model: nn.Module, data: Dataset, key: str, source: str) -> TeacherInfo:
+    val_acc, _ = evaluate(model, data.x_val, data.y_val)
+    test_acc, _ = evaluate(model, data.x_test, data.y_test)
+    return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape))
+
+
+def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
+    t = config.teacher
+    path = Path(t.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"teacher.checkpoint: no such file '{path}'")
+    if t.factory:
+        factory = import_object(t.factory, "teacher.factory")
+        accepted = inspect.signature(factory).parameters
+        kwargs = {k: v for k, v in (("input_shape", data.input_shape), ("num_classes", data.num_classes)) if k in accepted}
+        model = factory(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"teacher.factory: {t.factory} returned {type(model).__name__}, not a torch module")
+    else:
+        model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except Exception as e:
+        raise ConfigError(f"teacher.checkpoint: '{path}' does not fit the teacher model ({str(e).splitlines()[0][:200]})") from None
+    key = fingerprint([sha256_file(path), t.factory, t.model.to_dict(), data.key])
+    return _frozen(model), _info(model, data, key, "checkpoint")
+
+
+def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:
+    """The frozen teacher of `config` and its accuracy, training it only once."""
+    t = config.teacher
+    if t.checkpoint:
+        return _load_checkpoint(config, data)
+    key = fingerprint([t.to_dict(), data.key])
+    model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
+    folder = cache_dir("teachers")
+    weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
+    state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if state is not None and meta.exists():
+        model.load_state_dict(state)
+        return _frozen(model), TeacherInfo(**{**json.loads(meta.read_text()), "source": "cache"})
+    log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
+    train = dataclasses.replace(
+        config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
+        optimizer="adam", schedule="constant", epoch_policy="best_val",  # picked on validation, never test
+    )
+    teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
+    result = run(teacher_run, data)
+    model = result.model.cpu()
+    save_checked(weights, lambda p: torch.save(model.state_dict(), p))
+    info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms)
+    save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
+    return _frozen(model), info
+
+
+def teacher_keys(config: RunConfig, data: Dataset, teacher: nn.Module) -> list[str]:
+    """The teacher outputs ("logits", "features.block2", ...) the run's losses read."""
+    x = data.x_train[:2]
+    with torch.no_grad():
+        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
+        terms = build_losses(config, student(x), as_outputs(teacher.cpu()(x)))
+    keys = {"logits"}
+    for module in terms.values():
+        keys.update(module.teacher_keys)
+    return sorted(keys)
+
+
+def _select(out: Outputs, keys: list[str]) -> Outputs:
+    feats = {k.split(".", 1)[1]: out.features[k.split(".", 1)[1]] for k in keys if k.startswith("features.")}
+    attns = {k.split(".", 1)[1]: out.attentions[k.split(".", 1)[1]] for k in keys if k.startswith("attentions.")}
+    return Outputs(out.logits, feats, attns)
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:
+    """The teacher's outputs named by `keys` over the training set, computed once and cached."""
+    path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, sorted(keys)])}.pt"
+    flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if flat is None:
+        teacher = _frozen(teacher.cpu())
+        parts = [_select(as_outputs(teacher(data.x_train[i : i + batch_size])), keys) for i in range(0, len(data.x_train), batch_size)]
+        flat = {"logits": torch.cat([p.logits for p in parts])}
+        for kind in ("features", "attentions"):
+            for name in getattr(parts[0], kind):
+                flat[f"{kind}.{name}"] = torch.cat([getattr(p, kind)[name] for p in parts])
+        save_checked(path, lambda p: torch.save(flat, p))
+    feats = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("features.")}
+    attns = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("attentions.")}
+    return Outputs(flat["logits"], feats, attns)
+

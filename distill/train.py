@@ -1,0 +1,199 @@
+"""One distillation run: `run(config, data, teacher, report=callback) -> RunResult`.
+
+The teacher is either its cached outputs over the training set (`Outputs` of
+full-length tensors, the fast path: the teacher never runs during training) or
+an `nn.Module` run on every batch in eval mode. Batches are slices of
+in-memory tensors. Every loss term is summed into one epoch figure, and the
+run stops with `TrainingDiverged` as soon as an epoch's loss is not finite.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .config import RunConfig, TrainConfig
+from .data import Dataset
+from .errors import ConfigError, TrainingDiverged
+from .losses import LOSSES, build_loss
+from .models import Outputs, as_outputs, build_model, count_params, measure_latency
+
+__all__ = ["RunResult", "run", "evaluate", "resolve_device", "slice_outputs", "build_losses"]
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class RunResult:
+    val_acc: float
+    test_acc: float
+    params: int
+    latency_ms: float
+    epochs: int
+    best_epoch: int
+    history: list[dict[str, float]]
+    model: nn.Module = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch", "history")}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def slice_outputs(out: Outputs, idx: Tensor | slice) -> Outputs:
+    return Outputs(
+        out.logits[idx],
+        {k: v[idx] for k, v in out.features.items()},
+        {k: v[idx] for k, v in out.attentions.items()},
+    )
+
+
+def _outputs_to(out: Outputs, device: torch.device) -> Outputs:
+    return Outputs(
+        out.logits.to(device),
+        {k: v.to(device) for k, v in out.features.items()},
+        {k: v.to(device) for k, v in out.attentions.items()},
+    )
+
+
+def build_losses(config: RunConfig, student_sample: Outputs, teacher_sample: Outputs | None) -> dict[str, nn.Module]:
+    """The loss modules of every term with a positive weight."""
+    terms = {}
+    for name, weight in config.mix.items():
+        if weight > 0:
+            if name != "ce" and teacher_sample is None:
+                raise ConfigError(f"mix.{name}: needs a teacher, but none was given")
+            options = config.losses.get(name) or LOSSES.get(name, f"mix.{name}").options()
+            terms[name] = build_loss(name, options, student_sample, teacher_sample)
+    return terms
+
+
+def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2048) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct, loss = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        logits = as_outputs(model(xb)).logits.float()
+        correct += int((logits.argmax(-1) == yb).sum())
+        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+    model.train(was_training)
+    return correct / len(x), loss / len(x)
+
+
+def run(
+    config: RunConfig,
+    data: Dataset,
+    teacher: Outputs | nn.Module | None = None,
+    report: Report | None = None,
+) -> RunResult:
+    """Train `config.student` on `data` with the loss terms of `config.mix`.
+
+    `report(epoch, metrics)` is called after every epoch with train_loss,
+    loss/<term>, val_acc and val_loss. With `epoch_policy: best_val` the
+    weights of the best validation epoch are kept (ties go to the earlier
+    epoch); the test split is evaluated once, at the end.
+    """
+    cfg = config.train
+    device = resolve_device(cfg.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        torch.manual_seed(config.seed)
+        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student").to(device)
+        x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+        online = isinstance(teacher, nn.Module)
+        if online:
+            teacher.eval().to(device)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        elif teacher is not None:
+            if len(teacher.logits) != len(x_train):
+                raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training set {len(x_train)}")
+            teacher = _outputs_to(teacher, device)
+
+        def teacher_batch(idx: Tensor, xb: Tensor) -> Outputs | None:
+            if teacher is None:
+                return None
+            if online:
+                with torch.no_grad():
+                    return as_outputs(teacher(xb))
+            return slice_outputs(teacher, idx)
+
+        probe = torch.arange(min(2, len(x_train)), device=device)
+        with torch.no_grad():
+            terms = build_losses(config, student(x_train[probe]), teacher_batch(probe, x_train[probe]))
+        for module in terms.values():
+            module.to(device)
+        weights = {name: config.mix[name] for name in terms}
+        params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
+        optimizer = _optimizer(cfg, params)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.schedule == "cosine" else None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+        generator = torch.Generator().manual_seed(config.seed)
+
+        history: list[dict[str, float]] = []
+        best_acc, best_epoch, best_state = -1.0, 0, None
+        n = len(x_train)
+        for epoch in range(1, cfg.epochs + 1):
+            student.train()
+            sums = torch.zeros(len(terms) + 1, device=device)  # summed on device: no sync per batch
+            order = torch.randperm(n, generator=generator).to(device)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                xb, yb = x_train[idx], y_train[idx]
+                t_out = teacher_batch(idx, xb)
+                with autocast:
+                    s_out = student(xb)
+                    values = [loss(s_out, t_out, yb) for loss in terms.values()]
+                total = sum(w * v for w, v in zip(weights.values(), values))
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                sums += torch.stack([total.detach(), *(v.detach().float() for v in values)]) * len(idx)
+            if scheduler is not None:
+                scheduler.step()
+            means = (sums / n).tolist()
+            if not all(math.isfinite(v) for v in means):
+                raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
+            val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
+            metrics = {"train_loss": means[0], **{f"loss/{k}": v for k, v in zip(terms, means[1:])}, "val_acc": val_acc, "val_loss": val_loss}
+            history.append({"epoch": epoch, **metrics})
+            if report is not None:
+                report(epoch, metrics)
+            if val_acc > best_acc:
+                best_acc, best_epoch = val_acc, epoch
+                if cfg.epoch_policy == "best_val":
+                    best_state = copy.deepcopy(student.state_dict())
+
+        if cfg.epoch_policy == "best_val":
+            student.load_state_dict(best_state)
+            val_acc = best_acc
+        else:
+            best_epoch = cfg.epochs
+        test_acc, _ = evaluate(student, data.x_test, data.y_test)
+        latency = measure_latency(student, data.input_shape)
+    finally:
+        torch.set_num_threads(threads)
+    return RunResult(val_acc, test_acc, count_params(student), latency, cfg.epochs, best_epoch, history, student)

@@ -1,0 +1,1 @@
+"""The search and the CLI: the only package that imports Ray."""
