@@ -30,6 +30,9 @@ class TrainingDiverged(KdxError):
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean 'x'?)' for the nearest choice, or the list of choices."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    initials = "".join(part[:1] for part in name.split("_"))  # learning_rate -> lr
+    if not close and "_" in name and initials in choices:
+        close = [initials]
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f" (valid: {', '.join(sorted(choices))})" if choices else ""

@@ -1,0 +1,23 @@
+# `make demo` runs the main job on the embedded default; `make test` runs the tests.
+# Both make the virtual environment (.venv) first when it is missing.
+
+.PHONY: setup demo test test-slow bench
+
+.venv/.ready: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+setup: .venv/.ready
+
+demo: .venv/.ready
+	.venv/bin/kdx run examples/quick.yaml --twin --out runs/quick
+
+test: .venv/.ready
+	.venv/bin/python -m pytest -q
+
+test-slow: .venv/.ready
+	.venv/bin/python -m pytest -q -m slow
+
+bench: .venv/.ready
+	.venv/bin/python benchmarks/bench_step.py
+	.venv/bin/python benchmarks/bench_kd_gain.py

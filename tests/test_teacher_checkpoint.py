@@ -1,0 +1,88 @@
+import pickle
+
+import pytest
+import torch
+
+from distill.config import RunConfig
+from distill.data import load_data
+from distill.errors import ConfigError
+from distill.models import build_model
+from distill.teacher import get_teacher, teacher_keys, teacher_outputs
+from distill.train import run
+
+STUDENT = {"family": "mlp", "width": 8, "depth": 1}
+
+
+def config(teacher):
+    return RunConfig.from_dict({"data": {"name": "digits"}, "teacher": teacher, "student": STUDENT, "train": {"epochs": 1}})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(config({}).data)
+
+
+def test_checkpoint_built_from_the_registry(tmp_path, data):
+    c = config({"family": "mlp", "width": 32, "depth": 1})
+    model = build_model("mlp", c.teacher.model.options, data.input_shape, data.num_classes)
+    torch.save(model.state_dict(), tmp_path / "t.pt")
+    c = config({"family": "mlp", "width": 32, "depth": 1, "checkpoint": str(tmp_path / "t.pt")})
+    teacher, info = get_teacher(c, data)
+    assert info.source == "checkpoint" and not teacher.training
+    for a, b in zip(model.state_dict().values(), teacher.state_dict().values()):
+        assert torch.equal(a, b)
+    r = run(c, data, teacher_outputs(teacher, info, data, teacher_keys(c, data, teacher)))
+    assert r.epochs == 1
+
+
+def test_checkpoint_with_a_users_factory_returning_logits(tmp_path, monkeypatch, data):
+    (tmp_path / "myteacher.py").write_text(
+        "import torch\n"
+        "def build(num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myteacher
+
+    torch.save({"state_dict": myteacher.build(10).state_dict()}, tmp_path / "t.pt")
+    c = config({"checkpoint": str(tmp_path / "t.pt"), "factory": "myteacher:build"})
+    teacher, info = get_teacher(c, data)
+    out = teacher_outputs(teacher, info, data, teacher_keys(c, data, teacher))
+    assert out.logits.shape == (len(data.x_train), 10)
+
+
+def test_missing_and_mismatched_checkpoints(tmp_path, data):
+    with pytest.raises(ConfigError, match="teacher.checkpoint: no such file"):
+        get_teacher(config({"checkpoint": str(tmp_path / "nope.pt")}), data)
+    small = build_model("mlp", config({"family": "mlp", "width": 4}).teacher.model.options, data.input_shape, 10)
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    with pytest.raises(ConfigError, match="does not fit the teacher model"):
+        get_teacher(config({"family": "mlp", "width": 32, "checkpoint": str(tmp_path / "small.pt")}), data)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="does not load as weights only"):
+        get_teacher(config({"checkpoint": str(tmp_path / "junk.pt")}), data)
+    with pytest.raises(ConfigError, match="teacher.factory: cannot import module 'no_such_module'"):
+        torch.save(small.state_dict(), tmp_path / "ok.pt")
+        get_teacher(config({"checkpoint": str(tmp_path / "ok.pt"), "factory": "no_such_module:f"}), data)
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, data):
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"state_dict": _Evil(str(marker))}, f)
+    with pytest.raises(ConfigError, match="does not load as weights only"):
+        get_teacher(config({"checkpoint": str(tmp_path / "evil.pt")}), data)
+    assert not marker.exists()
+    torch.save({"w": _Evil(str(marker))}, tmp_path / "evil2.pt")  # torch's own zip format
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match="does not load as weights only"):
+        get_teacher(config({"checkpoint": str(tmp_path / "evil2.pt")}), data)
+    assert not marker.exists()
