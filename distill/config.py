@@ -13,6 +13,7 @@ choice registered; see `distill.registry`.
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import types
 import typing
@@ -33,6 +34,9 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "apply_overrides",
+    "with_values",
+    "check_key",
+    "yaml_float",
     "parse_dataclass",
     "load_yaml",
 ]
@@ -47,6 +51,14 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def yaml_float(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads `1e-3` as the string "1e-3"; take it as the number meant."""
+    return float(value) if isinstance(value, str) and _FLOAT.match(value.strip()) else value
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -75,6 +87,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        value = yaml_float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:
@@ -362,6 +375,20 @@ def load_yaml(path: str) -> dict:
     return data
 
 
+def set_value(data: dict, key: str, value: Any, label: str) -> None:
+    """Set dotted `key` in nested dict `data`, creating sections; `label` names the source in errors."""
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{label}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
     """Apply `a.b.c=value` strings (values read as YAML scalars) to a copy."""
     out = copy.deepcopy(dict(data))
@@ -374,14 +401,48 @@ def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_value(out, key, value, f"--set {item!r}")
     return out
+
+
+def with_values(data: Mapping, values: Mapping[str, Any], label: str = "space") -> dict:
+    """A copy of `data` with dotted keys set to `values` (a trial's params)."""
+    out = copy.deepcopy(dict(data))
+    for key, value in values.items():
+        set_value(out, key, value, f"{label}.{key}")
+    return out
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def check_key(key: str, custom_data: bool = False) -> None:
+    """Fail unless some run config has dotted `key` (whatever the family or dataset)."""
+    parts = key.split(".")
+    head, rest = parts[0], parts[1:]
+    model_keys = ["family"] + sorted({n for name in MODELS.names() for n in _field_names(MODELS.get(name, "").options)})
+    valid: dict[str, list[str]] = {
+        "data": ["name", "val_fraction", "seed"] + sorted({n for name in DATASETS.names() for n in _field_names(DATASETS.get(name, "").options)}),
+        "student": model_keys,
+        "teacher": model_keys + list(TeacherConfig._OWN),
+        "train": _field_names(TrainConfig),
+        "mix": LOSSES.names(),
+        "losses": LOSSES.names(),
+    }
+    if head == "seed" and not rest:
+        return
+    if head not in valid:
+        raise _unknown(head, "", list(RunConfig.SECTIONS))
+    if not rest:
+        raise ConfigError(f"'{key}' is a section, not a value")
+    if head == "data" and custom_data:
+        return
+    if rest[0] not in valid[head]:
+        raise _unknown(rest[0], head, valid[head])
+    if head == "losses":
+        opts = _field_names(LOSSES.get(rest[0], "").options)
+        if len(rest) != 2 or rest[1] not in opts:
+            raise _unknown(".".join(rest[1:]) or "?", f"losses.{rest[0]}", opts)
+    elif len(rest) != 1:
+        raise ConfigError(f"unknown key '{key}'")

@@ -126,8 +126,13 @@ def teacher_keys(config: RunConfig, data: Dataset, teacher: nn.Module) -> list[s
 
 
 def _select(out: Outputs, keys: list[str]) -> Outputs:
-    feats = {k.split(".", 1)[1]: out.features[k.split(".", 1)[1]] for k in keys if k.startswith("features.")}
-    attns = {k.split(".", 1)[1]: out.attentions[k.split(".", 1)[1]] for k in keys if k.startswith("attentions.")}
+    """Logits, plus every feature (attention) map when any is asked for.
+
+    All of them, not just the named ones: losses pick layers by relative
+    depth, and a subset would shift what "the middle block" means when the
+    loss is rebuilt on the cached outputs."""
+    feats = out.features if any(k.startswith("features.") for k in keys) else {}
+    attns = out.attentions if any(k.startswith("attentions.") for k in keys) else {}
     return Outputs(out.logits, feats, attns)
 
 

@@ -13,6 +13,7 @@ Teacher keys are "logits", "features.<name>" or "attentions.<name>".
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,12 +80,12 @@ def pick_block(names: list[str], layer: float | str, what: str) -> str:
         return layer
     if not 0.0 < layer <= 1.0:
         raise ValueError(f"relative depth must be in (0, 1], got {layer}")
-    return names[max(1, round(layer * len(names))) - 1]
+    return names[max(1, math.floor(layer * len(names) + 0.5)) - 1]  # halves round up: 0.5 of 5 is block3
 
 
 def pair_blocks(student: list[str], teacher: list[str]) -> list[tuple[str, str]]:
     """Each student block with the teacher block at the same relative depth."""
-    return [(s, teacher[max(1, round((i + 1) * len(teacher) / len(student))) - 1]) for i, s in enumerate(student)]
+    return [(s, teacher[max(1, math.floor((i + 1) * len(teacher) / len(student) + 0.5)) - 1]) for i, s in enumerate(student)]
 
 
 from . import at, ce, dkd, fitnet, kd, rkd  # noqa: E402,F401  (registers the losses)

@@ -57,6 +57,7 @@ def attention_kl(a_student: Tensor, a_teacher: Tensor) -> Tensor:
     if a_student.shape[1] != a_teacher.shape[1]:
         a_student, a_teacher = a_student.mean(1, keepdim=True), a_teacher.mean(1, keepdim=True)
     log_s = a_student.float().clamp_min(1e-8).log()
+    a_teacher = a_teacher.detach()
     log_t = a_teacher.float().clamp_min(1e-8).log()
     return (a_teacher * (log_t - log_s)).sum(-1).mean()
 
@@ -88,6 +89,6 @@ class AT(nn.Module):
         else:
             terms = []
             for s, t in self.pairs:
-                fs, ft = _match(student.features[s], teacher.features[t])
+                fs, ft = _match(student.features[s], teacher.features[t].detach())
                 terms.append((attention_map(fs, self.p) - attention_map(ft, self.p)).pow(2).mean())
         return torch.stack(terms).sum()

@@ -47,7 +47,7 @@ def _binary_log_probs(log_p: Tensor, mask: Tensor) -> Tensor:
 
 def dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, temperature: float, tckd: float, nckd: float) -> Tensor:
     mask = F.one_hot(target, logits_student.shape[-1]).bool()
-    zs, zt = logits_student / temperature, logits_teacher / temperature
+    zs, zt = logits_student / temperature, logits_teacher.detach() / temperature
     bs = _binary_log_probs(F.log_softmax(zs, -1), mask)
     bt = _binary_log_probs(F.log_softmax(zt, -1), mask)
     tckd_term = (bt.exp() * (bt - bs)).sum(-1).mean()

@@ -58,7 +58,7 @@ class FitNet(nn.Module):
             self.regressor = nn.Linear(s.shape[1], t.shape[1])
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor) -> Tensor:
-        s, t = student.features[self.student_layer], teacher.features[self.teacher_layer]
+        s, t = student.features[self.student_layer], teacher.features[self.teacher_layer].detach()
         if self.as_map:
             v = self.regressor(s)
             if tuple(v.shape[2:]) != self.size:

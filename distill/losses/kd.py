@@ -33,11 +33,9 @@ class KDOptions:
 
 def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
     log_q = F.log_softmax(logits_student / temperature, dim=-1)
-    with torch.no_grad():  # the teacher's side is a constant: fewer autograd nodes per step
-        log_p = F.log_softmax(logits_teacher.float() / temperature, dim=-1)
-        p = log_p.exp()
-        neg_entropy = (p * log_p).sum()
-    return (neg_entropy - (p * log_q).sum()) * (temperature**2 / len(p))
+    with torch.no_grad():  # the teacher's side is a constant: no gradient, fewer autograd nodes
+        log_p = F.log_softmax(logits_teacher / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * temperature**2
 
 
 @register_loss("kd", KDOptions)

@@ -37,7 +37,9 @@ class RKDOptions:
 
 def _distances(e: Tensor) -> Tensor:
     d = torch.cdist(e, e)
-    return d / d[d > 0].mean().clamp_min(1e-12)
+    # mu over the nonzero distances; a batch of one (or of equal points) has none
+    mu = d.sum() / (d > 0).sum().clamp_min(1)
+    return d / mu.clamp_min(1e-12)
 
 
 def _angles(e: Tensor) -> Tensor:
@@ -46,7 +48,7 @@ def _angles(e: Tensor) -> Tensor:
 
 
 def rkd_loss(emb_student: Tensor, emb_teacher: Tensor, distance: float, angle: float) -> Tensor:
-    s, t = emb_student.flatten(1).float(), emb_teacher.flatten(1).float()
+    s, t = emb_student.flatten(1).float(), emb_teacher.detach().flatten(1).float()
     loss = s.new_zeros(())
     if distance:
         with torch.no_grad():

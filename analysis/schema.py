@@ -1,0 +1,83 @@
+"""The MLflow run schema: the one place that names kdx's tags, params and metrics.
+
+The search writes runs with these names and the analysis reads them back;
+neither spells a name itself.
+
+- One experiment per search; one parent run (role "search") with the resolved
+  config as an artifact; one "teacher" run; one run per trial (role
+  "student"), nested under the parent with the `mlflow.parentRunId` tag;
+  scratch twins have role "baseline", assistants "assistant".
+- `kdx.arch` is a stable, readable id of the student architecture, so a
+  student pairs with its twin.
+- Params: the resolved run config flattened to dotted keys (sampled keys are
+  the same names, verbatim); `kdx.sampled` lists which were sampled.
+- Metrics: val_acc and test_acc (fractions), params (count), latency_ms
+  (batch-1 CPU, median), train_loss and loss/<term> per epoch (step=epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+__all__ = [
+    "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
+    "TAG_TEACHER_RUN", "TAG_TWIN_OF",
+    "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
+    "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
+    "arch_id", "flat_params", "loss_metric",
+]
+
+TAG_ROLE = "kdx.role"
+TAG_ARCH = "kdx.arch"
+TAG_TRIAL = "kdx.trial_id"  # Tune's trial id: one run per trial, found again on resume
+TAG_SAMPLED = "kdx.sampled"  # comma-separated dotted keys the search sampled
+TAG_STOPPED = "kdx.stopped_early"  # "true" when a scheduler stopped the trial: never on the front
+TAG_ERROR = "kdx.error"  # a failed trial's error, one line
+TAG_CONFIG_HASH = "kdx.config_hash"  # on the parent: which config this experiment ran
+TAG_PARENT = "mlflow.parentRunId"
+TAG_TEACHER_RUN = "kdx.teacher_run"  # on students and twins: the teacher run's id (lineage)
+TAG_TWIN_OF = "kdx.twin_of"  # on a twin: the arch it is the scratch twin of
+
+ROLE_SEARCH = "search"
+ROLE_TEACHER = "teacher"
+ROLE_STUDENT = "student"
+ROLE_BASELINE = "baseline"
+ROLE_ASSISTANT = "assistant"
+
+VAL_ACC = "val_acc"
+TEST_ACC = "test_acc"
+PARAMS = "params"
+LATENCY = "latency_ms"
+TRAIN_LOSS = "train_loss"
+EPOCHS = "epochs"
+BEST_EPOCH = "best_epoch"
+
+# Objectives a search may name, with what a run reports for each.
+OBJECTIVES = (VAL_ACC, PARAMS, LATENCY)
+
+WEIGHTS_ARTIFACT = "model/model.safetensors"
+CONFIG_ARTIFACT = "config.yaml"
+SPACE_ARTIFACT = "space.yaml"
+
+
+def loss_metric(term: str) -> str:
+    return f"loss/{term}"
+
+
+def arch_id(student: Mapping[str, Any]) -> str:
+    """'mlp:depth=2,width=32' from a student section (family plus shape options)."""
+    shape = ",".join(f"{k}={student[k]}" for k in sorted(student) if k != "family")
+    return f"{student['family']}:{shape}"
+
+
+def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A resolved run config as MLflow params: dotted keys, string values."""
+    out: dict[str, str] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = "null" if v is None else str(v)
+    return out

@@ -1,0 +1,174 @@
+"""The experiment config: a base run config plus the search around it.
+
+    experiment: mnist1d-frontier
+    data/teacher/student/train/losses/mix: the base run (distill.config)
+    space:     presets/capacity_gap.yaml    # or a file, or inline entries
+    search:    {num_samples: 16, max_concurrent: 2, sampler: nsga2, seed: 0,
+                objectives: {val_acc: max, params: min}, scheduler: asha, baselines: true}
+    resources: {cpu: 1, gpu: 0}
+    tracking:  {uri: sqlite:///mlflow.db}
+
+Everything is checked here, before Ray or MLflow is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from analysis.schema import OBJECTIVES, VAL_ACC
+from distill.cache import fingerprint
+from distill.config import RunConfig, apply_overrides, load_yaml, parse_dataclass, to_plain
+from distill.errors import ConfigError, check, did_you_mean
+from search_spaces.space import Param, load_space, validate
+
+__all__ = ["Experiment", "SearchSettings", "Resources", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
+
+EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    num_samples: int = 16
+    max_concurrent: int = 2
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+    objectives: dict = field(default_factory=lambda: {VAL_ACC: "max"})
+    scheduler: Literal["asha", "none"] = "none"
+    grace_period: int = 2  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: int = 3  # ASHA: keep the best 1/3 at each rung
+    baselines: bool = True  # a scratch twin per distinct student architecture
+    storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
+
+    def __post_init__(self) -> None:
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+        check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
+        check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")
+        check(bool(self.objectives), "objectives", "name at least one objective, e.g. {val_acc: max}")
+        for name, mode in self.objectives.items():
+            check(name in OBJECTIVES, "objectives", f"unknown objective '{name}'" + did_you_mean(str(name), list(OBJECTIVES)))
+            check(mode in ("max", "min"), "objectives", f"{name}: direction must be max or min, got {mode!r}")
+        if self.scheduler == "asha":
+            check(VAL_ACC in self.objectives, "scheduler", "asha stops trials on val_acc per epoch: add val_acc to the objectives")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0  # per trial; also the trial's torch threads (rounded down, at least 1)
+    gpu: float = 0.0  # fractions pack several small students on one GPU
+
+    def __post_init__(self) -> None:
+        check(self.cpu > 0, "cpu", f"must be > 0, got {self.cpu}")
+        check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    uri: str = ""  # default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    base: dict  # the base run config as plain data (trial params are set on it)
+    run: RunConfig  # the base, checked
+    space: list[Param]
+    search: SearchSettings
+    resources: Resources
+    tracking_uri: str
+    source: str  # the config file
+
+    @property
+    def objective_names(self) -> list[str]:
+        return list(self.search.objectives)
+
+    @property
+    def config_hash(self) -> str:
+        return fingerprint([self.base, [to_plain(p) for p in self.space], to_plain(self.search), to_plain(self.resources)])
+
+    def to_dict(self) -> dict:
+        return {
+            "experiment": self.name,
+            **self.run.to_dict(),
+            "search": to_plain(self.search),
+            "resources": to_plain(self.resources),
+            "tracking": {"uri": self.tracking_uri},
+        }
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def absolute_uri(uri: str) -> str:
+    """Trials run in other working directories: pin a relative SQLite path here."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    if "://" not in uri:  # a bare folder: MLflow's file store
+        return str(Path(uri).resolve())
+    return uri
+
+
+def load_experiment(
+    path: str,
+    overrides: list[str] = (),
+    name: str | None = None,
+    num_samples: int | None = None,
+    max_concurrent: int | None = None,
+    tracking_uri: str | None = None,
+    smoke: bool = False,
+    need_space: bool = True,
+) -> Experiment:
+    """Read and check an experiment config; command-line flags win over the file."""
+    raw = apply_overrides(load_yaml(path), list(overrides))
+    base = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
+    if smoke:  # a tiny budget end to end: same code path, minutes become seconds
+        base = apply_overrides(base, ["train.epochs=2", "teacher.epochs=3"])
+        if base.get("data", {}).get("name", "mnist1d") == "mnist1d":
+            base = apply_overrides(base, ["data.num_samples=1000"])
+    run = RunConfig.from_dict(base)
+    exp_name = name or raw.get("experiment") or Path(path).stem
+    if not isinstance(exp_name, str) or not exp_name.strip():
+        raise ConfigError(f"experiment: expected a name, got {exp_name!r}")
+    search_raw = dict(raw.get("search") or {})
+    if num_samples is not None:
+        search_raw["num_samples"] = num_samples
+    if max_concurrent is not None:
+        search_raw["max_concurrent"] = max_concurrent
+    if smoke:
+        search_raw["num_samples"] = min(int(search_raw.get("num_samples", 4)), 4)
+    search = parse_dataclass(SearchSettings, search_raw, "search")
+    resources = parse_dataclass(Resources, raw.get("resources"), "resources")
+    tracking = parse_dataclass(Tracking, raw.get("tracking"), "tracking")
+    space: list[Param] = []
+    if raw.get("space") is not None or need_space:
+        space = load_space(raw.get("space"), Path(path).parent)
+        validate(space, base)
+    uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
+    return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path))
+
+
+def describe(exp: Experiment) -> str:
+    """What `kdx validate` prints."""
+    lines = [
+        f"experiment {exp.name!r} from {exp.source}",
+        f"  data {exp.run.data.name}, teacher {exp.run.teacher.model.family}, base student {exp.run.student.family}",
+        f"  mix {exp.run.mix}",
+        f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.search.sampler}, "
+        f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",
+        f"  resources per trial: cpu {exp.resources.cpu:g}, gpu {exp.resources.gpu:g}",
+        f"  tracking: {exp.tracking_uri}",
+        f"  space ({len(exp.space)} entries):",
+    ]
+    for p in exp.space:
+        what = {"int": f"int [{p.low}, {p.high}]", "float": f"float [{p.low:g}, {p.high:g}]",
+                "choice": f"choice {list(p.choices)}", "fixed": f"fixed {p.value!r}"}[p.kind]
+        lines.append(f"    {p.key}: {what}{' log' if p.log else ''}{f' when {p.when}' if p.when else ''}")
+    return "\n".join(lines)
+
+
+_ = Any
