@@ -113,7 +113,9 @@ def run(
     """Train `config.student` on `data` with the loss terms of `config.mix`.
 
     `report(epoch, metrics)` is called after every epoch with train_loss,
-    loss/<term>, val_acc and val_loss. With `epoch_policy: best_val` the
+    loss/<term>, val_acc and val_loss, and the constants params and
+    latency_ms (measured before training: an architecture's latency does not
+    depend on its weights, and a scheduler may stop the run at any epoch). With `epoch_policy: best_val` the
     weights of the best validation epoch are kept (ties go to the earlier
     epoch); the test split is evaluated once, at the end.
     """
@@ -124,6 +126,7 @@ def run(
     try:
         torch.manual_seed(config.seed)
         student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student").to(device)
+        n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
         online = isinstance(teacher, nn.Module)
         if online:
@@ -183,8 +186,9 @@ def run(
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
             val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
-            metrics = {"train_loss": means[0], **{f"loss/{k}": v for k, v in zip(terms, means[1:])}, "val_acc": val_acc, "val_loss": val_loss}
-            history.append({"epoch": epoch, **metrics})
+            metrics = {"train_loss": means[0], **{f"loss/{k}": v for k, v in zip(terms, means[1:])},
+                       "val_acc": val_acc, "val_loss": val_loss, "params": n_params, "latency_ms": latency}
+            history.append({"epoch": epoch, **{k: v for k, v in metrics.items() if k not in ("params", "latency_ms")}})
             if report is not None:
                 report(epoch, metrics)
             if val_acc > best_acc:
@@ -198,7 +202,6 @@ def run(
         else:
             best_epoch = cfg.epochs
         test_acc, _ = evaluate(student, data.x_test, data.y_test)
-        latency = measure_latency(student, data.input_shape)
     finally:
         torch.set_num_threads(threads)
-    return RunResult(val_acc, test_acc, count_params(student), latency, cfg.epochs, best_epoch, history, student)
+    return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student)

@@ -168,17 +168,20 @@ def _active(p: Param, chosen: Mapping[str, Any], base: Mapping[str, Any]) -> boo
     return all(_holds(cond, chosen.get(k, base.get(k))) for k, cond in p.when.items())
 
 
-def define(space: list[Param], base: Mapping) -> Callable[[Any], dict[str, Any]]:
+class Sampler:
     """An Optuna define-by-run function: trial -> {dotted key: value}.
 
     Conditional entries whose `when` does not hold are not sampled at all, so
-    they never appear in the trial's params."""
-    base_flat = flatten(base)
+    they never appear in the trial's params. A class, not a closure: Ray Tune
+    pickles it with the searcher's state."""
 
-    def sample(trial: Any) -> dict[str, Any]:
+    def __init__(self, space: list[Param], base: Mapping):
+        self.space, self.base_flat = list(space), flatten(base)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
         chosen: dict[str, Any] = {}
-        for p in space:
-            if not _active(p, chosen, base_flat):
+        for p in self.space:
+            if not _active(p, chosen, self.base_flat):
                 continue
             if p.kind == "int":
                 chosen[p.key] = trial.suggest_int(p.key, p.low, p.high, step=int(p.step or 1), log=p.log)
@@ -190,7 +193,9 @@ def define(space: list[Param], base: Mapping) -> Callable[[Any], dict[str, Any]]
                 chosen[p.key] = p.value
         return chosen
 
-    return sample
+
+def define(space: list[Param], base: Mapping) -> Callable[[Any], dict[str, Any]]:
+    return Sampler(space, base)
 
 
 def _refit_family(base: Mapping, params: Mapping[str, Any], section: str) -> Mapping:

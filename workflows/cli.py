@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-# Experiment-level sections that `kdx run` accepts and leaves to `kdx search`.
-EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking")
-
-
 def _load_run_config(path: str, overrides: list[str]):
     from distill.config import RunConfig, apply_overrides, load_yaml
+
+    from .experiment import EXPERIMENT_KEYS  # sections `kdx run` accepts and leaves to `kdx search`
 
     raw = apply_overrides(load_yaml(path), overrides)
     return RunConfig.from_dict(raw, ignore=EXPERIMENT_KEYS)
@@ -58,6 +56,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .experiment import describe, load_experiment
+
+    exp = load_experiment(args.config, args.set, need_space=False)
+    print(describe(exp))
+    print("valid")
+    return 0
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from distill.data import load_data
+    from distill.teacher import get_teacher, teacher_outputs
+
+    config = _load_run_config(args.config, args.set)
+    data = load_data(config.data)
+    teacher, info = get_teacher(config, data)
+    out = teacher_outputs(teacher, info, data, ["logits", "features.*", "attentions.*"])
+    print(f"teacher {info.key}: {info.source}, val_acc {info.val_acc:.4f}, test_acc {info.test_acc:.4f}, "
+          f"{info.params:,} params, {info.latency_ms:.3f} ms; outputs cached ({len(out.logits)} samples, "
+          f"{len(out.features)} feature maps, {len(out.attentions)} attention maps)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .experiment import load_experiment
+    from .search import run_search
+
+    exp = load_experiment(args.config, args.set, name=args.name, num_samples=args.num_samples,
+                          max_concurrent=args.max_concurrent, tracking_uri=args.tracking_uri, smoke=args.smoke)
+    print(f"search '{exp.name}': {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, "
+          f"objectives {exp.search.objectives}; tracking {exp.tracking_uri}", flush=True)
+    s = run_search(exp, resume=args.resume, address=args.address)
+    print(f"\ndone in {s.elapsed_s:.0f} s: {s.finished} finished, {s.stopped} stopped early, {s.failed} failed, "
+          f"{s.baselines} scratch twins")
+    if s.best:
+        print("best by val_acc: " + ", ".join(f"{k} {v:.4g}" for k, v in s.best.items()))
+    print(f"MLflow experiment '{s.experiment}' (id {s.experiment_id}), search run {s.parent_run_id}; browse with: kdx ui")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from .experiment import absolute_uri, default_tracking_uri
+
+    uri = absolute_uri(args.tracking_uri or default_tracking_uri())
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    return subprocess.call(cmd, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdx", description="Knowledge-distillation experiment lab.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,11 +118,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for result.json (default: the working directory)")
     p.add_argument("--twin", action="store_true", help="also train the from-scratch twin and print the distillation gain")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("search", help="a Ray Tune + Optuna search, every trial an MLflow run")
+    p.add_argument("config", help="experiment config (YAML)")
+    p.add_argument("--name", help="MLflow experiment name (default: the config's 'experiment')")
+    p.add_argument("--num-samples", type=int, help="number of trials")
+    p.add_argument("--max-concurrent", type=int, help="trials at a time")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--resume", action="store_true", help="continue a killed search of the same experiment")
+    p.add_argument("--smoke", action="store_true", help="a tiny budget end to end (2 epochs, at most 4 trials)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("validate", help="check config and space; run nothing")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("teacher", help="train or load the teacher and cache its outputs")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("ui", help="the MLflow UI for this tracking store, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: only this machine)")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from distill.errors import KdxError
 
     try:

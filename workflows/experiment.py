@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from analysis.schema import OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
@@ -165,10 +165,10 @@ def describe(exp: Experiment) -> str:
         f"  space ({len(exp.space)} entries):",
     ]
     for p in exp.space:
-        what = {"int": f"int [{p.low}, {p.high}]", "float": f"float [{p.low:g}, {p.high:g}]",
-                "choice": f"choice {list(p.choices)}", "fixed": f"fixed {p.value!r}"}[p.kind]
+        if p.kind in ("int", "float"):
+            what = f"{p.kind} [{p.low:g}, {p.high:g}]"
+        else:
+            what = f"choice {list(p.choices)}" if p.kind == "choice" else f"fixed {p.value!r}"
         lines.append(f"    {p.key}: {what}{' log' if p.log else ''}{f' when {p.when}' if p.when else ''}")
     return "\n".join(lines)
 
-
-_ = Any

@@ -1,0 +1,97 @@
+"""End to end: `kdx search` with real Ray and a real SQLite MLflow store, on a tiny budget."""
+
+import pytest
+from mlflow import MlflowClient
+
+from analysis import schema
+from search_helpers import by_role, kdx, runs, write_config
+from workflows.experiment import load_experiment
+from workflows.search import make_scheduler, make_searcher
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    cfg = write_config(folder)
+    p = kdx("search", str(cfg), cwd=folder)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return folder, p, runs(folder / "mlflow.db", "tiny")
+
+
+def test_search_logs_the_run_schema(searched):
+    folder, p, all_runs = searched
+    parents = by_role(all_runs, schema.ROLE_SEARCH)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    assert {a.path for a in client.list_artifacts(parent_id)} >= {schema.CONFIG_ARTIFACT, schema.SPACE_ARTIFACT}
+
+    teachers = by_role(all_runs, schema.ROLE_TEACHER)
+    assert len(teachers) == 1 and teachers[0].data.tags[schema.TAG_PARENT] == parent_id
+    assert {schema.TEST_ACC, schema.PARAMS, schema.LATENCY} <= set(teachers[0].data.metrics)
+
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    assert len(students) == 4
+    for r in students:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags[schema.TAG_PARENT] == parent_id
+        assert r.data.tags[schema.TAG_TEACHER_RUN] == teachers[0].info.run_id
+        m = r.data.metrics
+        assert {schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.TRAIN_LOSS, "loss/kd"} <= set(m)
+        assert 0 <= m[schema.VAL_ACC] <= 1 and 0 <= m[schema.TEST_ACC] <= 1 and m[schema.PARAMS] > 0 and m[schema.LATENCY] > 0
+        sampled = r.data.tags[schema.TAG_SAMPLED].split(",")
+        assert set(sampled) == {"student.family", "student.width", "losses.kd.temperature"}
+        for key in sampled:  # sampled keys logged verbatim, as params
+            assert key in r.data.params
+        assert r.data.params["train.epochs"] == "2" and r.data.params["mix.kd"] == "0.5"
+        history = client.get_metric_history(r.info.run_id, schema.TRAIN_LOSS)
+        assert sorted(h.step for h in history) == [1, 2]
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "model")} == {"model/model.safetensors", "model/config.json"}
+        assert r.data.tags[schema.TAG_ARCH].startswith(r.data.params["student.family"] + ":")
+
+    twins = by_role(all_runs, schema.ROLE_BASELINE)
+    student_archs = {r.data.tags[schema.TAG_ARCH] for r in students}
+    assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted(student_archs)  # one twin per distinct arch
+    for t in twins:
+        assert t.info.status == "FINISHED" and t.data.tags[schema.TAG_PARENT] == parent_id
+        assert t.data.params["mix.ce"] == "1.0" and "mix.kd" not in t.data.params
+        assert t.data.params["train.epochs"] == "2"
+
+
+def test_search_prints_progress_a_person_can_follow(searched):
+    _, p, _ = searched
+    assert "[  4/4] trial" in p.stdout and "best val_acc" in p.stdout and "left" in p.stdout
+    assert "done in" in p.stdout and "4 finished" in p.stdout
+    assert "INFO" not in p.stdout
+
+
+def test_a_second_search_under_the_same_name_is_refused(searched):
+    folder, _, before = searched
+    p = kdx("search", str(folder / "tiny.yaml"), cwd=folder)
+    assert p.returncode == 2 and "already has a search" in p.stderr and "--resume" in p.stderr
+    assert len(runs(folder / "mlflow.db", "tiny")) == len(before)
+
+
+def test_directions_match_the_objectives(tmp_path):
+    from optuna.study import StudyDirection
+
+    cfg = write_config(tmp_path, objectives="{val_acc: max, params: min, latency_ms: min}")
+    exp = load_experiment(str(cfg))
+    assert make_searcher(exp, exp.base)._ot_study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
+    single = load_experiment(str(write_config(tmp_path, name="one", objectives="{val_acc: max}")))
+    assert make_searcher(single, single.base)._ot_study.directions == [StudyDirection.MAXIMIZE]
+    assert make_scheduler(single) is None
+    asha = load_experiment(str(write_config(tmp_path, name="asha", scheduler="asha", epochs=6)))
+    sched = make_scheduler(asha)
+    assert sched._metric == schema.VAL_ACC and sched._time_attr == "epoch" and sched._max_t == 6
+
+
+def test_validate_checks_and_runs_nothing(tmp_path):
+    cfg = write_config(tmp_path)
+    p = kdx("validate", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0 and "valid" in p.stdout and "student.width: int [4, 32] log" in p.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "kdx-results").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("student.width: {int: [4, 32]", "student.widht: {int: [4, 32]"))
+    p = kdx("validate", str(bad), cwd=tmp_path)
+    assert p.returncode == 2 and "space.student.widht" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -1,0 +1,324 @@
+"""`kdx search`: a Ray Tune + Optuna search over students, every trial an MLflow run.
+
+Order of work, so that a bad input costs nothing: the experiment config is
+fully checked by `load_experiment`; then MLflow (experiment, parent run) and
+the teacher are set up in this process, once, before any worker starts (two
+processes creating one SQLite store race, STACK.md); then Tune runs the
+trials, sharing data and teacher outputs through the object store; then the
+scratch twins of every distinct student architecture run as a second batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from analysis import schema
+from distill.config import with_values
+from distill.data import load_data
+from distill.errors import ConfigError
+from distill.teacher import get_teacher, teacher_outputs
+from ray.tune import Callback
+from search_spaces.space import define, dump
+
+from .experiment import Experiment
+from .tracking import Tracker
+from .trial import TrialContext, baseline_trial, student_trial
+
+__all__ = ["SearchSummary", "run_search", "FEATURE_LOSSES"]
+
+Log = Callable[[str], None]
+FEATURE_LOSSES = ("fitnet", "at", "rkd")  # losses that read teacher features or attention maps
+
+
+@dataclass
+class SearchSummary:
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    trials: int
+    finished: int
+    failed: int
+    stopped: int
+    baselines: int
+    elapsed_s: float
+    best: dict
+
+
+def _sampler(exp: Experiment):
+    import optuna
+
+    s = exp.search
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
+    }[s.sampler]()
+
+
+def make_searcher(exp: Experiment, base: dict):
+    """OptunaSearch over the space; multi-objective when several objectives are named."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names, modes = list(exp.search.objectives), list(exp.search.objectives.values())
+    return OptunaSearch(
+        space=define(exp.space, base),
+        metric=names if len(names) > 1 else names[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=_sampler(exp),
+    )
+
+
+def make_scheduler(exp: Experiment):
+    """ASHA on val_acc by epoch, or None. It stops trials early; they are tagged and kept off the front."""
+    if exp.search.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = exp.run.train.epochs
+    return ASHAScheduler(metric=schema.VAL_ACC, mode=exp.search.objectives[schema.VAL_ACC], time_attr="epoch", max_t=epochs,
+                         grace_period=min(exp.search.grace_period, epochs), reduction_factor=exp.search.reduction_factor)
+
+
+def _needs_features(exp: Experiment) -> bool:
+    keys = {p.key for p in exp.space}
+    return any(exp.run.mix.get(name, 0) > 0 or f"mix.{name}" in keys for name in FEATURE_LOSSES)
+
+
+def _trial_base(exp: Experiment) -> dict:
+    """The base config as trials run it: threads from the CPUs a trial gets, the device from its GPUs."""
+    threads = max(1, int(exp.resources.cpu))
+    device = "cuda" if exp.resources.gpu > 0 else "cpu"
+    return with_values(exp.base, {"train.threads": threads, "train.device": device})
+
+
+def _open_parent(tracker: Tracker, exp: Experiment, experiment_id: str, resume: bool, log: Log) -> str:
+    role = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'"
+    parents = tracker.runs(experiment_id, role)
+    if parents and not resume:
+        raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
+    if parents:
+        parent = parents[0]
+        if parent.data.tags.get(schema.TAG_CONFIG_HASH) != exp.config_hash:
+            raise ConfigError(f"experiment '{exp.name}' ran a different config; --resume needs the same config and overrides (or pick another --name)")
+        tracker.client.update_run(parent.info.run_id, status="RUNNING")
+        log(f"resuming search run {parent.info.run_id}")
+        return parent.info.run_id
+    run = tracker.start(experiment_id, exp.name, {schema.TAG_ROLE: schema.ROLE_SEARCH, schema.TAG_CONFIG_HASH: exp.config_hash})
+    s = exp.search
+    run.params({
+        "search.num_samples": s.num_samples, "search.max_concurrent": s.max_concurrent, "search.sampler": s.sampler,
+        "search.seed": s.seed, "search.objectives": ",".join(f"{k}:{v}" for k, v in s.objectives.items()),
+        "search.scheduler": s.scheduler, "search.baselines": s.baselines,
+        "resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu,
+    })
+    run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
+    run.text(dump(exp.space), schema.SPACE_ARTIFACT)
+    return run.run_id
+
+
+def _teacher_run(tracker: Tracker, exp: Experiment, experiment_id: str, parent_id: str, info, model) -> str:
+    found = tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TEACHER}' and tags.`{schema.TAG_PARENT}` = '{parent_id}'")
+    if found:
+        return found[0].info.run_id
+    run = tracker.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, "kdx.teacher_key": info.key})
+    run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict(), "data": exp.run.data.to_dict()}))
+    run.metrics({schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms})
+    run.weights(model.state_dict(), {"teacher": exp.run.teacher.to_dict()})
+    run.end("FINISHED")
+    return run.run_id
+
+
+class Progress(Callback):
+    """Prints one line per finished trial: count, result, best so far, time left.
+
+    A module-level class: Tune pickles its callbacks with the experiment state."""
+
+    def __init__(self, total: int, epochs: int, log: Log = print, label: str = "trial"):
+        self.total, self.epochs, self.log, self.label = total, epochs, log, label
+        self.count, self.best, self.started = 0, None, time.monotonic()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._done(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._done(trial, ok=False)
+
+    def _done(self, trial, ok: bool) -> None:
+        self.count += 1
+        r = trial.last_result or {}
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.count * max(0, self.total - self.count)
+        if not ok:
+            what = "failed"
+        elif r.get("epoch", self.epochs) < self.epochs:
+            what = f"stopped at epoch {r.get('epoch')}"
+        else:
+            what = f"val_acc {r.get(schema.VAL_ACC, float('nan')):.4f}  params {int(r.get(schema.PARAMS, 0)):,}"
+            if self.best is None or r.get(schema.VAL_ACC, -1) > self.best[0]:
+                self.best = (r.get(schema.VAL_ACC, -1), int(r.get(schema.PARAMS, 0)))
+        best = f"best val_acc {self.best[0]:.4f} ({self.best[1]:,} params)" if self.best else "best -"
+        self.log(f"[{self.count:>3}/{self.total}] {self.label} {trial.trial_id}: {what} | {best} | {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60:d}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+
+
+def _init_ray(address: str | None) -> bool:
+    """Start or join Ray quietly; True when this process started it."""
+    import logging
+
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per result
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 configure_logging=True)
+    except ConnectionError as e:
+        raise ConfigError(f"--address: cannot reach a Ray cluster at {address!r} ({e})") from None
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    return True
+
+
+def _storage(exp: Experiment) -> Path:
+    return Path(exp.search.storage or "kdx-results").expanduser().resolve()
+
+
+def _parse_param(value: str):
+    return yaml.safe_load(value)
+
+
+def _twin_archs(tracker: Tracker, experiment_id: str, parent_id: str) -> list[dict]:
+    """Student architectures (as student.* params) that have no finished twin yet."""
+    under = f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"
+    students = tracker.runs(experiment_id, f"{under} and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDENT}'")
+    twins = tracker.runs(experiment_id, f"{under} and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_BASELINE}'")
+    done = set()
+    for t in twins:
+        if t.info.status == "FINISHED":
+            done.add(t.data.tags.get(schema.TAG_ARCH))
+        else:
+            tracker.client.delete_run(t.info.run_id)  # cut off by a kill: it runs again
+    archs: dict[str, dict] = {}
+    for r in students:
+        arch = r.data.tags.get(schema.TAG_ARCH)
+        if r.info.status in ("FINISHED", "KILLED") and arch not in done and arch not in archs:
+            archs[arch] = {k: _parse_param(v) for k, v in r.data.params.items() if k.startswith("student.")}
+    return list(archs.values())
+
+
+def _close_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial_ids: set[str]) -> None:
+    """After a resumed search: runs still RUNNING belong to trials that will never
+    report, and student runs of trials that Tune's last snapshot did not know
+    (finished in the seconds before a kill) were sampled again: delete those,
+    so every trial Tune and Optuna know has exactly one run."""
+    under = f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"
+    for r in tracker.runs(experiment_id, f"{under} and attributes.status = 'RUNNING'"):
+        tracker.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
+        tracker.client.set_terminated(r.info.run_id, status="KILLED")
+    for r in tracker.runs(experiment_id, f"{under} and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDENT}'"):
+        if r.data.tags.get(schema.TAG_TRIAL) not in trial_ids:
+            tracker.client.delete_run(r.info.run_id)
+
+
+def _trial_ids(grid) -> set[str]:
+    # Every trial Tune knows, errored ones included (a Result of a trial that
+    # failed before reporting has no metrics, so no trial_id to read).
+    return {t.trial_id for t in grid._experiment_analysis.trials}
+
+
+def run_search(exp: Experiment, resume: bool = False, address: str | None = None, log: Log = print) -> SearchSummary:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    started = time.monotonic()
+    tracker = Tracker(exp.tracking_uri)
+    try:
+        experiment_id = tracker.experiment_id(exp.name)
+    except Exception as e:
+        raise ConfigError(f"tracking: cannot use the MLflow store at {exp.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    parent_id = _open_parent(tracker, exp, experiment_id, resume, log)
+    data = load_data(exp.run.data)
+    teacher, info = get_teacher(exp.run, data, log=log)
+    log(f"teacher: {info.source}, test_acc {info.test_acc:.4f}, {info.params:,} params")
+    teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
+    keys = ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
+    outputs = teacher_outputs(teacher, info, data, keys)
+
+    started_ray = _init_ray(address)
+    try:
+        ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
+                           report_every_epoch=exp.search.scheduler == "asha")
+        resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+        trainable = tune.with_parameters(tune.with_resources(student_trial, resources), data=data, teacher=outputs, ctx=ctx)
+        storage = _storage(exp)
+        progress = Progress(exp.search.num_samples, exp.run.train.epochs, log)
+        path = storage / exp.name
+        if resume and tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+            log(f"restored the Tune state from {path}")
+        else:
+            if path.exists() and not resume:
+                raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
+            optuna_search = make_searcher(exp, ctx.base)
+            scheduler = make_scheduler(exp)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
+                    search_alg=ConcurrencyLimiter(optuna_search, max_concurrent=exp.search.max_concurrent),
+                    scheduler=scheduler,
+                    num_samples=exp.search.num_samples,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=exp.name, storage_path=str(storage), verbose=0, callbacks=[progress],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
+        grid = tuner.fit()
+        _close_leftovers(tracker, experiment_id, parent_id, _trial_ids(grid))
+        baselines = 0
+        if exp.search.baselines:
+            archs = _twin_archs(tracker, experiment_id, parent_id)
+            if archs:
+                log(f"scratch twins: {len(archs)} architecture(s)")
+                twin_progress = Progress(len(archs), exp.run.train.epochs, log, label="twin")
+                twin_trainable = tune.with_parameters(tune.with_resources(baseline_trial, resources), data=data, ctx=ctx)
+                twins = tune.Tuner(
+                    twin_trainable,
+                    param_space={"arch": tune.grid_search(archs)},
+                    tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
+                    run_config=tune.RunConfig(name=f"{exp.name}-twins-{int(time.time())}", storage_path=str(storage), verbose=0,
+                                              callbacks=[twin_progress], failure_config=tune.FailureConfig(max_failures=0)),
+                ).fit()
+                baselines = sum(1 for r in twins if r.error is None)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    tracker.client.set_terminated(parent_id, status="FINISHED")
+    epochs = exp.run.train.epochs
+    failed = [r for r in grid if r.error is not None]
+    stopped = [r for r in grid if r.error is None and r.metrics.get("epoch", epochs) < epochs]
+    finished = [r for r in grid if r.error is None and r.metrics.get("epoch", epochs) >= epochs]
+    best = max((r.metrics for r in finished), key=lambda m: m.get(schema.VAL_ACC, -1), default={})
+    best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in best}
+    return SearchSummary(exp.name, experiment_id, parent_id, len(grid), len(finished), len(failed), len(stopped),
+                         baselines, time.monotonic() - started, best)

@@ -1,0 +1,114 @@
+"""One Tune trial: one distillation run (or one scratch twin), logged to MLflow.
+
+Data and teacher outputs arrive once per worker through Ray's object store
+(`tune.with_parameters`); the trial applies its params to the base config,
+trains with `distill.run`, and writes its own MLflow run in batches.
+
+Tune stops a trial that a scheduler (ASHA) culled by raising SystemExit from
+`tune.report` in the trial's thread (ray/train/_internal/session.py); the run
+is then ended KILLED and tagged stopped-early, so the front never sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from analysis import schema
+from distill.data import Dataset
+from distill.models import Outputs
+from distill.train import run
+from search_spaces.space import apply
+
+__all__ = ["TrialContext", "student_trial", "baseline_trial"]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    base: dict  # the base run config (train.threads and train.device already set for the trial's resources)
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    teacher_run_id: str | None
+    report_every_epoch: bool  # a scheduler needs per-epoch results; without one, a report per epoch only costs
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:500]
+
+
+def _trial_number(trial_id: str) -> str:
+    return trial_id.rsplit("_", 1)[-1]
+
+
+def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext) -> None:
+    from ray import tune
+
+    from .tracking import Tracker
+
+    trial_id = tune.get_context().get_trial_id()
+    config = apply(params, ctx.base)
+    if role == schema.ROLE_BASELINE:
+        config = config.scratch_twin()
+    arch = schema.arch_id(config.student.to_dict())
+    tracker = Tracker(ctx.tracking_uri)
+    for old in tracker.runs(ctx.experiment_id, f"tags.`{schema.TAG_TRIAL}` = '{trial_id}'"):
+        if old.info.status == "FINISHED" and old.data.tags.get(schema.TAG_STOPPED) != "true":
+            # Finished before the search was killed: report it again, train nothing.
+            m = old.data.metrics
+            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": config.train.epochs})
+            return
+        tracker.client.delete_run(old.info.run_id)  # a run cut off by the kill: this trial starts it again
+    name = f"{role}-{_trial_number(trial_id)}" if role == schema.ROLE_STUDENT else f"twin {arch}"
+    tags = {
+        schema.TAG_ROLE: role,
+        schema.TAG_ARCH: arch,
+        schema.TAG_TRIAL: trial_id,
+        schema.TAG_PARENT: ctx.parent_run_id,
+        schema.TAG_SAMPLED: ",".join(params) if role == schema.ROLE_STUDENT else "",
+    }
+    if ctx.teacher_run_id and role == schema.ROLE_STUDENT:
+        tags[schema.TAG_TEACHER_RUN] = ctx.teacher_run_id
+    log = tracker.start(ctx.experiment_id, name, tags)
+    log.params(schema.flat_params(config.to_dict()))
+    epochs = config.train.epochs
+    objectives = {}
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        objectives.update({k: metrics[k] for k in schema.OBJECTIVES}, epoch=epoch)
+        log.metrics({k: v for k, v in metrics.items() if k not in (schema.PARAMS, schema.LATENCY)}, step=epoch)
+        if ctx.report_every_epoch and epoch < epochs:
+            tune.report(dict(objectives))
+
+    try:
+        result = run(config, data, teacher if role == schema.ROLE_STUDENT else None, report=on_epoch)
+    except SystemExit:
+        log.tags({schema.TAG_STOPPED: "true"})
+        log.metrics({k: objectives[k] for k in schema.OBJECTIVES if k in objectives}, step=objectives.get("epoch", 0))
+        log.end("KILLED")
+        raise
+    except BaseException as e:
+        log.tags({schema.TAG_ERROR: _one_line(e)})
+        log.end("FAILED")
+        raise
+    final = {
+        schema.VAL_ACC: result.val_acc,
+        schema.TEST_ACC: result.test_acc,
+        schema.PARAMS: result.params,
+        schema.LATENCY: result.latency_ms,
+        schema.BEST_EPOCH: result.best_epoch,
+    }
+    log.metrics(final, step=epochs)
+    log.weights(result.model.state_dict(), config.to_dict())
+    log.end("FINISHED")
+    tune.report(final | {"epoch": epochs})  # after MLflow is complete: a stop here loses nothing
+
+
+def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
+    _execute(params, schema.ROLE_STUDENT, data, teacher, ctx)
+
+
+def baseline_trial(params: dict, data: Dataset = None, teacher: Any = None, ctx: TrialContext = None) -> None:
+    arch = dict(params["arch"])  # {"student.family": ..., "student.width": ...}
+    _execute(arch, schema.ROLE_BASELINE, data, None, ctx)
