@@ -10,7 +10,8 @@
 setup: .venv/.ready
 
 demo: .venv/.ready
-	.venv/bin/kdx run examples/quick.yaml --twin --out runs/quick
+	mkdir -p runs/demo
+	cd runs/demo && ../../.venv/bin/kdx search ../../examples/demo.yaml --resume
 
 test: .venv/.ready
 	.venv/bin/python -m pytest -q

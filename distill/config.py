@@ -96,6 +96,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     elif origin is dict or tp is dict:
         if isinstance(value, Mapping):
             return dict(value)
+    elif origin is list or tp is list:
+        if isinstance(value, list):
+            return list(value)
     else:
         raise TypeError(f"config type {tp} is not supported")
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")

@@ -122,6 +122,8 @@ def _parse_entry(key: str, spec: Any, where: str) -> Param:
     step = spec.get("step")
     if step is not None and (_number(step, f"{where}.step") <= 0 or log):
         raise ConfigError(f"{where}.step: must be > 0, and cannot go with log")
+    if step is not None and kind == "int" and not float(step).is_integer():
+        raise ConfigError(f"{where}.step: an int entry needs a whole step, got {step}")
     if kind == "int":
         low, high = int(low), int(high)
     return Param(key, kind, low=low, high=high, log=log, step=step, when=dict(when))
@@ -225,12 +227,21 @@ def validate(space: list[Param], base: Mapping, ignore: tuple[str, ...] = ()) ->
     conditions it needs; a failure names the entry and the value."""
     base_flat = flatten(base)
     keys = [p.key for p in space]
+    by_key = {p.key: p for p in space}
     for i, p in enumerate(space):
-        for cond_key in p.when:
+        for cond_key, cond in p.when.items():
             if cond_key in keys[i:]:
                 raise ConfigError(f"space.{p.key}.when: '{cond_key}' is sampled after this entry; list it first")
             if cond_key not in keys and cond_key not in base_flat:
-                check_key(cond_key, is_custom(str(base_flat.get("data.name", ""))))
+                try:
+                    check_key(cond_key, is_custom(str(base_flat.get("data.name", ""))))
+                except ConfigError as e:
+                    raise ConfigError(f"space.{p.key}.when: {e}") from None
+            numeric = [op for op in (cond if isinstance(cond, Mapping) else {}) if op in ("gt", "ge", "lt", "le")]
+            seen = by_key[cond_key].endpoints() if cond_key in by_key else [base_flat.get(cond_key)]
+            bad = [v for v in seen if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+            if numeric and bad:
+                raise ConfigError(f"space.{p.key}.when.{cond_key}: '{numeric[0]}' compares numbers, but {cond_key} can be {bad[0]!r}")
     for p in space:
         for value in p.endpoints():
             chosen: dict[str, Any] = {}

@@ -43,3 +43,13 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in p.stderr
     p = kdx("run", str(cfg), cwd=tmp_path)
     assert "train.lerning_rate" in p.stderr and "did you mean 'lr'" in p.stderr
+
+
+def test_kdx_teacher_trains_once_and_caches_outputs(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("data: {name: hgmm, classes: 10, superclasses: 2, dim: 8}\nteacher: {family: cnn, width: 8, depth: 2, epochs: 2}\n")
+    first = kdx("teacher", str(cfg), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "trained" in first.stdout and "2 feature maps" not in first.stdout and "3 feature maps" in first.stdout
+    again = kdx("teacher", str(cfg), cwd=tmp_path)
+    assert again.returncode == 0 and "cache" in again.stdout

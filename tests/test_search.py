@@ -95,3 +95,20 @@ def test_validate_checks_and_runs_nothing(tmp_path):
     bad.write_text(cfg.read_text().replace("student.width: {int: [4, 32]", "student.widht: {int: [4, 32]"))
     p = kdx("validate", str(bad), cwd=tmp_path)
     assert p.returncode == 2 and "space.student.widht" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(tmp_path):
+    cfg = write_config(tmp_path, name="fails", samples=2)
+    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}",
+                                   "  train.lr: {float: [1.0e-3, 1.0e+12], log: true}")
+    text = text.replace("  baselines: true", "  baselines: true\n  enqueue: [{train.lr: 1.0e+12, student.family: mlp, student.width: 8},"
+                                                " {train.lr: 0.01, student.family: mlp, student.width: 8}]")
+    cfg.write_text(text.replace("train: {epochs: 2, batch_size: 64}", "train: {epochs: 2, batch_size: 64, optimizer: sgd}"))
+    p = kdx("search", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1 finished" in p.stdout and "1 failed" in p.stdout
+    students = by_role(runs(tmp_path / "mlflow.db", "fails"), schema.ROLE_STUDENT)
+    failed = [r for r in students if r.info.status == "FAILED"]
+    assert len(students) == 2 and len(failed) == 1
+    assert "TrainingDiverged" in failed[0].data.tags[schema.TAG_ERROR] and "epoch 1" in failed[0].data.tags[schema.TAG_ERROR]
+    assert float(failed[0].data.params["train.lr"]) == 1e12

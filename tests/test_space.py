@@ -689,7 +689,6 @@ def test_unknown_top_level_key(tmp_path):
 # --- known issues (see the report) ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="workflows/experiment.py:131: smoke does base.get('data', {}).get(...) on a null data section")
 def test_smoke_with_null_data_section(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data:\nspace: capacity_gap\n")
@@ -697,7 +696,6 @@ def test_smoke_with_null_data_section(tmp_path):
     assert exp.run.train.epochs == 2
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="search_spaces/space.py:123: an int entry accepts a fractional step; define then asks Optuna for step=int(0.5)=0")
 def test_int_step_must_be_whole():
     with fails(r"space\.student\.width"):
         parse_space({"student.width": {"int": [4, 8], "step": 0.5}})
@@ -706,7 +704,6 @@ def test_int_step_must_be_whole():
         define(space, BASE)(optuna.create_study().ask())  # ValueError from Optuna
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="search_spaces/space.py:37: gt/ge/lt/le on a string key raise TypeError, not a ConfigError naming the entry")
 def test_numeric_test_on_string_key_is_a_config_error():
     space = parse_space({"train.lr": {"float": [0.001, 0.1], "when": {"student.family": {"gt": 0}}}})
     with fails(r"space\.train\.lr"):

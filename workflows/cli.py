@@ -152,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    import os
+
     args = build_parser().parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables..."
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from distill.errors import KdxError
 

@@ -22,7 +22,7 @@ from analysis.schema import OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, load_yaml, parse_dataclass, to_plain
 from distill.errors import ConfigError, check, did_you_mean
-from search_spaces.space import Param, load_space, validate
+from search_spaces.space import Param, apply, load_space, validate
 
 __all__ = ["Experiment", "SearchSettings", "Resources", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
 
@@ -41,11 +41,13 @@ class SearchSettings:
     reduction_factor: int = 3  # ASHA: keep the best 1/3 at each rung
     baselines: bool = True  # a scratch twin per distinct student architecture
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
+    enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
         check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
+        check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
         check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")
         check(bool(self.objectives), "objectives", "name at least one objective, e.g. {val_acc: max}")
         for name, mode in self.objectives.items():
@@ -128,12 +130,14 @@ def load_experiment(
     base = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
     if smoke:  # a tiny budget end to end: same code path, minutes become seconds
         base = apply_overrides(base, ["train.epochs=2", "teacher.epochs=3"])
-        if base.get("data", {}).get("name", "mnist1d") == "mnist1d":
+        if (base.get("data") or {}).get("name", "mnist1d") == "mnist1d":
             base = apply_overrides(base, ["data.num_samples=1000"])
     run = RunConfig.from_dict(base)
     exp_name = name or raw.get("experiment") or Path(path).stem
     if not isinstance(exp_name, str) or not exp_name.strip():
         raise ConfigError(f"experiment: expected a name, got {exp_name!r}")
+    if not isinstance(raw.get("search") or {}, dict):
+        raise ConfigError(f"search: expected a mapping, got {raw.get('search')!r}")
     search_raw = dict(raw.get("search") or {})
     if num_samples is not None:
         search_raw["num_samples"] = num_samples
@@ -148,6 +152,14 @@ def load_experiment(
     if raw.get("space") is not None or need_space:
         space = load_space(raw.get("space"), Path(path).parent)
         validate(space, base)
+    keys = {p.key for p in space}
+    for i, point in enumerate(search.enqueue):
+        if not isinstance(point, dict) or not set(point) <= keys:
+            raise ConfigError(f"search.enqueue[{i}]: expected a mapping of space keys ({', '.join(sorted(keys))}), got {point!r}")
+        try:
+            apply(point, base)
+        except ConfigError as e:
+            raise ConfigError(f"search.enqueue[{i}]: {e}") from None
     uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
     return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path))
 

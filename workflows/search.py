@@ -48,6 +48,7 @@ class SearchSummary:
     baselines: int
     elapsed_s: float
     best: dict
+    timings: dict  # seconds: setup (MLflow, data, teacher), trials (Tune), twins; train_s/other_s summed inside trials
 
 
 def _sampler(exp: Experiment):
@@ -74,6 +75,7 @@ def make_searcher(exp: Experiment, base: dict):
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
         sampler=_sampler(exp),
+        points_to_evaluate=[dict(p) for p in exp.search.enqueue] or None,
     )
 
 
@@ -101,11 +103,8 @@ def _trial_base(exp: Experiment) -> dict:
 
 
 def _open_parent(tracker: Tracker, exp: Experiment, experiment_id: str, resume: bool, log: Log) -> str:
-    role = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'"
-    parents = tracker.runs(experiment_id, role)
-    if parents and not resume:
-        raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
-    if parents:
+    parents = tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'")
+    if parents and resume:
         parent = parents[0]
         if parent.data.tags.get(schema.TAG_CONFIG_HASH) != exp.config_hash:
             raise ConfigError(f"experiment '{exp.name}' ran a different config; --resume needs the same config and overrides (or pick another --name)")
@@ -248,9 +247,16 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     started = time.monotonic()
     tracker = Tracker(exp.tracking_uri)
     try:
-        experiment_id = tracker.experiment_id(exp.name)
+        experiment_id = tracker.experiment_id(exp.name, create=False)
     except Exception as e:
         raise ConfigError(f"tracking: cannot use the MLflow store at {exp.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    path = _storage(exp) / exp.name
+    if not resume:  # refuse before anything is written
+        if experiment_id and tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'"):
+            raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
+        if path.exists():
+            raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
+    experiment_id = experiment_id or tracker.experiment_id(exp.name)
     parent_id = _open_parent(tracker, exp, experiment_id, resume, log)
     data = load_data(exp.run.data)
     teacher, info = get_teacher(exp.run, data, log=log)
@@ -258,6 +264,7 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
     keys = ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
     outputs = teacher_outputs(teacher, info, data, keys)
+    timings = {"setup": time.monotonic() - started}
 
     started_ray = _init_ray(address)
     try:
@@ -265,15 +272,12 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                            report_every_epoch=exp.search.scheduler == "asha")
         resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
         trainable = tune.with_parameters(tune.with_resources(student_trial, resources), data=data, teacher=outputs, ctx=ctx)
-        storage = _storage(exp)
+        storage = path.parent
         progress = Progress(exp.search.num_samples, exp.run.train.epochs, log)
-        path = storage / exp.name
         if resume and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
             log(f"restored the Tune state from {path}")
         else:
-            if path.exists() and not resume:
-                raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
             optuna_search = make_searcher(exp, ctx.base)
             scheduler = make_scheduler(exp)
             tuner = tune.Tuner(
@@ -291,9 +295,12 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 ),
             )
+        t0 = time.monotonic()
         grid = tuner.fit()
+        timings["trials"] = time.monotonic() - t0
         _close_leftovers(tracker, experiment_id, parent_id, _trial_ids(grid))
         baselines = 0
+        t0 = time.monotonic()
         if exp.search.baselines:
             archs = _twin_archs(tracker, experiment_id, parent_id)
             if archs:
@@ -308,6 +315,7 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                                               callbacks=[twin_progress], failure_config=tune.FailureConfig(max_failures=0)),
                 ).fit()
                 baselines = sum(1 for r in twins if r.error is None)
+        timings["twins"] = time.monotonic() - t0
     finally:
         if started_ray:
             import ray
@@ -320,5 +328,7 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     finished = [r for r in grid if r.error is None and r.metrics.get("epoch", epochs) >= epochs]
     best = max((r.metrics for r in finished), key=lambda m: m.get(schema.VAL_ACC, -1), default={})
     best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in best}
+    timings["train_s"] = sum(r.metrics.get("time_train_s", 0.0) for r in grid)
+    timings["other_s"] = sum(r.metrics.get("time_other_s", 0.0) for r in grid)
     return SearchSummary(exp.name, experiment_id, parent_id, len(grid), len(finished), len(failed), len(stopped),
-                         baselines, time.monotonic() - started, best)
+                         baselines, time.monotonic() - started, best, timings)

@@ -11,6 +11,7 @@ is then ended KILLED and tagged stopped-early, so the front never sees it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
 
     from .tracking import Tracker
 
+    started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
     config = apply(params, ctx.base)
     if role == schema.ROLE_BASELINE:
@@ -81,6 +83,7 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         if ctx.report_every_epoch and epoch < epochs:
             tune.report(dict(objectives))
 
+    t_train = time.perf_counter()
     try:
         result = run(config, data, teacher if role == schema.ROLE_STUDENT else None, report=on_epoch)
     except SystemExit:
@@ -92,6 +95,7 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
         raise
+    t_train = time.perf_counter() - t_train
     final = {
         schema.VAL_ACC: result.val_acc,
         schema.TEST_ACC: result.test_acc,
@@ -102,7 +106,9 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     log.metrics(final, step=epochs)
     log.weights(result.model.state_dict(), config.to_dict())
     log.end("FINISHED")
-    tune.report(final | {"epoch": epochs})  # after MLflow is complete: a stop here loses nothing
+    # Where the trial's time went (bench_search prints it); after MLflow is complete, so a stop here loses nothing.
+    timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
+    tune.report(final | timing | {"epoch": epochs})
 
 
 def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
