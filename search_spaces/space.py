@@ -27,7 +27,7 @@ from distill.data import is_custom
 from distill.errors import ConfigError, did_you_mean
 from distill.models import MODELS
 
-__all__ = ["Param", "parse_space", "load_space", "define", "apply", "validate", "PRESETS", "flatten"]
+__all__ = ["Param", "parse_space", "load_space", "define", "apply", "validate", "PRESETS", "flatten", "holds"]
 
 PRESETS = Path(__file__).parent / "presets"
 KINDS = ("int", "float", "choice", "fixed")
@@ -160,14 +160,14 @@ def load_space(spec: Any, base_dir: Path | None = None) -> list[Param]:
     return parse_space(spec)
 
 
-def _holds(cond: Any, value: Any) -> bool:
+def holds(cond: Any, value: Any) -> bool:
     if isinstance(cond, Mapping):
         return all(OPS[op](value, arg) for op, arg in cond.items())
     return value == cond
 
 
 def _active(p: Param, chosen: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
-    return all(_holds(cond, chosen.get(k, base.get(k))) for k, cond in p.when.items())
+    return all(holds(cond, chosen.get(k, base.get(k))) for k, cond in p.when.items())
 
 
 class Sampler:
@@ -253,7 +253,7 @@ def validate(space: list[Param], base: Mapping, ignore: tuple[str, ...] = ()) ->
                     continue
                 wanted = p.when.get(q.key, _MISSING)
                 options = q.endpoints()
-                chosen[q.key] = next((o for o in options if wanted is _MISSING or _holds(wanted, o)), options[0])
+                chosen[q.key] = next((o for o in options if wanted is _MISSING or holds(wanted, o)), options[0])
             if p.key not in chosen:
                 continue  # its conditions cannot hold together; nothing to check
             try:

@@ -93,6 +93,50 @@ def cmd_search(args: argparse.Namespace) -> int:
     if s.best:
         print("best by val_acc: " + ", ".join(f"{k} {v:.4g}" for k, v in s.best.items()))
     print(f"MLflow experiment '{s.experiment}' (id {s.experiment_id}), search run {s.parent_run_id}; browse with: kdx ui")
+    if s.finished:
+        from analysis.report import write_report
+        from analysis.runs import load_runs
+
+        report = write_report(load_runs(exp.tracking_uri, exp.name), Path(args.report_dir or f"kdx-report-{exp.name}"))
+        print("\nPareto front:")
+        _print_front(report.table)
+        print(f"report: {report.folder}/report.html")
+    return 0
+
+
+def _experiment_runs(args: argparse.Namespace):
+    from analysis.runs import load_runs
+
+    from .experiment import absolute_uri, default_tracking_uri
+
+    return load_runs(absolute_uri(args.tracking_uri or default_tracking_uri()), args.experiment)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    report = write_report(_experiment_runs(args), args.out, ui_url=args.ui_url)
+    _print_front(report.table)
+    print(f"wrote {report.folder}/report.html, pareto.csv, frontier.png, gain_vs_ratio.png, sensitivity.png (also on the search run)")
+    return 0
+
+
+def _print_front(table) -> None:
+    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain (points)", "arch")]
+    for _, r in table.iterrows():
+        gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
+        rows.append((r["pareto"], f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", gain, str(r["arch"])))
+    _print_table(rows)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from analysis.export import export_front
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    exported = export_front(_experiment_runs(args), args.out, formats=formats, register=args.register)
+    for e in exported:
+        version = f", registered {args.register} v{e.version}" if e.version else ""
+        print(f"{e.label}: {e.folder} ({', '.join(e.files)}; test_acc {e.test_acc:.4f} reproduced by every format{version})")
     return 0
 
 
@@ -129,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--resume", action="store_true", help="continue a killed search of the same experiment")
     p.add_argument("--smoke", action="store_true", help="a tiny budget end to end (2 epochs, at most 4 trials)")
+    p.add_argument("--report-dir", help="where the end-of-search report goes (default: kdx-report-<experiment>)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("validate", help="check config and space; run nothing")
@@ -140,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("report", help="frontier pictures, pareto.csv and report.html for a search")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--ui-url", default="http://127.0.0.1:5000", help="where `kdx ui` serves, for the links to runs")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="the Pareto-optimal students as deployable, checked files")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--formats", default="safetensors,export,onnx", help="any of safetensors, export (torch.export .pt2), onnx")
+    p.add_argument("--register", metavar="MODEL_NAME", help="also create MLflow registered-model versions with aliases")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ui", help="the MLflow UI for this tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
@@ -156,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables..."
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from distill.errors import KdxError
 

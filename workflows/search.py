@@ -10,6 +10,7 @@ scratch twins of every distinct student architecture run as a second batch.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from distill.data import load_data
 from distill.errors import ConfigError
 from distill.teacher import get_teacher, teacher_outputs
 from ray.tune import Callback
-from search_spaces.space import define, dump
+from search_spaces.space import apply, define, dump, flatten, holds
 
 from .experiment import Experiment
 from .tracking import Tracker
@@ -90,6 +91,35 @@ def make_scheduler(exp: Experiment):
                          grace_period=min(exp.search.grace_period, epochs), reduction_factor=exp.search.reduction_factor)
 
 
+def reference_point(exp: Experiment, data) -> dict[str, float]:
+    """The hypervolume reference, fixed before any trial: chance accuracy and the
+    size and latency of the largest student the space can make (every numeric
+    entry at its high end, every combination of choices, up to 256)."""
+    from distill.models import build_model, count_params, measure_latency
+
+    choices = [p for p in exp.space if p.kind == "choice"]
+    largest, size = None, -1
+    for combo in itertools.islice(itertools.product(*(p.choices for p in choices)), 256):
+        picked = dict(zip((p.key for p in choices), combo))
+        params: dict = {}
+        base_flat = flatten(exp.base)
+        for p in exp.space:
+            if all(holds(cond, params.get(k, base_flat.get(k))) for k, cond in p.when.items()):
+                params[p.key] = picked[p.key] if p.kind == "choice" else p.value if p.kind == "fixed" else p.high
+        try:
+            student = apply(params, exp.base).student
+        except ConfigError:
+            continue
+        model = build_model(student.family, student.options, data.input_shape, data.num_classes, "student")
+        if count_params(model) > size:
+            largest, size = model, count_params(model)
+    ref = {schema.VAL_ACC: 1.0 / data.num_classes}
+    if largest is not None:
+        ref[schema.PARAMS] = float(size)
+        ref[schema.LATENCY] = measure_latency(largest, data.input_shape)
+    return ref
+
+
 def _needs_features(exp: Experiment) -> bool:
     keys = {p.key for p in exp.space}
     return any(exp.run.mix.get(name, 0) > 0 or f"mix.{name}" in keys for name in FEATURE_LOSSES)
@@ -102,7 +132,7 @@ def _trial_base(exp: Experiment) -> dict:
     return with_values(exp.base, {"train.threads": threads, "train.device": device})
 
 
-def _open_parent(tracker: Tracker, exp: Experiment, experiment_id: str, resume: bool, log: Log) -> str:
+def _open_parent(tracker: Tracker, exp: Experiment, experiment_id: str, resume: bool, log: Log, reference: dict) -> str:
     parents = tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'")
     if parents and resume:
         parent = parents[0]
@@ -118,6 +148,7 @@ def _open_parent(tracker: Tracker, exp: Experiment, experiment_id: str, resume: 
         "search.seed": s.seed, "search.objectives": ",".join(f"{k}:{v}" for k, v in s.objectives.items()),
         "search.scheduler": s.scheduler, "search.baselines": s.baselines,
         "resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu,
+        **{f"ref.{k}": v for k, v in reference.items()},
     })
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)
@@ -256,9 +287,9 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
             raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
         if path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
-    experiment_id = experiment_id or tracker.experiment_id(exp.name)
-    parent_id = _open_parent(tracker, exp, experiment_id, resume, log)
     data = load_data(exp.run.data)
+    experiment_id = experiment_id or tracker.experiment_id(exp.name)
+    parent_id = _open_parent(tracker, exp, experiment_id, resume, log, reference_point(exp, data))
     teacher, info = get_teacher(exp.run, data, log=log)
     log(f"teacher: {info.source}, test_acc {info.test_acc:.4f}, {info.params:,} params")
     teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)

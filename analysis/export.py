@@ -1,0 +1,229 @@
+"""`kdx export`: every Pareto-optimal student as files a user can deploy.
+
+One folder per student with `model.safetensors` (the weights), `model.pt2`
+(a `torch.export` program: TorchScript is deprecated in torch 2.13; .pt2 is
+torch's own name for these, load with `torch.export.load`), `model.onnx`,
+and `card.json` (run config, metrics, teacher, lineage run ids, sha256 of
+every file, how to load). Every format is reloaded and run on the test split
+before the folder is called done: its predictions must equal the rebuilt
+model's, whose accuracy must equal the logged test accuracy. A failed check
+is an error. Folders are written under a temporary name and renamed, so a
+re-run replaces them whole; registering again reuses existing versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+from torch import nn
+
+from distill.cache import sha256_file
+from distill.config import RunConfig
+from distill.data import Dataset, load_data
+from distill.errors import KdxError
+from distill.models import build_model
+
+from . import schema
+from .frontier import frontier_info
+from .runs import Experiment
+
+__all__ = ["ExportedStudent", "export_front", "FORMATS"]
+
+FORMATS = ("safetensors", "export", "onnx")
+FILES = {"safetensors": "model.safetensors", "export": "model.pt2", "onnx": "model.onnx"}
+
+
+@dataclass
+class ExportedStudent:
+    label: str  # P1, P2, ... in order of size
+    run_id: str
+    folder: Path
+    test_acc: float
+    files: dict[str, str]  # file name -> sha256
+    version: str | None = None  # registered model version
+
+
+class LogitsOnly(nn.Module):
+    """What a deployed student returns: logits, not the features kdx trains with."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def _download(client: MlflowClient, run_id: str, tmp: Path) -> tuple[RunConfig, Path]:
+    """The run config and the weights file a student run logged."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = Path(client.download_artifacts(run_id, "model", str(tmp)))
+    except Exception as e:
+        raise KdxError(f"run {run_id}: its weights artifact 'model/' cannot be read ({type(e).__name__})") from None
+    config = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    return config, folder / "model.safetensors"
+
+
+def _predict(fn, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(x[i : i + batch])).argmax(-1) for i in range(0, len(x), batch)])
+
+
+def _check(name: str, preds: np.ndarray, expected: np.ndarray, run_id: str) -> None:
+    if not np.array_equal(preds, expected):
+        bad = int((preds != expected).sum())
+        raise KdxError(f"export of run {run_id}: {name} disagrees with the trained model on {bad} of {len(expected)} test samples")
+
+
+def _quiet_exporters() -> None:
+    """torch.onnx warns about torchvision ops and pytree deprecations that do not concern these models."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+
+
+def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, formats: tuple[str, ...], run_id: str, logged_acc: float) -> None:
+    _quiet_exporters()
+    x, y = data.x_test, data.y_test.numpy()
+    wrapped = LogitsOnly(model).eval()
+    with torch.no_grad():
+        expected = _predict(lambda b: wrapped(b).numpy(), x)
+    acc = float((expected == y).mean())
+    if abs(acc - logged_acc) > 1e-9:
+        raise KdxError(f"export of run {run_id}: the rebuilt model scores {acc:.4f} on the test split, the run logged {logged_acc:.4f}")
+    example = x[:2]
+    batch = torch.export.Dim("batch", min=1)
+    if "safetensors" in formats:
+        shutil.copyfile(weights, out / FILES["safetensors"])
+        again = _reload_safetensors(model, out / FILES["safetensors"])
+        with torch.no_grad():
+            _check("model.safetensors", _predict(lambda b: again(b).numpy(), x), expected, run_id)
+    if "export" in formats:
+        program = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: batch}})
+        torch.export.save(program, out / FILES["export"])
+        loaded = torch.export.load(out / FILES["export"]).module()
+        with torch.no_grad():
+            _check("model.pt2", _predict(lambda b: loaded(b).numpy(), x), expected, run_id)
+    if "onnx" in formats:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise KdxError("--formats onnx needs onnx, onnxscript and onnxruntime: pip install 'kdx[export]'") from None
+        torch.onnx.export(wrapped, (example,), str(out / FILES["onnx"]), input_names=["x"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False, external_data=False)  # one file
+        session = onnxruntime.InferenceSession(str(out / FILES["onnx"]), providers=["CPUExecutionProvider"])
+        _check("model.onnx", _predict(lambda b: session.run(None, {"x": b.numpy()})[0], x), expected, run_id)
+
+
+def _reload_safetensors(model: nn.Module, path: Path) -> nn.Module:
+    import copy
+
+    fresh = copy.deepcopy(model)
+    fresh.load_state_dict(load_file(str(path)))
+    return LogitsOnly(fresh).eval()
+
+
+def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int, ...], label: str, files: dict[str, str]) -> dict:
+    teacher = exp.teacher or {}
+    return {
+        "name": f"{exp.name}/{label}",
+        "pareto": label,
+        "architecture": row["arch"],
+        "metrics": {k: float(row[k]) for k in (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY) if k in row and row[k] == row[k]},
+        "distillation_gain": None if row.get("gain") != row.get("gain") else float(row["gain"]),
+        "scratch_twin_test_acc": None if row.get("twin_test_acc") != row.get("twin_test_acc") else float(row["twin_test_acc"]),
+        "teacher": {k: teacher.get(k) for k in ("run_id", schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC)},
+        "lineage": {"experiment": exp.name, "experiment_id": exp.experiment_id, "tracking_uri": exp.tracking_uri,
+                    "search_run": exp.parent.get("run_id"), "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
+                    "twin_run": row.get("twin_run")},
+        "config": config.to_dict(),
+        "input": {"shape": ["batch", *input_shape], "dtype": "float32"},
+        "files": {name: {"sha256": digest} for name, digest in files.items()},
+        "how_to_load": {
+            "model.pt2": "torch.export.load('model.pt2').module()(x)  # x: float32 (batch, *input shape) -> logits",
+            "model.onnx": "onnxruntime.InferenceSession('model.onnx').run(None, {'x': x})[0]",
+            "model.safetensors": "distill.models.build_model(family, options, input_shape, num_classes).load_state_dict("
+                                 "safetensors.torch.load_file('model.safetensors')); config in this card",
+        },
+    }
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _register(client: MlflowClient, name: str, exported: list[ExportedStudent], info) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException:
+        pass  # exists: versions are added or reused below
+    for e in exported:
+        existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == e.run_id]
+        if existing:
+            e.version = existing[0].version
+        else:
+            run = client.get_run(e.run_id)
+            e.version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=e.run_id,
+                                                    tags={"kdx.pareto": e.label}).version
+        client.set_registered_model_alias(name, f"pareto-{e.label[1:]}", e.version)
+    front = info.front
+    best = front.loc[front[schema.VAL_ACC].idxmax(), "run_id"]
+    smallest = front.loc[front[schema.PARAMS].idxmin(), "run_id"]
+    for alias, run_id in (("most-accurate", best), ("smallest", smallest)):
+        version = next(e.version for e in exported if e.run_id == run_id)
+        client.set_registered_model_alias(name, alias, version)
+
+
+def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FORMATS, register: str | None = None) -> list[ExportedStudent]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise KdxError(f"--formats: unknown format '{unknown[0]}' (valid: {', '.join(FORMATS)})")
+    info = frontier_info(exp)
+    if info.front.empty:
+        raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
+    client = MlflowClient(exp.tracking_uri)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    exported, datasets = [], {}
+    for k, (_, row) in enumerate(info.front.iterrows(), 1):
+        label = f"P{k}"
+        final = out / f"{label.lower()}-{row['run_id'][:8]}"
+        with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+            tmp = Path(tmp)
+            config, weights = _download(client, row["run_id"], tmp / "download")
+            key = json.dumps(config.data.to_dict(), sort_keys=True)
+            data = datasets.setdefault(key, load_data(config.data))
+            model = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
+            model.load_state_dict(load_file(str(weights)))
+            model.eval()
+            folder = tmp / "out"
+            folder.mkdir()
+            _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
+            files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+            card = _card(exp, row.to_dict(), config, data.input_shape, label, files)
+            (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
+            _replace_folder(folder, final)
+        exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))
+    if register:
+        _register(client, register, exported, info)
+    return exported

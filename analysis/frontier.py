@@ -1,0 +1,143 @@
+"""The capacity-gap frontier: computed as an info object first, then drawn.
+
+`frontier_info(exp)` gathers what the pictures show (the teacher, the
+distilled students, their scratch twins, the Pareto front, the gains); the
+`plot_*` functions only draw it, headless. Tests check the info, not pixels.
+
+Accuracy on the y axes is validation accuracy: the front is chosen on it, and
+picking anything on the test split would be cheating; test accuracy is in the
+front's table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .pareto import eligible, pareto_mask
+from .runs import Experiment, search_settings, with_gains
+
+__all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "gain_by_arch"]
+
+
+class FrontierInfo(NamedTuple):
+    teacher: dict | None  # params, val_acc, test_acc of the teacher run
+    students: pd.DataFrame  # finished full-budget students with twin accuracy, gain, ratio
+    twins: pd.DataFrame  # finished scratch twins
+    front: pd.DataFrame  # Pareto-optimal students, sorted by params
+    excluded: pd.DataFrame  # failed and stopped-early students: never on the front
+    objectives: dict[str, str]
+    reference: dict[str, float]
+
+
+def frontier_info(exp: Experiment) -> FrontierInfo:
+    objectives, reference = search_settings(exp)
+    students = with_gains(exp)
+    ok = eligible(students, objectives)
+    on_front = pareto_mask(students, objectives)
+    front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
+    runs = exp.runs
+    twins = runs[(runs.role == schema.ROLE_BASELINE) & (runs.status == "FINISHED")]
+    teacher = exp.teacher
+    t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
+    return FrontierInfo(t, students[ok], twins, front, students[~ok], objectives, reference)
+
+
+def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
+    """Gain per architecture: mean, std and count over its students (seeds, temperatures)."""
+    have = students.dropna(subset=["gain"])
+    grouped = have.groupby("arch").agg(ratio=("ratio", "first"), params=(schema.PARAMS, "first"),
+                                       gain_mean=("gain", "mean"), gain_std=("gain", "std"), n=("gain", "size"))
+    return grouped.reset_index().sort_values("ratio")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if info.teacher and info.teacher.get(schema.VAL_ACC) is not None:
+        ax.axhline(info.teacher[schema.VAL_ACC], color="black", ls="--", lw=1,
+                   label=f"teacher ({int(info.teacher[schema.PARAMS]):,} params)")
+    s, t = info.students, info.twins
+    ax.scatter(t[schema.PARAMS], t[schema.VAL_ACC], marker="x", color="tab:gray", label="scratch twins", zorder=2)
+    ax.scatter(s[schema.PARAMS], s[schema.VAL_ACC], color="tab:blue", alpha=0.7, label="distilled students", zorder=3)
+    f = info.front
+    if not f.empty:
+        if schema.PARAMS in info.objectives:
+            ax.step(f[schema.PARAMS], f[schema.VAL_ACC], where="post", color="tab:red", lw=1.5, zorder=4)
+        ax.scatter(f[schema.PARAMS], f[schema.VAL_ACC], s=70, facecolors="none", edgecolors="tab:red", lw=1.5, label="Pareto front", zorder=5)
+        for k, (_, row) in enumerate(f.iterrows(), 1):
+            ax.annotate(f"P{k}", (row[schema.PARAMS], row[schema.VAL_ACC]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("student parameters (log)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("capacity-gap frontier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
+    plt.close(fig)
+
+
+def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
+    plt = _pyplot()
+    g = gain_by_arch(info.students)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.axhline(0, color="black", lw=1)
+    if not g.empty:
+        ax.errorbar(g["ratio"], 100 * g["gain_mean"], yerr=100 * g["gain_std"].fillna(0), fmt="o", capsize=3,
+                    color="tab:blue", label="KD gain over scratch twin (mean ± std over runs)")
+        for _, row in g.iterrows():
+            if row["n"] > 1:
+                ax.annotate(f"n={row['n']}", (row["ratio"], 100 * row["gain_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no student has a finished scratch twin", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("teacher / student parameters (log)")
+    ax.set_ylabel("distillation gain (test accuracy points)")
+    ax.set_title("what distillation buys, by capacity gap")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
+    plt.close(fig)
+
+
+SENSITIVITY_KEYS = ("losses.kd.temperature", "mix.kd", "train.lr")
+
+
+def plot_sensitivity(info: FrontierInfo, path: str | Path) -> list[str]:
+    """Validation accuracy against each knob that varied; returns the knobs drawn."""
+    plt = _pyplot()
+    s = info.students
+    keys = [k for k in SENSITIVITY_KEYS if k in s and pd.to_numeric(s[k], errors="coerce").nunique() > 1]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        x = pd.to_numeric(s[key], errors="coerce")
+        sc = ax.scatter(x, s[schema.VAL_ACC], c=np.log10(s[schema.PARAMS].astype(float)), cmap="viridis")
+        if key in ("losses.kd.temperature", "train.lr"):
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    if keys:
+        fig.colorbar(sc, ax=axes[0][-1], label="log10 params")
+    else:
+        axes[0][0].text(0.5, 0.5, "temperature, kd weight and lr did not vary", ha="center", transform=axes[0][0].transAxes)
+        axes[0][0].set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
+    plt.close(fig)
+    return keys

@@ -1,0 +1,123 @@
+"""An experiment's MLflow runs as a pandas DataFrame, one row per run.
+
+Columns: run_id, name, role, arch, status, stopped_early, parent, trial_id,
+teacher_run, error, start_time; the metrics (val_acc, test_acc, params,
+latency_ms, best_epoch); every param under its dotted key (student.width,
+losses.kd.temperature, ...) parsed back to numbers and booleans. Reads
+MLflow only (SQLite or a tracking server); never starts Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from distill.errors import KdxError
+
+from . import schema
+
+__all__ = ["Experiment", "load_runs", "with_gains", "search_settings"]
+
+METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH)
+
+
+@dataclass
+class Experiment:
+    name: str
+    experiment_id: str
+    tracking_uri: str
+    runs: pd.DataFrame
+    parent: dict  # the search run: run_id, params, tags
+
+    @property
+    def teacher(self) -> dict | None:
+        rows = self.runs[self.runs.role == schema.ROLE_TEACHER]
+        return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def _value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_runs(tracking_uri: str, experiment: str) -> Experiment:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except Exception as e:
+        raise KdxError(f"--tracking-uri: cannot read the MLflow store at {tracking_uri} ({type(e).__name__})") from None
+    if exp is None or exp.lifecycle_stage == "deleted":
+        raise KdxError(f"--experiment: no experiment named '{experiment}' in {tracking_uri}")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], "", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows = []
+    parent = {}
+    for r in runs:
+        tags = r.data.tags
+        row = {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "role": tags.get(schema.TAG_ROLE, ""),
+            "arch": tags.get(schema.TAG_ARCH),
+            "status": r.info.status,
+            "stopped_early": tags.get(schema.TAG_STOPPED) == "true",
+            "parent": tags.get(schema.TAG_PARENT),
+            "trial_id": tags.get(schema.TAG_TRIAL),
+            "teacher_run": tags.get(schema.TAG_TEACHER_RUN),
+            "error": tags.get(schema.TAG_ERROR),
+            "sampled": [k for k in tags.get(schema.TAG_SAMPLED, "").split(",") if k],
+            "start_time": r.info.start_time,
+        }
+        for m in METRICS:
+            row[m] = r.data.metrics.get(m, np.nan)
+        for k, v in r.data.params.items():
+            row[k] = _value(v)
+        if row["role"] == schema.ROLE_SEARCH:
+            parent = {"run_id": r.info.run_id, "params": dict(r.data.params), "tags": dict(tags)}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run_id", "name", "role", "arch", "status", "stopped_early", "parent", "start_time", *METRICS])
+    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+    return Experiment(experiment, exp.experiment_id, tracking_uri, frame, parent)
+
+
+def search_settings(exp: Experiment) -> tuple[dict[str, str], dict[str, float]]:
+    """(objectives, reference point) the search ran with, from its parent run."""
+    params = exp.parent.get("params", {})
+    text = params.get("search.objectives", f"{schema.VAL_ACC}:max")
+    objectives = dict(item.split(":", 1) for item in text.split(",") if item)
+    reference = {k.removeprefix("ref."): float(v) for k, v in params.items() if k.startswith("ref.")}
+    return objectives, reference
+
+
+def with_gains(exp: Experiment) -> pd.DataFrame:
+    """Student rows with their scratch twin's accuracy, the distillation gain
+    (student minus twin test accuracy, same architecture and budget) and the
+    teacher/student parameter ratio."""
+    df = exp.runs
+    students = df[df.role == schema.ROLE_STUDENT].copy()
+    twins = df[(df.role == schema.ROLE_BASELINE) & (df.status == "FINISHED")]
+    twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()
+    twin_val = twins.groupby("arch")[schema.VAL_ACC].mean()
+    twin_run = twins.groupby("arch")["run_id"].first()
+    students["twin_test_acc"] = students["arch"].map(twin_acc)
+    students["twin_val_acc"] = students["arch"].map(twin_val)
+    students["twin_run"] = students["arch"].map(twin_run)
+    students["gain"] = students[schema.TEST_ACC] - students["twin_test_acc"]
+    teacher = exp.teacher
+    teacher_params = teacher[schema.PARAMS] if teacher else np.nan
+    students["ratio"] = teacher_params / students[schema.PARAMS]
+    return students

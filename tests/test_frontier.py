@@ -1,0 +1,66 @@
+"""The frontier info on a hand-built frame (the info, not the picture), and valid PNGs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import schema
+from analysis.frontier import frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity
+from analysis.runs import Experiment, with_gains
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def row(run_id, role, arch=None, val=np.nan, test=np.nan, params=np.nan, status="FINISHED", stopped=False, t=0, **extra):
+    return {"run_id": run_id, "name": run_id, "role": role, "arch": arch, "status": status, "stopped_early": stopped,
+            "parent": "p", "trial_id": run_id, "start_time": t, schema.VAL_ACC: val, schema.TEST_ACC: test,
+            schema.PARAMS: params, schema.LATENCY: 0.1, "sampled": ["student.width"], **extra}
+
+
+@pytest.fixture
+def exp():
+    rows = [
+        row("p", "search"),
+        row("t", "teacher", val=0.95, test=0.94, params=28000),
+        # small and big students; s2 and s3 share an arch (two temperatures), s4 is dominated
+        row("s1", "student", "mlp:w8", val=0.60, test=0.58, params=500, t=1, **{"losses.kd.temperature": 2.0}),
+        row("s2", "student", "mlp:w32", val=0.75, test=0.74, params=2700, t=2, **{"losses.kd.temperature": 4.0}),
+        row("s3", "student", "mlp:w32", val=0.70, test=0.70, params=2700, t=3, **{"losses.kd.temperature": 8.0}),
+        row("s4", "student", "mlp:w64", val=0.72, test=0.71, params=7000, t=4, **{"losses.kd.temperature": 4.0}),
+        row("s5", "student", "mlp:w128", val=0.99, test=0.99, params=9000, status="FAILED", t=5),
+        row("s6", "student", "mlp:w256", val=0.99, test=0.99, params=100, stopped=True, status="KILLED", t=6),
+        row("b1", "baseline", "mlp:w8", val=0.55, test=0.55, params=500),
+        row("b2", "baseline", "mlp:w32", val=0.72, test=0.70, params=2700),
+    ]
+    parent = {"run_id": "p", "params": {"search.objectives": "val_acc:max,params:min", "ref.val_acc": "0.1", "ref.params": "10000"}, "tags": {}}
+    return Experiment("synthetic", "1", "sqlite:///unused.db", pd.DataFrame(rows), parent)
+
+
+def test_gains_pair_students_with_twins_by_arch(exp):
+    s = with_gains(exp).set_index("run_id")
+    assert s.loc["s1", "gain"] == pytest.approx(0.58 - 0.55)
+    assert s.loc["s2", "gain"] == pytest.approx(0.74 - 0.70) and s.loc["s3", "gain"] == pytest.approx(0.0)
+    assert np.isnan(s.loc["s4", "gain"])  # no twin
+    assert s.loc["s2", "ratio"] == pytest.approx(28000 / 2700)
+
+
+def test_frontier_info(exp):
+    info = frontier_info(exp)
+    assert info.teacher[schema.PARAMS] == 28000
+    assert list(info.front.run_id) == ["s1", "s2"]  # sorted by size; s3 and s4 dominated by s2
+    assert set(info.students.run_id) == {"s1", "s2", "s3", "s4"}
+    assert set(info.excluded.run_id) == {"s5", "s6"}  # failed and stopped-early: never on the front
+    assert set(info.twins.run_id) == {"b1", "b2"}
+    assert info.objectives == {"val_acc": "max", "params": "min"} and info.reference == {"val_acc": 0.1, "params": 10000.0}
+    g = gain_by_arch(info.students).set_index("arch")
+    assert g.loc["mlp:w32", "n"] == 2 and g.loc["mlp:w32", "gain_mean"] == pytest.approx(0.02)
+    assert g.loc["mlp:w32", "gain_std"] == pytest.approx(np.std([0.04, 0.0], ddof=1))
+
+
+def test_pictures_are_valid_pngs(exp, tmp_path):
+    info = frontier_info(exp)
+    for draw, name in ((plot_frontier, "f.png"), (plot_gain_vs_ratio, "g.png"), (plot_sensitivity, "s.png")):
+        draw(info, tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 2000
+    assert plot_sensitivity(info, tmp_path / "s2.png") == ["losses.kd.temperature"]
