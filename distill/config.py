@@ -13,9 +13,7 @@ choice registered; see `distill.registry`.
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
@@ -23,9 +21,10 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from .data import DATASETS, is_custom
-from .errors import ConfigError, InvalidValue, check, did_you_mean
+from .errors import ConfigError, check
 from .losses import LOSSES
 from .models import MODELS
+from .parsing import as_mapping, coerce, load_yaml, parse_dataclass, to_plain, unknown_key, yaml_float
 
 __all__ = [
     "DataConfig",
@@ -40,109 +39,6 @@ __all__ = [
     "parse_dataclass",
     "load_yaml",
 ]
-
-
-# --- generic strict parsing -------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def yaml_float(value: Any) -> Any:
-    """PyYAML (YAML 1.1) reads `1e-3` as the string "1e-3"; take it as the number meant."""
-    return float(value) if isinstance(value, str) and _FLOAT.match(value.strip()) else value
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        choices = [str(a) for a in typing.get_args(tp)]
-        raise ConfigError(f"{path}: {value!r} is not one of {_type_name(tp)}" + did_you_mean(str(value), choices))
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
-            try:
-                return _coerce(value, arm, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        value = yaml_float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is dict or tp is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
-    elif origin is list or tp is list:
-        if isinstance(value, list):
-            return list(value)
-    else:
-        raise TypeError(f"config type {tp} is not supported")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-
-
-def _unknown(key: str, path: str, valid: list[str]) -> ConfigError:
-    where = f"{path}.{key}" if path else key
-    return ConfigError(f"unknown key '{where}'" + did_you_mean(key, valid))
-
-
-def _mapping(data: Any, path: str) -> Mapping:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    return data
-
-
-def parse_dataclass(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
-    data = _mapping(data, path)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.init]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise _unknown(str(key), path, names)
-        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key)
-    try:
-        return cls(**kwargs)
-    except InvalidValue as e:
-        where = f"{path}.{e.key}" if path else e.key
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def to_plain(obj: Any) -> Any:
-    """A dataclass tree as plain dicts (what YAML and MLflow params hold)."""
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, Mapping):
-        return {k: to_plain(v) for k, v in obj.items()}
-    return obj
 
 
 # --- sections ------------------------------------------------------------------
@@ -164,13 +60,13 @@ class DataConfig:
 
     @classmethod
     def parse(cls, data: Any, path: str = "data") -> "DataConfig":
-        data = dict(_mapping(data, path))
+        data = dict(as_mapping(data, path))
         own = {k: data.pop(k) for k in ("name", "val_fraction", "seed") if k in data}
-        name = _coerce(own.get("name", cls.name), str, f"{path}.name")
-        val_fraction = _coerce(own.get("val_fraction", cls.val_fraction), float, f"{path}.val_fraction")
+        name = coerce(own.get("name", cls.name), str, f"{path}.name")
+        val_fraction = coerce(own.get("val_fraction", cls.val_fraction), float, f"{path}.val_fraction")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"{path}.val_fraction: must be in (0, 1), got {val_fraction}")
-        seed = _coerce(own.get("seed", cls.seed), int, f"{path}.seed")
+        seed = coerce(own.get("seed", cls.seed), int, f"{path}.seed")
         if is_custom(name):
             options = dict(data)  # checked against the function's signature when loaded
         else:
@@ -183,7 +79,7 @@ def _parse_options(options_cls: type, data: Mapping, path: str, own: list[str]) 
     valid = own + [f.name for f in fields(options_cls)]
     for key in data:
         if key not in valid:
-            raise _unknown(str(key), path, valid)
+            raise unknown_key(str(key), path, valid)
     return parse_dataclass(options_cls, data, path)
 
 
@@ -199,8 +95,8 @@ class ModelConfig:
 
     @classmethod
     def parse(cls, data: Any, path: str, default_family: str, own: tuple[str, ...] = ()) -> "ModelConfig":
-        data = dict(_mapping(data, path))
-        family = _coerce(data.pop("family", default_family), str, f"{path}.family")
+        data = dict(as_mapping(data, path))
+        family = coerce(data.pop("family", default_family), str, f"{path}.family")
         entry = MODELS.get(family, f"{path}.family")
         return cls(family, _parse_options(entry.options, data, path, ["family", *own]))
 
@@ -228,13 +124,13 @@ class TeacherConfig:
 
     @classmethod
     def parse(cls, data: Any, path: str = "teacher") -> "TeacherConfig":
-        data = dict(_mapping(data, path))
+        data = dict(as_mapping(data, path))
         own = {k: data.pop(k) for k in cls._OWN if k in data}
         if "family" not in data and not data:
             data = {"family": "cnn", "width": 64, "depth": 3}  # about 95% on MNIST-1D in 13 s (STACK.md)
         model = ModelConfig.parse(data, path, "cnn", own=cls._OWN)
         hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k], f"{path}.{k}") for k, v in own.items()}
+        kwargs = {k: coerce(v, hints[k], f"{path}.{k}") for k, v in own.items()}
         for key in ("epochs", "batch_size"):
             if key in kwargs and kwargs[key] < 1:
                 raise ConfigError(f"{path}.{key}: must be >= 1, got {kwargs[key]}")
@@ -309,12 +205,12 @@ class RunConfig:
     def from_dict(cls, data: Any, ignore: tuple[str, ...] = ()) -> "RunConfig":
         """Strictly parse a run config; top-level keys in `ignore` (an experiment
         config's search sections) are skipped, any other unknown key is an error."""
-        data = _mapping(data, "")
+        data = as_mapping(data, "")
         valid = list(cls.SECTIONS) + list(ignore)
         for key in data:
             if key not in valid:
-                raise _unknown(str(key), "", valid)
-        seed = _coerce(data.get("seed", 0), int, "seed")
+                raise unknown_key(str(key), "", valid)
+        seed = coerce(data.get("seed", 0), int, "seed")
         mix = _parse_mix(data.get("mix", {"ce": 0.1, "kd": 0.9}))
         losses = _parse_losses(data.get("losses"), mix)
         return cls(
@@ -329,11 +225,11 @@ class RunConfig:
 
 
 def _parse_mix(data: Any) -> dict[str, float]:
-    data = _mapping(data, "mix")
+    data = as_mapping(data, "mix")
     mix = {}
     for name, weight in data.items():
         LOSSES.get(str(name), f"mix.{name}")
-        weight = _coerce(weight, float, f"mix.{name}")
+        weight = coerce(weight, float, f"mix.{name}")
         if weight < 0:
             raise ConfigError(f"mix.{name}: weight must be >= 0, got {weight}")
         mix[str(name)] = weight
@@ -343,7 +239,7 @@ def _parse_mix(data: Any) -> dict[str, float]:
 
 
 def _parse_losses(data: Any, mix: dict[str, float]) -> dict[str, Any]:
-    data = _mapping(data, "losses")
+    data = as_mapping(data, "losses")
     losses = {}
     for name, opts in data.items():
         entry = LOSSES.get(str(name), f"losses.{name}")
@@ -354,28 +250,7 @@ def _parse_losses(data: Any, mix: dict[str, float]) -> dict[str, Any]:
     return losses
 
 
-# --- files and overrides ------------------------------------------------------------
-
-
-def load_yaml(path: str) -> dict:
-    """Read a YAML config with the safe loader; errors name the file (and line)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    if data is None:
-        raise ConfigError(f"{path}: the file is empty")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    return data
+# --- overrides and keys ---------------------------------------------------------------
 
 
 def set_value(data: dict, key: str, value: Any, label: str) -> None:
@@ -436,16 +311,16 @@ def check_key(key: str, custom_data: bool = False) -> None:
     if head == "seed" and not rest:
         return
     if head not in valid:
-        raise _unknown(head, "", list(RunConfig.SECTIONS))
+        raise unknown_key(head, "", list(RunConfig.SECTIONS))
     if not rest:
         raise ConfigError(f"'{key}' is a section, not a value")
     if head == "data" and custom_data:
         return
     if rest[0] not in valid[head]:
-        raise _unknown(rest[0], head, valid[head])
+        raise unknown_key(rest[0], head, valid[head])
     if head == "losses":
         opts = _field_names(LOSSES.get(rest[0], "").options)
         if len(rest) != 2 or rest[1] not in opts:
-            raise _unknown(".".join(rest[1:]) or "?", f"losses.{rest[0]}", opts)
+            raise unknown_key(".".join(rest[1:]) or "?", f"losses.{rest[0]}", opts)
     elif len(rest) != 1:
         raise ConfigError(f"unknown key '{key}'")

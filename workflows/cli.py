@@ -91,7 +91,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"\ndone in {s.elapsed_s:.0f} s: {s.finished} finished, {s.stopped} stopped early, {s.failed} failed, "
           f"{s.baselines} scratch twins")
     if s.best:
-        print("best by val_acc: " + ", ".join(f"{k} {v:.4g}" for k, v in s.best.items()))
+        print("best by val_acc: " + ", ".join(f"{k} {v:,.0f}" if k == "params" else f"{k} {v:.4g}" for k, v in s.best.items()))
     print(f"MLflow experiment '{s.experiment}' (id {s.experiment_id}), search run {s.parent_run_id}; browse with: kdx ui")
     if s.finished:
         from analysis.report import write_report
