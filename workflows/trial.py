@@ -50,29 +50,37 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
 
     started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
-    config = apply(params, ctx.base)
-    if role == schema.ROLE_BASELINE:
-        config = config.scratch_twin()
-    arch = schema.arch_id(config.student.to_dict())
     tracker = Tracker(ctx.tracking_uri)
     for old in tracker.runs(ctx.experiment_id, f"tags.`{schema.TAG_TRIAL}` = '{trial_id}'"):
         if old.info.status == "FINISHED" and old.data.tags.get(schema.TAG_STOPPED) != "true":
             # Finished before the search was killed: report it again, train nothing.
             m = old.data.metrics
-            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": config.train.epochs})
+            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS])})
             return
         tracker.client.delete_run(old.info.run_id)  # a run cut off by the kill: this trial starts it again
-    name = f"{role}-{_trial_number(trial_id)}" if role == schema.ROLE_STUDENT else f"twin {arch}"
     tags = {
         schema.TAG_ROLE: role,
-        schema.TAG_ARCH: arch,
         schema.TAG_TRIAL: trial_id,
         schema.TAG_PARENT: ctx.parent_run_id,
         schema.TAG_SAMPLED: ",".join(params) if role == schema.ROLE_STUDENT else "",
     }
     if ctx.teacher_run_id and role == schema.ROLE_STUDENT:
         tags[schema.TAG_TEACHER_RUN] = ctx.teacher_run_id
-    log = tracker.start(ctx.experiment_id, name, tags)
+    name = f"{role}-{_trial_number(trial_id)}"
+    try:
+        config = apply(params, ctx.base)
+    except Exception as e:  # a combination the space allowed but no run config does: a failed trial, logged
+        log = tracker.start(ctx.experiment_id, name, tags)
+        log.params(params)
+        log.tags({schema.TAG_ERROR: _one_line(e)})
+        log.end("FAILED")
+        raise
+    if role == schema.ROLE_BASELINE:
+        config = config.scratch_twin()
+    arch = schema.arch_id(config.student.to_dict())
+    if role == schema.ROLE_BASELINE:
+        name = f"twin {arch}"
+    log = tracker.start(ctx.experiment_id, name, tags | {schema.TAG_ARCH: arch})
     log.params(schema.flat_params(config.to_dict()))
     epochs = config.train.epochs
     objectives = {}
@@ -102,6 +110,7 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         schema.PARAMS: result.params,
         schema.LATENCY: result.latency_ms,
         schema.BEST_EPOCH: result.best_epoch,
+        schema.EPOCHS: result.epochs,
     }
     log.metrics(final, step=epochs)
     log.weights(result.model.state_dict(), config.to_dict())
