@@ -112,3 +112,16 @@ def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(tmp_path):
     assert len(students) == 2 and len(failed) == 1
     assert "TrainingDiverged" in failed[0].data.tags[schema.TAG_ERROR] and "epoch 1" in failed[0].data.tags[schema.TAG_ERROR]
     assert float(failed[0].data.params["train.lr"]) == 1e12
+
+
+def test_bad_inputs_fail_before_anything_is_logged(tmp_path):
+    cfg = write_config(tmp_path, name="early")
+    p = kdx("search", str(cfg), "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path)
+    assert p.returncode == 2 and "cannot reach the MLflow server" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("teacher: {family: mlp, width: 64, depth: 1, epochs: 5}",
+                                           f"teacher: {{family: mlp, width: 64, depth: 1, checkpoint: {tmp_path / 'missing.pt'}}}"))
+    p = kdx("search", str(bad), cwd=tmp_path)
+    assert p.returncode == 2 and "teacher.checkpoint: no such file" in p.stderr
+    assert runs(tmp_path / "mlflow.db", "early") == [] if (tmp_path / "mlflow.db").exists() else True
+    assert not (tmp_path / "kdx-results").exists()

@@ -265,6 +265,19 @@ def _close_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial
             tracker.client.delete_run(r.info.run_id)
 
 
+def check_tracking(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+    except (urllib.error.URLError, OSError) as e:
+        raise ConfigError(f"--tracking-uri: cannot reach the MLflow server at {uri} ({getattr(e, 'reason', e)})") from None
+
+
 def _trial_ids(grid) -> set[str]:
     # Every trial Tune knows, errored ones included (a Result of a trial that
     # failed before reporting has no metrics, so no trial_id to read).
@@ -276,6 +289,7 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     from ray.tune.search import ConcurrencyLimiter
 
     started = time.monotonic()
+    check_tracking(exp.tracking_uri)
     tracker = Tracker(exp.tracking_uri)
     try:
         experiment_id = tracker.experiment_id(exp.name, create=False)
@@ -287,14 +301,17 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
             raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
         if path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
+    # Data and teacher before any MLflow write: a missing file or a checkpoint that
+    # does not fit fails here, with nothing half-logged.
     data = load_data(exp.run.data)
-    experiment_id = experiment_id or tracker.experiment_id(exp.name)
-    parent_id = _open_parent(tracker, exp, experiment_id, resume, log, reference_point(exp, data))
     teacher, info = get_teacher(exp.run, data, log=log)
     log(f"teacher: {info.source}, test_acc {info.test_acc:.4f}, {info.params:,} params")
-    teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
     keys = ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
     outputs = teacher_outputs(teacher, info, data, keys)
+    reference = reference_point(exp, data)
+    experiment_id = experiment_id or tracker.experiment_id(exp.name)
+    parent_id = _open_parent(tracker, exp, experiment_id, resume, log, reference)
+    teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
     timings = {"setup": time.monotonic() - started}
 
     started_ray = _init_ray(address)
