@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_TWIN_OF",
+    "TAG_TEACHER_RUN", "TAG_NODE",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
     "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
@@ -37,7 +37,7 @@ TAG_ERROR = "kdx.error"  # a failed trial's error, one line
 TAG_CONFIG_HASH = "kdx.config_hash"  # on the parent: which config this experiment ran
 TAG_PARENT = "mlflow.parentRunId"
 TAG_TEACHER_RUN = "kdx.teacher_run"  # on students and twins: the teacher run's id (lineage)
-TAG_TWIN_OF = "kdx.twin_of"  # on a twin: the arch it is the scratch twin of
+TAG_NODE = "kdx.node"  # the Ray node that ran the trial
 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"

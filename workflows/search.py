@@ -224,7 +224,21 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _storage(exp: Experiment) -> Path:
+def _check_storage_for_cluster(exp: Experiment) -> None:
+    """On several nodes, Tune's results must go where every node can write:
+    refuse the default local folder; a path the user set (NFS) or a URI is theirs."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not exp.search.storage:
+        raise ConfigError(f"search.storage: this Ray cluster has {len(nodes)} nodes; set search.storage to a folder every node "
+                          "can reach (a shared mount) or an object-store URI such as s3://bucket/kdx, not the local default")
+
+
+def _storage(exp: Experiment) -> Path | str:
+    """Tune's storage: a URI (s3://, gs://) as given, a folder made absolute."""
+    if "://" in exp.search.storage:
+        return exp.search.storage.rstrip("/")
     return Path(exp.search.storage or "kdx-results").expanduser().resolve()
 
 
@@ -295,11 +309,12 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
         experiment_id = tracker.experiment_id(exp.name, create=False)
     except Exception as e:
         raise ConfigError(f"tracking: cannot use the MLflow store at {exp.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    path = _storage(exp) / exp.name
+    storage = _storage(exp)
+    path = f"{storage}/{exp.name}" if isinstance(storage, str) else storage / exp.name
     if not resume:  # refuse before anything is written
         if experiment_id and tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'"):
             raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
-        if path.exists():
+        if isinstance(path, Path) and path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
     # Data and teacher before any MLflow write: a missing file or a checkpoint that
     # does not fit fails here, with nothing half-logged.
@@ -309,18 +324,18 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     keys = ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
     outputs = teacher_outputs(teacher, info, data, keys)
     reference = reference_point(exp, data)
-    experiment_id = experiment_id or tracker.experiment_id(exp.name)
-    parent_id = _open_parent(tracker, exp, experiment_id, resume, log, reference)
-    teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
-    timings = {"setup": time.monotonic() - started}
 
     started_ray = _init_ray(address)
     try:
+        _check_storage_for_cluster(exp)
+        experiment_id = experiment_id or tracker.experiment_id(exp.name)
+        parent_id = _open_parent(tracker, exp, experiment_id, resume, log, reference)
+        teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
+        timings = {"setup": time.monotonic() - started}
         ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha")
         resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
         trainable = tune.with_parameters(tune.with_resources(student_trial, resources), data=data, teacher=outputs, ctx=ctx)
-        storage = path.parent
         progress = Progress(exp.search.num_samples, exp.run.train.epochs, log)
         if resume and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)

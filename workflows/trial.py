@@ -58,9 +58,12 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
             tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS])})
             return
         tracker.client.delete_run(old.info.run_id)  # a run cut off by the kill: this trial starts it again
+    import ray
+
     tags = {
         schema.TAG_ROLE: role,
         schema.TAG_TRIAL: trial_id,
+        schema.TAG_NODE: ray.get_runtime_context().get_node_id(),
         schema.TAG_PARENT: ctx.parent_run_id,
         schema.TAG_SAMPLED: ",".join(params) if role == schema.ROLE_STUDENT else "",
     }
