@@ -39,7 +39,10 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
-        return self.client.create_experiment(name) if create else None
+        if not create:
+            return None
+        # Tell MLflow 3's UI this is model training, so it opens on the runs table, not the GenAI overview.
+        return self.client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
     def runs(self, experiment_id: str, filter_string: str = "", include_deleted: bool = False) -> list:
         from mlflow.entities import ViewType
