@@ -6,7 +6,12 @@ import difflib
 
 
 class KdxError(Exception):
-    """Base of every error kdx reports to a user without a traceback."""
+    """Base of every error kdx reports to a user without a traceback.
+
+    The message is kept to one line whatever a user's key or value held."""
+
+    def __init__(self, message: str = ""):
+        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(message)))
 
 
 class ConfigError(KdxError):
@@ -24,7 +29,7 @@ class TrainingDiverged(KdxError):
         self.epoch = epoch
         self.terms = terms
         bad = ", ".join(f"{k}={v}" for k, v in terms.items())
-        super().__init__(f"training diverged at epoch {epoch}: {bad}")
+        super().__init__(f"training diverged at epoch {epoch}: {bad}")  # KdxError keeps it one line
 
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:

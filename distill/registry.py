@@ -34,6 +34,8 @@ class Registry:
         return decorate
 
     def get(self, name: str, path: str) -> Entry:
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}: expected a {self.kind} name, got {name!r}")
         if name not in self._entries:
             raise ConfigError(f"{path}: unknown {self.kind} '{name}'" + did_you_mean(name, self.names()))
         return self._entries[name]
@@ -41,5 +43,5 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._entries

@@ -81,6 +81,8 @@ def _number(v: Any, where: str) -> float:
 
 
 def _parse_entry(key: str, spec: Any, where: str) -> Param:
+    if isinstance(spec, list):
+        raise ConfigError(f"{where}: a bare list is ambiguous; write {{choice: [...]}} to search over it")
     if not isinstance(spec, Mapping):
         return Param(key, "fixed", value=spec)  # a bare value fixes the key
     kinds = [k for k in KINDS if k in spec]

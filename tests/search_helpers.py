@@ -45,8 +45,9 @@ def kdx_args(*args) -> list[str]:
     return [sys.executable, "-m", "workflows.cli", *args]
 
 
-def kdx(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(kdx_args(*args), capture_output=True, text=True, cwd=cwd, env=env_for(cwd), timeout=timeout)
+def kdx(*args, cwd: Path, timeout: int = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**env_for(cwd), **(extra_env or {})}
+    return subprocess.run(kdx_args(*args), capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def runs(db: Path, experiment: str) -> list:

@@ -123,3 +123,45 @@ def test_a_search_spreads_over_a_two_node_cluster(tmp_path, tracking_server):
         assert len(nodes) == 2, nodes  # one CPU per node, two trials at a time: both nodes ran trials
     finally:
         stop(*[p for p in (worker, head) if p is not None])
+
+
+def test_a_worker_node_dies_mid_search_and_its_trials_run_again(tmp_path, tracking_server):
+    from mlflow import MlflowClient
+
+    port = free_port()
+    env = {**env_for(tmp_path), "HOME": str(tmp_path)}
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    head = start([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], env, tmp_path / "head.log")
+    worker = search = None
+    try:
+        address = f"127.0.0.1:{port}"
+        probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))"]
+        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "1", 90, "the head node")
+        worker = start([RAY, "start", "--address", address, *common], env, tmp_path / "worker.log")
+        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "2", 90, "the worker node")
+
+        cfg = write_config(tmp_path, name="nodeloss", epochs=400, samples=4)
+        search = subprocess.Popen(kdx_args("search", str(cfg), "--address", address, "--tracking-uri", tracking_server,
+                                           "--set", f"search.storage={tmp_path / 'shared'}"),
+                                  cwd=tmp_path, env=env, stdout=open(tmp_path / "search.log", "w"), stderr=subprocess.STDOUT)
+        client = MlflowClient(tracking_server)
+
+        def running_on_two_nodes() -> bool:
+            exp = client.get_experiment_by_name("nodeloss")
+            rs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDENT]
+            return len({r.data.tags.get(schema.TAG_NODE) for r in rs if r.info.status == "RUNNING"}) == 2
+
+        wait_for(running_on_two_nodes, 180, "trials running on both nodes")
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker node dies with a trial on it
+        worker.wait()
+        assert search.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()
+        exp = client.get_experiment_by_name("nodeloss")
+        all_runs = client.search_runs([exp.experiment_id])
+        students = by_role(all_runs, schema.ROLE_STUDENT)
+        assert len(students) == 4 and all(r.info.status == "FINISHED" for r in students), [(r.info.run_name, r.info.status) for r in students]
+        assert len({r.data.tags[schema.TAG_TRIAL] for r in students}) == 4  # the lost trial ran again, logged once
+        assert not [r for r in all_runs if r.info.status == "RUNNING"]
+    finally:
+        if search is not None and search.poll() is None:
+            search.kill()
+        stop(*[p for p in (worker, head) if p is not None])

@@ -102,3 +102,19 @@ def test_cifar_without_files_is_a_clear_error(tmp_path):
         data(name="cifar10", root=str(tmp_path))
     msg = str(e.value)
     assert "torchvision" in msg or "no cifar10 files" in msg
+
+
+def test_a_damaged_teacher_cache_is_rebuilt_not_trusted():
+    from distill.config import RunConfig
+    from distill.teacher import get_teacher
+
+    c = RunConfig.from_dict({"data": {"name": "hgmm", "classes": 10, "superclasses": 2, "dim": 8},
+                             "teacher": {"family": "mlp", "width": 16, "epochs": 2}})
+    d = load_data(c.data)
+    _, first = get_teacher(c, d, log=lambda s: None)
+    assert get_teacher(c, d)[1].source == "cache"
+    weights = Path(os.environ["KDX_CACHE"]) / "teachers" / f"{first.key}.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")  # same size, wrong bytes
+    _, again = get_teacher(c, d, log=lambda s: None)
+    assert again.source == "trained" and again.test_acc == first.test_acc  # retrained, deterministic
+    assert get_teacher(c, d)[1].source == "cache"

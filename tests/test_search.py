@@ -9,11 +9,14 @@ from workflows.experiment import load_experiment
 from workflows.search import make_scheduler, make_searcher
 
 
+SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
     cfg = write_config(folder)
-    p = kdx("search", str(cfg), cwd=folder)
+    p = kdx("search", str(cfg), cwd=folder, extra_env=SECRETS)
     assert p.returncode == 0, p.stdout + p.stderr
     return folder, p, runs(folder / "mlflow.db", "tiny")
 
@@ -125,3 +128,18 @@ def test_bad_inputs_fail_before_anything_is_logged(tmp_path):
     assert p.returncode == 2 and "teacher.checkpoint: no such file" in p.stderr
     assert runs(tmp_path / "mlflow.db", "early") == [] if (tmp_path / "mlflow.db").exists() else True
     assert not (tmp_path / "kdx-results").exists()
+
+
+def test_secrets_in_the_environment_never_reach_mlflow(searched):
+    folder, _, all_runs = searched
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    texts = []
+    for r in all_runs:
+        texts += [str(v) for v in r.data.params.values()] + [str(v) for v in r.data.tags.values()]
+    for path in (folder / "mlruns").rglob("*"):  # every artifact: configs, spaces, reports, weights
+        if path.is_file():
+            texts.append(path.read_bytes().decode("latin-1"))
+    blob = "\n".join(texts)
+    assert len(texts) > 50
+    for value in SECRETS.values():
+        assert value not in blob

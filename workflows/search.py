@@ -29,7 +29,7 @@ from search_spaces.space import apply, define, dump, flatten, holds
 
 from .experiment import Experiment
 from .tracking import Tracker
-from .trial import TrialContext, baseline_trial, student_trial
+from .trial import FAILED, TrialContext, baseline_trial, student_trial
 
 __all__ = ["SearchSummary", "run_search", "FEATURE_LOSSES"]
 
@@ -187,7 +187,7 @@ class Progress(Callback):
         r = trial.last_result or {}
         elapsed = time.monotonic() - self.started
         left = elapsed / self.count * max(0, self.total - self.count)
-        if not ok:
+        if not ok or r.get(FAILED):
             what = "failed"
         elif r.get("epoch", self.epochs) < self.epochs:
             what = f"stopped at epoch {r.get('epoch')}"
@@ -354,7 +354,9 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                 ),
                 run_config=tune.RunConfig(
                     name=exp.name, storage_path=str(storage), verbose=0, callbacks=[progress],
-                    failure_config=tune.FailureConfig(max_failures=0),
+                    # Retries are for the machine (a lost node, a killed worker): failures a
+                    # retry cannot change end the trial themselves (trial.FAILED).
+                    failure_config=tune.FailureConfig(max_failures=exp.search.retries),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 ),
             )
@@ -375,9 +377,9 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                     param_space={"arch": tune.grid_search(archs)},
                     tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
                     run_config=tune.RunConfig(name=f"{exp.name}-twins-{int(time.time())}", storage_path=str(storage), verbose=0,
-                                              callbacks=[twin_progress], failure_config=tune.FailureConfig(max_failures=0)),
+                                              callbacks=[twin_progress], failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
                 ).fit()
-                baselines = sum(1 for r in twins if r.error is None)
+                baselines = sum(1 for r in twins if r.error is None and not r.metrics.get(FAILED))
         timings["twins"] = time.monotonic() - t0
     finally:
         if started_ray:
@@ -386,9 +388,10 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
             ray.shutdown()
     tracker.client.set_terminated(parent_id, status="FINISHED")
     epochs = exp.run.train.epochs
-    failed = [r for r in grid if r.error is not None]
-    stopped = [r for r in grid if r.error is None and r.metrics.get("epoch", epochs) < epochs]
-    finished = [r for r in grid if r.error is None and r.metrics.get("epoch", epochs) >= epochs]
+    failed = [r for r in grid if r.error is not None or r.metrics.get(FAILED)]
+    ran = [r for r in grid if r.error is None and not r.metrics.get(FAILED)]
+    stopped = [r for r in ran if r.metrics.get("epoch", epochs) < epochs]
+    finished = [r for r in ran if r.metrics.get("epoch", epochs) >= epochs]
     best = max((r.metrics for r in finished), key=lambda m: m.get(schema.VAL_ACC, -1), default={})
     best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in best}
     timings["train_s"] = sum(r.metrics.get("time_train_s", 0.0) for r in grid)

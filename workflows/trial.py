@@ -17,11 +17,14 @@ from typing import Any
 
 from analysis import schema
 from distill.data import Dataset
+from distill.errors import KdxError
 from distill.models import Outputs
 from distill.train import run
 from search_spaces.space import apply
 
-__all__ = ["TrialContext", "student_trial", "baseline_trial"]
+__all__ = ["TrialContext", "student_trial", "baseline_trial", "FAILED"]
+
+FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class TrialContext:
 def _one_line(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip().splitlines()
     return (text[0] if text else type(e).__name__)[:500]
+
+
+def _failed() -> dict:
+    # NaN objectives: Optuna records the trial as FAIL; epoch 0 sits below every ASHA rung.
+    return {FAILED: 1, "epoch": 0, **{k: float("nan") for k in schema.OBJECTIVES}}
 
 
 def _trial_number(trial_id: str) -> str:
@@ -72,12 +80,13 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     name = f"{role}-{_trial_number(trial_id)}"
     try:
         config = apply(params, ctx.base)
-    except Exception as e:  # a combination the space allowed but no run config does: a failed trial, logged
+    except KdxError as e:  # a combination the space allowed but no run config does: a failed trial, logged
         log = tracker.start(ctx.experiment_id, name, tags)
         log.params(params)
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
-        raise
+        tune.report(_failed())
+        return
     if role == schema.ROLE_BASELINE:
         config = config.scratch_twin()
     arch = schema.arch_id(config.student.to_dict())
@@ -102,7 +111,13 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         log.metrics({k: objectives[k] for k in schema.OBJECTIVES if k in objectives}, step=objectives.get("epoch", 0))
         log.end("KILLED")
         raise
-    except BaseException as e:
+    except KdxError as e:
+        # Deterministic (diverged, a pairing no loss can make): recorded, not retried.
+        log.tags({schema.TAG_ERROR: _one_line(e)})
+        log.end("FAILED")
+        tune.report(_failed())
+        return
+    except BaseException as e:  # anything else may be the machine (a lost node): Tune retries it
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
         raise
