@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
 from .train import build_losses, evaluate, run
 
-__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "teacher_keys"]
+__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "teacher_keys", "check_teacher_source"]
 
 Log = Callable[[str], None]
 
@@ -84,6 +84,15 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
         raise ConfigError(f"teacher.checkpoint: '{path}' does not fit the teacher model ({str(e).splitlines()[0][:200]})") from None
     key = fingerprint([sha256_file(path), t.factory, t.model.to_dict(), data.key])
     return _frozen(model), _info(model, data, key, "checkpoint")
+
+
+def check_teacher_source(config: RunConfig) -> None:
+    """Cheap checks before any work: the checkpoint file exists and the factory imports."""
+    t = config.teacher
+    if t.checkpoint and not Path(t.checkpoint).is_file():
+        raise ConfigError(f"teacher.checkpoint: no such file '{t.checkpoint}'")
+    if t.factory:
+        import_object(t.factory, "teacher.factory")
 
 
 def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:

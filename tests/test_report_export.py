@@ -89,3 +89,14 @@ def test_report_and_export_of_a_missing_experiment_say_so(searched):
     for cmd in (["report", "--experiment", "nope", "--out", "x"], ["export", "--experiment", "nope", "--out", "x"]):
         p = kdx(*cmd, cwd=folder)
         assert p.returncode == 2 and "no experiment named 'nope'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
+    cfg = write_config(tmp_path, name="allfail", samples=2)
+    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}", "  train.lr: {float: [1.0e+11, 1.0e+12], log: true}")
+    cfg.write_text(text.replace("train: {epochs: 2, batch_size: 64}", "train: {epochs: 2, batch_size: 64, optimizer: sgd}"))
+    p = kdx("search", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0 and "2 failed" in p.stdout, p.stdout + p.stderr
+    for cmd in (["report", "--experiment", "allfail", "--out", "r"], ["export", "--experiment", "allfail", "--out", "e"]):
+        r = kdx(*cmd, cwd=tmp_path)
+        assert r.returncode == 2 and "no finished full-budget students" in r.stderr, r.stderr

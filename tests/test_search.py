@@ -143,3 +143,17 @@ def test_secrets_in_the_environment_never_reach_mlflow(searched):
     assert len(texts) > 50
     for value in SECRETS.values():
         assert value not in blob
+
+
+def test_validate_catches_missing_files_and_imports(tmp_path):
+    cfg = write_config(tmp_path)
+    for old, new, message in [
+        ("teacher: {family: mlp, width: 64, depth: 1, epochs: 5}", "teacher: {checkpoint: nope.pt}", "teacher.checkpoint: no such file"),
+        ("teacher: {family: mlp, width: 64, depth: 1, epochs: 5}", f"teacher: {{checkpoint: {cfg}, factory: 'no_such_mod:f'}}",
+         "teacher.factory: cannot import module 'no_such_mod'"),
+        ("data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}", "data: {name: 'no_such_mod:make'}", "data.name: cannot import module"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(cfg.read_text().replace(old, new))
+        p = kdx("validate", str(bad), cwd=tmp_path)
+        assert p.returncode == 2 and message in p.stderr, p.stderr

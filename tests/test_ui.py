@@ -41,6 +41,10 @@ def test_the_mlflow_ui_shows_the_trial_runs(tmp_path):
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: urllib.request.urlopen(base + "/health", timeout=2).read() == b"OK", 90, "kdx ui")
+        outside = [ip for ip in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() if not ip.startswith("127.")]
+        for ip in outside[:1]:  # bound to 127.0.0.1 by default: not reachable on the machine's other addresses
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://{ip}:{port}/health", timeout=3)
         driver = webdriver.Chrome(service=Service(DRIVER), options=options)
         driver.get(f"{base}/#/experiments/1/runs")
         deadline = time.monotonic() + 60

@@ -21,7 +21,9 @@ from typing import Literal
 from analysis.schema import OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, load_yaml, parse_dataclass, to_plain
+from distill.data import import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
+from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
 
 __all__ = ["Experiment", "SearchSettings", "Resources", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
@@ -162,6 +164,9 @@ def load_experiment(
             apply(point, base)
         except ConfigError as e:
             raise ConfigError(f"search.enqueue[{i}]: {e}") from None
+    check_teacher_source(run)
+    if is_custom(run.data.name):
+        import_object(run.data.name, "data.name")
     uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
     return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path))
 
