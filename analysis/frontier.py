@@ -32,19 +32,22 @@ class FrontierInfo(NamedTuple):
     excluded: pd.DataFrame  # failed and stopped-early students: never on the front
     objectives: dict[str, str]
     reference: dict[str, float]
+    controls: pd.DataFrame  # dark-knowledge controls (shuffled non-target targets): drawn beside the gains, never on the front
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
     objectives, reference = search_settings(exp)
     students = with_gains(exp)
-    ok = eligible(students, objectives)
-    on_front = pareto_mask(students, objectives)
+    control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
+    ok = eligible(students, objectives) & ~control
+    on_front = pareto_mask(students[~control], objectives).reindex(students.index, fill_value=False)
     front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
     runs = exp.runs
     twins = runs[(runs.role == schema.ROLE_BASELINE) & (runs.status == "FINISHED")]
     teacher = exp.teacher
     t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
-    return FrontierInfo(t, students[ok], twins, front, students[~ok], objectives, reference)
+    controls = students[control & eligible(students, objectives)]
+    return FrontierInfo(t, students[ok], twins, front, students[~ok & ~control], objectives, reference, controls)
 
 
 def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
@@ -96,6 +99,10 @@ def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
     g = gain_by_arch(info.students)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhline(0, color="black", lw=1)
+    c = gain_by_arch(info.controls)
+    if not c.empty:
+        ax.errorbar(c["ratio"], 100 * c["gain_mean"], yerr=100 * c["gain_std"].fillna(0), fmt="s", capsize=3, color="tab:orange",
+                    alpha=0.8, label="control: non-target probabilities shuffled")
     if not g.empty:
         ax.errorbar(g["ratio"], 100 * g["gain_mean"], yerr=100 * g["gain_std"].fillna(0), fmt="o", capsize=3,
                     color="tab:blue", label="KD gain over scratch twin (mean ± std over runs)")

@@ -77,6 +77,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "trial_id": tags.get(schema.TAG_TRIAL),
             "teacher_run": tags.get(schema.TAG_TEACHER_RUN),
             "error": tags.get(schema.TAG_ERROR),
+            "control": tags.get(schema.TAG_CONTROL, ""),
             "sampled": [k for k in tags.get(schema.TAG_SAMPLED, "").split(",") if k],
             "start_time": r.info.start_time,
         }

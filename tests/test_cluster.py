@@ -70,6 +70,26 @@ def tracking_server(tmp_path):
         stop(server)
 
 
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A head and a worker node, one CPU each, as separate `ray start --block` processes."""
+    port = free_port()
+    env = {**env_for(tmp_path), "HOME": str(tmp_path)}  # Ray keeps its auth token in ~/.ray: keep it in the test's folder
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    address = f"127.0.0.1:{port}"
+    probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))"]
+    alive = lambda n: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == str(n)  # noqa: E731
+    head = start([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], env, tmp_path / "head.log")
+    worker = None
+    try:
+        wait_for(lambda: alive(1), 90, "the head node")
+        worker = start([RAY, "start", "--address", address, *common], env, tmp_path / "worker.log")
+        wait_for(lambda: alive(2), 90, "the worker node")
+        yield address, env, worker
+    finally:
+        stop(*[p for p in (worker, head) if p is not None])
+
+
 def run_kdx(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(kdx_args(*args), capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
@@ -93,53 +113,31 @@ def test_eight_concurrent_trials_log_everything_through_a_tracking_server(tmp_pa
         assert r.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server, not a local path
 
 
-def test_a_search_spreads_over_a_two_node_cluster(tmp_path, tracking_server):
+def test_a_search_spreads_over_a_two_node_cluster(tmp_path, tracking_server, two_nodes):
     from mlflow import MlflowClient
 
-    port = free_port()
-    env = {**env_for(tmp_path), "HOME": str(tmp_path)}  # Ray keeps its auth token in ~/.ray: keep it in the test's folder
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    head = start([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], env, tmp_path / "head.log")
-    worker = None
-    try:
-        address = f"127.0.0.1:{port}"
-        probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))"]
-        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "1", 90, "the head node")
-        worker = start([RAY, "start", "--address", address, *common], env, tmp_path / "worker.log")
-        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "2", 90, "the worker node")
-
-        cfg = write_config(tmp_path, name="cluster", epochs=30, samples=6)
-        refused = run_kdx(["search", str(cfg), "--address", address, "--tracking-uri", tracking_server], tmp_path, env)
-        assert refused.returncode == 2 and "search.storage" in refused.stderr and "2 nodes" in refused.stderr
-        p = run_kdx(["search", str(cfg), "--address", address, "--tracking-uri", tracking_server,
-                     "--set", f"search.storage={tmp_path / 'shared'}"], tmp_path, env)
-        assert p.returncode == 0, p.stdout + p.stderr
-        client = MlflowClient(tracking_server)
-        exp = client.get_experiment_by_name("cluster")
-        all_runs = client.search_runs([exp.experiment_id])
-        students = by_role(all_runs, schema.ROLE_STUDENT)
-        assert len(students) == 6 and all(r.info.status == "FINISHED" for r in students)
-        nodes = {r.data.tags[schema.TAG_NODE] for r in students + by_role(all_runs, schema.ROLE_BASELINE)}
-        assert len(nodes) == 2, nodes  # one CPU per node, two trials at a time: both nodes ran trials
-    finally:
-        stop(*[p for p in (worker, head) if p is not None])
+    address, env, _ = two_nodes
+    cfg = write_config(tmp_path, name="cluster", epochs=30, samples=6)
+    refused = run_kdx(["search", str(cfg), "--address", address, "--tracking-uri", tracking_server], tmp_path, env)
+    assert refused.returncode == 2 and "search.storage" in refused.stderr and "2 nodes" in refused.stderr
+    p = run_kdx(["search", str(cfg), "--address", address, "--tracking-uri", tracking_server,
+                 "--set", f"search.storage={tmp_path / 'shared'}"], tmp_path, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    client = MlflowClient(tracking_server)
+    exp = client.get_experiment_by_name("cluster")
+    all_runs = client.search_runs([exp.experiment_id])
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    assert len(students) == 6 and all(r.info.status == "FINISHED" for r in students)
+    nodes = {r.data.tags[schema.TAG_NODE] for r in students + by_role(all_runs, schema.ROLE_BASELINE)}
+    assert len(nodes) == 2, nodes  # one CPU per node, two trials at a time: both nodes ran trials
 
 
-def test_a_worker_node_dies_mid_search_and_its_trials_run_again(tmp_path, tracking_server):
+def test_a_worker_node_dies_mid_search_and_its_trials_run_again(tmp_path, tracking_server, two_nodes):
     from mlflow import MlflowClient
 
-    port = free_port()
-    env = {**env_for(tmp_path), "HOME": str(tmp_path)}
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    head = start([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], env, tmp_path / "head.log")
-    worker = search = None
+    address, env, worker = two_nodes
+    search = None
     try:
-        address = f"127.0.0.1:{port}"
-        probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))"]
-        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "1", 90, "the head node")
-        worker = start([RAY, "start", "--address", address, *common], env, tmp_path / "worker.log")
-        wait_for(lambda: subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == "2", 90, "the worker node")
-
         cfg = write_config(tmp_path, name="nodeloss", epochs=400, samples=4)
         search = subprocess.Popen(kdx_args("search", str(cfg), "--address", address, "--tracking-uri", tracking_server,
                                            "--set", f"search.storage={tmp_path / 'shared'}"),
@@ -164,4 +162,3 @@ def test_a_worker_node_dies_mid_search_and_its_trials_run_again(tmp_path, tracki
     finally:
         if search is not None and search.poll() is None:
             search.kill()
-        stop(*[p for p in (worker, head) if p is not None])

@@ -64,3 +64,18 @@ def test_pictures_are_valid_pngs(exp, tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 2000
     assert plot_sensitivity(info, tmp_path / "s2.png") == ["losses.kd.temperature"]
+
+
+def test_dark_knowledge_controls_are_drawn_apart_and_never_on_the_front(exp, tmp_path):
+    runs = exp.runs.copy()
+    runs["control"] = ""
+    control = row("c1", "student", "mlp:w8", val=0.99, test=0.50, params=100, t=7)  # would dominate everything
+    control["control"] = "dark_knowledge"
+    exp.runs = pd.concat([runs, pd.DataFrame([control])], ignore_index=True)
+    info = frontier_info(exp)
+    assert "c1" not in set(info.front.run_id) and "c1" not in set(info.students.run_id)
+    assert list(info.front.run_id) == ["s1", "s2"]
+    assert list(info.controls.run_id) == ["c1"]
+    assert info.controls.iloc[0]["gain"] == pytest.approx(0.50 - 0.55)
+    plot_gain_vs_ratio(info, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG)

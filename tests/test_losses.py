@@ -741,3 +741,35 @@ def test_ce_reads_no_teacher_output():
     torch.testing.assert_close(c.loss(c.s_out, None, c.y), F.cross_entropy(c.s_out.logits, c.y))
     smoothed = build_loss("ce", options("ce", label_smoothing=0.1), c.s_out, None)
     torch.testing.assert_close(smoothed(c.s_out, None, c.y), F.cross_entropy(c.s_out.logits, c.y, label_smoothing=0.1))
+
+
+# --- the dark-knowledge control ---------------------------------------------------
+
+
+def test_shuffle_nontarget_keeps_the_target_and_the_values_but_not_their_places():
+    from distill.losses.kd import shuffle_nontarget
+
+    torch.manual_seed(0)
+    log_p = F.log_softmax(torch.randn(64, 10) * 3, -1)
+    y = torch.randint(0, 10, (64,))
+    out = shuffle_nontarget(log_p, y)
+    rows = torch.arange(64)
+    assert torch.equal(out[rows, y], log_p[rows, y])  # same confidence in the target
+    assert torch.allclose(out.exp().sum(-1), torch.ones(64))  # still distributions
+    assert torch.equal(out.sort(-1).values, log_p.sort(-1).values)  # the same values per row
+    moved = (out != log_p).any(-1).float().mean()
+    assert moved > 0.9  # and (almost always) in other places: class relations are gone
+
+
+def test_kd_with_the_control_differs_and_stays_zero_free_only_without_it():
+    torch.manual_seed(1)
+    t = torch.randn(32, 10) * 2
+    y = t.argmax(-1)
+    plain = kd_loss(t.clone(), t, 4.0)
+    control = kd_loss(t.clone(), t, 4.0, target=y)
+    assert float(plain) == pytest.approx(0.0, abs=1e-6)
+    assert float(control) > 1e-3  # a student equal to the teacher no longer matches the shuffled targets
+    opts = LOSSES.get("kd", "x").options(temperature=4.0, shuffle_nontarget=True)
+    loss = build_loss("kd", opts, None, None)
+    s = Outputs(t.clone(), {}, {})
+    assert float(loss(s, Outputs(t, {}, {}), y)) > 1e-3

@@ -157,3 +157,15 @@ def test_validate_catches_missing_files_and_imports(tmp_path):
         bad.write_text(cfg.read_text().replace(old, new))
         p = kdx("validate", str(bad), cwd=tmp_path)
         assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_dark_knowledge_controls_are_tagged(tmp_path):
+    cfg = write_config(tmp_path, name="control", samples=2)
+    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}",
+                                   "  losses.kd.shuffle_nontarget: {choice: [true, false]}")
+    cfg.write_text(text.replace("  baselines: true", "  baselines: false\n  enqueue: [{losses.kd.shuffle_nontarget: true}, {losses.kd.shuffle_nontarget: false}]"))
+    p = kdx("search", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    students = by_role(runs(tmp_path / "mlflow.db", "control"), schema.ROLE_STUDENT)
+    tagged = {r.data.params["losses.kd.shuffle_nontarget"]: r.data.tags.get(schema.TAG_CONTROL) for r in students}
+    assert tagged == {"True": "dark_knowledge", "False": None}

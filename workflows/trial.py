@@ -92,6 +92,9 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     arch = schema.arch_id(config.student.to_dict())
     if role == schema.ROLE_BASELINE:
         name = f"twin {arch}"
+    kd = config.losses.get("kd")
+    if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
+        tags[schema.TAG_CONTROL] = "dark_knowledge"  # a diagnostic, never a front member
     log = tracker.start(ctx.experiment_id, name, tags | {schema.TAG_ARCH: arch})
     log.params(schema.flat_params(config.to_dict()))
     epochs = config.train.epochs
