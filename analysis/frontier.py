@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import schema
 from .pareto import eligible, pareto_mask
-from .runs import Experiment, search_settings, with_gains
+from .runs import Experiment, search_settings, seed_stats, with_gains
 
 __all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "gain_by_arch"]
 
@@ -42,6 +42,7 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     ok = eligible(students, objectives) & ~control
     on_front = pareto_mask(students[~control], objectives).reindex(students.index, fill_value=False)
     front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
+    front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
     twins = runs[(runs.role == schema.ROLE_BASELINE) & (runs.status == "FINISHED")]
     teacher = exp.teacher

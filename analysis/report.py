@@ -36,7 +36,8 @@ def front_table(info: FrontierInfo) -> pd.DataFrame:
     """The front, one row per student: P-label, run, metrics, gain, sampled params."""
     f = info.front
     sampled = sorted({k for keys in f.get("sampled", []) for k in keys})
-    cols = ["run_id", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, schema.TEST_ACC, "twin_test_acc", "gain", "ratio", "twin_run"]
+    cols = ["run_id", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, schema.TEST_ACC, "twin_test_acc", "gain", "ratio", "twin_run",
+            "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t"]
     table = f[[c for c in cols if c in f]].copy()
     for key in sampled:
         table[key] = f[key] if key in f else None

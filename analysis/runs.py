@@ -21,7 +21,7 @@ from distill.errors import KdxError
 
 from . import schema
 
-__all__ = ["Experiment", "load_runs", "with_gains", "search_settings"]
+__all__ = ["Experiment", "load_runs", "with_gains", "search_settings", "seed_stats"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH)
 
@@ -78,6 +78,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "teacher_run": tags.get(schema.TAG_TEACHER_RUN),
             "error": tags.get(schema.TAG_ERROR),
             "control": tags.get(schema.TAG_CONTROL, ""),
+            "seed_of": tags.get(schema.TAG_SEED_OF, ""),
             "sampled": [k for k in tags.get(schema.TAG_SAMPLED, "").split(",") if k],
             "start_time": r.info.start_time,
         }
@@ -109,8 +110,9 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     (student minus twin test accuracy, same architecture and budget) and the
     teacher/student parameter ratio."""
     df = exp.runs
-    students = df[df.role == schema.ROLE_STUDENT].copy()
-    twins = df[(df.role == schema.ROLE_BASELINE) & (df.status == "FINISHED")]
+    original = _column(df, "seed_of") == ""  # repeats with other seeds are summarised by seed_stats
+    students = df[(df.role == schema.ROLE_STUDENT) & original].copy()
+    twins = df[(df.role == schema.ROLE_BASELINE) & (df.status == "FINISHED") & original]
     twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()
     twin_val = twins.groupby("arch")[schema.VAL_ACC].mean()
     twin_run = twins.groupby("arch")["run_id"].first()
@@ -122,3 +124,31 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     teacher_params = teacher[schema.PARAMS] if teacher else np.nan
     students["ratio"] = teacher_params / students[schema.PARAMS]
     return students
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
+
+
+def seed_stats(exp: Experiment, students: pd.DataFrame) -> pd.DataFrame:
+    """For each student row: its runs over seeds (itself and its repeats), and the
+    gain paired by seed with its twin's runs: n, test mean and std, gain mean,
+    std and paired t (mean / (std / sqrt n)); NaN where fewer than two pairs."""
+    df = exp.runs
+    done = df[df.status == "FINISHED"]
+    seed_of = _column(done, "seed_of")
+    rows = []
+    for _, s in students.iterrows():
+        mine = pd.concat([done[done.run_id == s.run_id], done[seed_of == s.run_id]])
+        twin_run = s.get("twin_run")
+        twins = pd.concat([done[done.run_id == twin_run], done[seed_of == str(twin_run)]]) if isinstance(twin_run, str) else done.iloc[0:0]
+        acc = mine[schema.TEST_ACC].astype(float)
+        by_seed = dict(zip(twins.get("seed", []), twins[schema.TEST_ACC]))
+        gains = np.array([a - by_seed[k] for k, a in zip(mine.get("seed", []), acc) if k in by_seed], dtype=float)
+        sd = gains.std(ddof=1) if len(gains) > 1 else np.nan
+        rows.append({
+            "run_id": s.run_id, "n_seeds": len(mine), "test_acc_mean": acc.mean(), "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
+            "gain_n": len(gains), "gain_mean": gains.mean() if len(gains) else np.nan, "gain_std": sd,
+            "gain_t": gains.mean() / (sd / np.sqrt(len(gains))) if len(gains) > 1 and sd > 0 else np.nan,
+        })
+    return pd.DataFrame(rows, columns=["run_id", "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t"])

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
     "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
@@ -38,6 +38,7 @@ TAG_CONFIG_HASH = "kdx.config_hash"  # on the parent: which config this experime
 TAG_PARENT = "mlflow.parentRunId"
 TAG_TEACHER_RUN = "kdx.teacher_run"  # on students and twins: the teacher run's id (lineage)
 TAG_NODE = "kdx.node"  # the Ray node that ran the trial
+TAG_SEED_OF = "kdx.seed_of"  # on a repeat with another seed: the run it repeats (a front student or its twin)
 TAG_CONTROL = "kdx.control"  # "dark_knowledge" on runs whose KD targets had their non-target part shuffled
 
 ROLE_SEARCH = "search"

@@ -100,3 +100,24 @@ def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
     for cmd in (["report", "--experiment", "allfail", "--out", "r"], ["export", "--experiment", "allfail", "--out", "e"]):
         r = kdx(*cmd, cwd=tmp_path)
         assert r.returncode == 2 and "no finished full-budget students" in r.stderr, r.stderr
+
+
+def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
+    cfg = write_config(tmp_path, name="seeded", samples=3, epochs=2)
+    cfg.write_text(cfg.read_text().replace("  baselines: true", "  baselines: true\n  seeds: 3"))
+    p = kdx("search", str(cfg), "--report-dir", "rep", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import csv
+
+    front = list(csv.DictReader(open(tmp_path / "rep" / "pareto.csv")))
+    assert front
+    for row in front:
+        assert row["n_seeds"] == "3" and row["gain_n"] in ("3", "")  # every point says how many seeds stand behind it
+    from search_helpers import by_role, runs
+
+    all_runs = runs(tmp_path / "mlflow.db", "seeded")
+    repeats = [r for r in all_runs if r.data.tags.get(schema.TAG_SEED_OF)]
+    assert len([r for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT]) == 2 * len(front)
+    assert {r.data.params["seed"] for r in repeats} == {"1", "2"}
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 3

@@ -125,6 +125,8 @@ def _print_front(table) -> None:
     rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain (points)", "arch")]
     for _, r in table.iterrows():
         gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
+        if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
+            gain = f"{100 * r['gain_mean']:+.2f} ± {100 * r['gain_std']:.2f} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
         rows.append((r["pareto"], f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", gain, str(r["arch"])))
     _print_table(rows)
 

@@ -45,11 +45,13 @@ class SearchSettings:
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
     enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
     retries: int = 2  # a trial lost to its machine (node death, OOM kill) runs again this many times
+    seeds: int = 1  # > 1: every Pareto student and its twin run again with seeds seed+1 .. seed+seeds-1 (paired)
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
         check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+        check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
         check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
         check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
         check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")

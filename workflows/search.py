@@ -29,7 +29,7 @@ from search_spaces.space import apply, define, dump, flatten, holds
 
 from .experiment import Experiment
 from .tracking import Tracker
-from .trial import FAILED, TrialContext, baseline_trial, student_trial
+from .trial import FAILED, TrialContext, baseline_trial, seed_trial, student_trial
 
 __all__ = ["SearchSummary", "run_search", "FEATURE_LOSSES"]
 
@@ -265,6 +265,35 @@ def _twin_archs(tracker: Tracker, experiment_id: str, parent_id: str) -> list[di
     return list(archs.values())
 
 
+def _seed_jobs(exp: Experiment, tracker: Tracker, experiment_id: str, parent_id: str) -> list[dict]:
+    """Repeats still to run: each Pareto student and its twin with the other seeds, paired by seed."""
+    from analysis.frontier import frontier_info
+    from analysis.runs import load_runs
+
+    front = frontier_info(load_runs(exp.tracking_uri, exp.name)).front
+    done = set()
+    for r in tracker.runs(experiment_id, f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"):
+        if r.data.tags.get(schema.TAG_SEED_OF):
+            if r.info.status == "FINISHED":
+                done.add((r.data.tags[schema.TAG_SEED_OF], r.data.params.get("seed")))
+            else:
+                tracker.client.delete_run(r.info.run_id)  # cut off by a kill: it runs again
+    jobs = []
+    for _, row in front.iterrows():
+        # the run's own params, typed: a DataFrame column holds 13 as 13.0 where other rows lack it
+        params = {k: _parse_param(v) for k, v in tracker.client.get_run(row["run_id"]).data.params.items()}
+        sampled = {k: params[k] for k in row["sampled"]}
+        shape = {k: v for k, v in params.items() if k.startswith("student.")}
+        for k in range(1, exp.search.seeds):
+            seed = exp.run.seed + k
+            if (row["run_id"], str(seed)) not in done:
+                jobs.append({"role": schema.ROLE_STUDENT, "params": {**sampled, "seed": seed}, "seed_of": row["run_id"]})
+            twin = row.get("twin_run")
+            if isinstance(twin, str) and (twin, str(seed)) not in done:
+                jobs.append({"role": schema.ROLE_BASELINE, "params": {**shape, "seed": seed}, "seed_of": twin})
+    return jobs
+
+
 def _close_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial_ids: set[str]) -> None:
     """After a resumed search: runs still RUNNING belong to trials that will never
     report, and student runs of trials that Tune's last snapshot did not know
@@ -275,7 +304,7 @@ def _close_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial
         tracker.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
         tracker.client.set_terminated(r.info.run_id, status="KILLED")
     for r in tracker.runs(experiment_id, f"{under} and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDENT}'"):
-        if r.data.tags.get(schema.TAG_TRIAL) not in trial_ids:
+        if r.data.tags.get(schema.TAG_TRIAL) not in trial_ids and not r.data.tags.get(schema.TAG_SEED_OF):
             tracker.client.delete_run(r.info.run_id)
 
 
@@ -381,6 +410,18 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
                 ).fit()
                 baselines = sum(1 for r in twins if r.error is None and not r.metrics.get(FAILED))
         timings["twins"] = time.monotonic() - t0
+        if exp.search.seeds > 1:
+            jobs = _seed_jobs(exp, tracker, experiment_id, parent_id)
+            if jobs:
+                log(f"seeds: {len(jobs)} repeats of the Pareto students and their twins ({exp.search.seeds} seeds each)")
+                seed_progress = Progress(len(jobs), exp.run.train.epochs, log, label="seed")
+                tune.Tuner(
+                    tune.with_parameters(tune.with_resources(seed_trial, resources), data=data, teacher=outputs, ctx=ctx),
+                    param_space={"job": tune.grid_search(jobs)},
+                    tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
+                    run_config=tune.RunConfig(name=f"{exp.name}-seeds-{int(time.time())}", storage_path=str(storage), verbose=0,
+                                              callbacks=[seed_progress], failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
+                ).fit()
     finally:
         if started_ray:
             import ray

@@ -22,7 +22,7 @@ from distill.models import Outputs
 from distill.train import run
 from search_spaces.space import apply
 
-__all__ = ["TrialContext", "student_trial", "baseline_trial", "FAILED"]
+__all__ = ["TrialContext", "student_trial", "baseline_trial", "seed_trial", "FAILED"]
 
 FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
 
@@ -51,7 +51,7 @@ def _trial_number(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
 
 
-def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext) -> None:
+def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext, extra_tags: dict | None = None) -> None:
     from ray import tune
 
     from .tracking import Tracker
@@ -74,6 +74,7 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         schema.TAG_NODE: ray.get_runtime_context().get_node_id(),
         schema.TAG_PARENT: ctx.parent_run_id,
         schema.TAG_SAMPLED: ",".join(params) if role == schema.ROLE_STUDENT else "",
+        **(extra_tags or {}),
     }
     if ctx.teacher_run_id and role == schema.ROLE_STUDENT:
         tags[schema.TAG_TEACHER_RUN] = ctx.teacher_run_id
@@ -148,3 +149,9 @@ def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = 
 def baseline_trial(params: dict, data: Dataset = None, teacher: Any = None, ctx: TrialContext = None) -> None:
     arch = dict(params["arch"])  # {"student.family": ..., "student.width": ...}
     _execute(arch, schema.ROLE_BASELINE, data, None, ctx)
+
+
+def seed_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
+    """A repeat of a Pareto student (or of its twin) with another seed: {"job": {role, params, seed_of}}."""
+    job = params["job"]
+    _execute(dict(job["params"]), job["role"], data, teacher, ctx, {schema.TAG_SEED_OF: job["seed_of"]})
