@@ -86,3 +86,17 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, data):
     with pytest.raises(ConfigError, match="does not load as weights only"):
         get_teacher(config({"checkpoint": str(tmp_path / "evil2.pt")}), data)
     assert not marker.exists()
+
+
+def test_validate_reports_a_checkpoint_that_does_not_fit(tmp_path, data):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    small = build_model("mlp", config({"family": "mlp", "width": 4}).teacher.model.options, data.input_shape, 10)
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    (tmp_path / "c.yaml").write_text(f"data: {{name: digits}}\nteacher: {{family: mlp, width: 32, checkpoint: {tmp_path / 'small.pt'}}}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.run([sys.executable, "-m", "workflows.cli", "validate", str(tmp_path / "c.yaml")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "does not fit the teacher model" in p.stderr and len(p.stderr.strip().splitlines()) == 1

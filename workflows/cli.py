@@ -60,6 +60,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import describe, load_experiment
 
     exp = load_experiment(args.config, args.set, need_space=False)
+    if exp.run.teacher.checkpoint:  # a checkpoint that does not load or fit is found here too (no training)
+        from distill.data import load_data
+        from distill.teacher import get_teacher
+
+        get_teacher(exp.run, load_data(exp.run.data), log=lambda s: None)
     print(describe(exp))
     print("valid")
     return 0
