@@ -15,6 +15,7 @@ from distill.cache import atomic_write
 from distill.errors import KdxError
 
 from . import schema
+from .chains import ChainInfo, chain_info, plot_chains
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -30,6 +31,7 @@ class Report:
     info: FrontierInfo
     table: pd.DataFrame
     hypervolume: float | None
+    chains: ChainInfo | None = None
 
 
 def front_table(info: FrontierInfo) -> pd.DataFrame:
@@ -81,6 +83,7 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
         for r in gains.itertuples())
     hv = f"{report.hypervolume:.4g}" if report.hypervolume is not None else "n/a (no reference point logged)"
     pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in PICTURES)
+    sections = _control_section(info) + (_chain_section(report.chains, folder, link) if report.chains else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kdx report: {html.escape(exp.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:13px}}
@@ -96,9 +99,52 @@ hypervolume {hv} against the reference {html.escape(str(info.reference))}, fixed
 (same architecture and budget, labels only), in test accuracy. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 {pictures}
-<h2>Distillation gain by architecture</h2>
+<h2>Gains with spread</h2>
+<p>Per architecture, over every distilled run of it (seeds, temperatures, mixes); the front's table above pairs
+each Pareto student with its twin seed by seed (n_seeds, gain_mean, gain_std, gain_t) where <code>search.seeds</code> &gt; 1.
+A gain within about two standard deviations of zero, or a t below about 2, is seed noise.</p>
 <table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain (points)</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
+{sections}
 </body></html>
+"""
+
+
+def _control_section(info: FrontierInfo) -> str:
+    """KD gain against the dark-knowledge control's gain, architecture by architecture."""
+    if info.controls.empty:
+        return ""
+    real, ctrl = gain_by_arch(info.students), gain_by_arch(info.controls)
+    both = ctrl.merge(real, on="arch", how="left", suffixes=("_ctrl", ""))
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r.arch))}</td><td>{r.ratio_ctrl:.1f}</td><td>{_fmt(100 * r.gain_mean)}</td><td>{_fmt(r.n)}</td>"
+        f"<td>{_fmt(100 * r.gain_mean_ctrl)}</td><td>{r.n_ctrl}</td><td>{_fmt(100 * (r.gain_mean - r.gain_mean_ctrl))}</td></tr>"
+        for r in both.itertuples())
+    return f"""<h2>Dark-knowledge control</h2>
+<p>Control runs distil from the teacher's probabilities with the non-target classes shuffled per sample: the same
+confidence in the true class, no class relations. What survives the control is not dark knowledge; the difference is.</p>
+<table><tr><th>arch</th><th>teacher/student</th><th>KD gain</th><th>runs</th><th>control gain</th><th>runs</th>
+<th>dark knowledge (KD - control)</th></tr>{rows}</table>
+"""
+
+
+def _chain_section(c: ChainInfo, folder: Path, link) -> str:
+    arms = "".join(f"<tr><td>{html.escape(a.arm)}</td><td>{a.n}</td><td>{_fmt(a.test_acc_mean)}</td><td>{_fmt(a.test_acc_std)}</td></tr>"
+                   for a in c.arms.itertuples())
+    pairs = "".join(f"<tr><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(100 * p.mean)}</td><td>{_fmt(100 * p.std)}</td>"
+                    f"<td>{_fmt(p.t)}</td></tr>" for p in c.pairs.itertuples())
+    chains = "".join(
+        f"<tr><td><a href=\"{link(r.run_id)}\">{html.escape(str(r.chain))}</a>{' (best)' if r.run_id == c.best else ''}</td>"
+        f"<td>{' > '.join(f'{p:,}' for p in r.assistant_params)}</td><td>{_fmt(r.val_acc)}</td><td>{_fmt(r.test_acc)}</td><td>{r.status}</td></tr>"
+        for r in c.chains.sort_values(schema.VAL_ACC, ascending=False).itertuples())
+    return f"""<h2>Teacher-assistant chains</h2>
+<p>Teacher &rarr; assistant(s) &rarr; student against the direct teacher &rarr; student run (the best chain's final-stage
+settings, same budget) and the scratch twin. The best chain is picked on validation; the arms below are test accuracy
+over seeds, differences paired by seed (points), t = mean / (std / &radic;n).</p>
+<figure>{_img(folder / "chain.png")}</figure>
+<table><tr><th>arm</th><th>seeds</th><th>test_acc</th><th>std</th></tr>{arms}</table>
+<table><tr><th>paired difference</th><th>n</th><th>mean (points)</th><th>std</th><th>t</th></tr>{pairs}</table>
+<h3>Every chain searched</h3>
+<table><tr><th>chain</th><th>assistant params</th><th>student val_acc</th><th>test_acc</th><th>status</th></tr>{chains}</table>
 """
 
 
@@ -113,11 +159,16 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     objectives, reference = info.objectives, info.reference
     hv = front_hypervolume(info.students, objectives, reference) if set(objectives) <= set(reference) else None
     table = front_table(info)
-    report = Report(folder, info, table, hv)
+    chains = chain_info(exp)
+    extra = []
+    if chains is not None:
+        atomic_write(folder / "chain.png", lambda p: plot_chains(chains, p))
+        extra.append("chain.png")
+    report = Report(folder, info, table, hv, chains)
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent:
         client = MlflowClient(exp.tracking_uri)
-        for name in (*PICTURES, "pareto.csv", "report.html"):
+        for name in (*PICTURES, *extra, "pareto.csv", "report.html"):
             client.log_artifact(exp.parent["run_id"], str(folder / name), "report")
     return report

@@ -79,6 +79,9 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "error": tags.get(schema.TAG_ERROR),
             "control": tags.get(schema.TAG_CONTROL, ""),
             "seed_of": tags.get(schema.TAG_SEED_OF, ""),
+            "chain": tags.get(schema.TAG_CHAIN, ""),
+            "stage": tags.get(schema.TAG_STAGE, ""),
+            "lineage": tags.get(schema.TAG_LINEAGE, ""),
             "sampled": [k for k in tags.get(schema.TAG_SAMPLED, "").split(",") if k],
             "start_time": r.info.start_time,
         }
@@ -135,7 +138,7 @@ def seed_stats(exp: Experiment, students: pd.DataFrame) -> pd.DataFrame:
     gain paired by seed with its twin's runs: n, test mean and std, gain mean,
     std and paired t (mean / (std / sqrt n)); NaN where fewer than two pairs."""
     df = exp.runs
-    done = df[df.status == "FINISHED"]
+    done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]  # a repeated chain's assistants carry seed_of too
     seed_of = _column(done, "seed_of")
     rows = []
     for _, s in students.iterrows():

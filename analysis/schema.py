@@ -6,7 +6,9 @@ neither spells a name itself.
 - One experiment per search; one parent run (role "search") with the resolved
   config as an artifact; one "teacher" run; one run per trial (role
   "student"), nested under the parent with the `mlflow.parentRunId` tag;
-  scratch twins have role "baseline", assistants "assistant".
+  scratch twins have role "baseline", assistants "assistant". A chain's
+  assistants and student share `kdx.chain`; each names its own teacher in
+  `kdx.teacher_run` and its whole line in `kdx.lineage`.
 - `kdx.arch` is a stable, readable id of the student architecture, so a
   student pairs with its twin.
 - Params: the resolved run config flattened to dotted keys (sampled keys are
@@ -21,7 +23,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
     "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
@@ -40,6 +42,10 @@ TAG_TEACHER_RUN = "kdx.teacher_run"  # on students and twins: the teacher run's 
 TAG_NODE = "kdx.node"  # the Ray node that ran the trial
 TAG_SEED_OF = "kdx.seed_of"  # on a repeat with another seed: the run it repeats (a front student or its twin)
 TAG_CONTROL = "kdx.control"  # "dark_knowledge" on runs whose KD targets had their non-target part shuffled
+TAG_CHAIN = "kdx.chain"  # a teacher-assistant chain's id (its trial id) on its assistants and student; "direct" on the direct run
+TAG_STAGE = "kdx.stage"  # an assistant's place in its chain: 1 next to the teacher
+TAG_LINEAGE = "kdx.lineage"  # run ids from the teacher down to this run's own teacher, joined by ">"
+CHAIN_DIRECT = "direct"
 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
 from .train import build_losses, evaluate, run
 
-__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "teacher_keys", "check_teacher_source"]
+__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "model_outputs", "teacher_keys", "check_teacher_source"]
 
 Log = Callable[[str], None]
 
@@ -146,19 +146,34 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
 
 
 @torch.no_grad()
+def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int) -> dict[str, torch.Tensor]:
+    model = _frozen(model.cpu())
+    parts = [_select(as_outputs(model(data.x_train[i : i + batch_size])), keys) for i in range(0, len(data.x_train), batch_size)]
+    flat = {"logits": torch.cat([p.logits for p in parts])}
+    for kind in ("features", "attentions"):
+        for name in getattr(parts[0], kind):
+            flat[f"{kind}.{name}"] = torch.cat([getattr(p, kind)[name] for p in parts])
+    return flat
+
+
+def _unflat(flat: dict[str, torch.Tensor]) -> Outputs:
+    feats = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("features.")}
+    attns = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("attentions.")}
+    return Outputs(flat["logits"], feats, attns)
+
+
+def model_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:
+    """A trained model's outputs over the training set, not cached: a teacher
+    assistant's, which teaches the next stage of a chain. The model is frozen."""
+    return _unflat(_flat_outputs(model, data, keys, batch_size))
+
+
 def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:
     """The teacher's outputs named by `keys` over the training set, computed once and cached."""
     path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, sorted(keys)])}.pt"
     flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if flat is None:
-        teacher = _frozen(teacher.cpu())
-        parts = [_select(as_outputs(teacher(data.x_train[i : i + batch_size])), keys) for i in range(0, len(data.x_train), batch_size)]
-        flat = {"logits": torch.cat([p.logits for p in parts])}
-        for kind in ("features", "attentions"):
-            for name in getattr(parts[0], kind):
-                flat[f"{kind}.{name}"] = torch.cat([getattr(p, kind)[name] for p in parts])
+        flat = _flat_outputs(teacher, data, keys, batch_size)
         save_checked(path, lambda p: torch.save(flat, p))
-    feats = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("features.")}
-    attns = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("attentions.")}
-    return Outputs(flat["logits"], feats, attns)
+    return _unflat(flat)
 

@@ -131,22 +131,22 @@ def _parse_entry(key: str, spec: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, step=step, when=dict(when))
 
 
-def parse_space(data: Any, where: str = "space") -> list[Param]:
-    """Check a space's entries and keys; errors name the entry."""
+def parse_space(data: Any, where: str = "space", check: Callable[[str], None] = check_key) -> list[Param]:
+    """Check a space's entries and keys (with `check`, a run config's keys by default); errors name the entry."""
     if not isinstance(data, Mapping) or not data:
         raise ConfigError(f"{where}: the search space is empty")
     params: list[Param] = []
     for key, spec in data.items():
         entry = f"{where}.{key}"
         try:
-            check_key(str(key))
+            check(str(key))
         except ConfigError as e:
             raise ConfigError(f"{entry}: no run config has this key ({e})") from None
         params.append(_parse_entry(str(key), spec, entry))
     return params
 
 
-def load_space(spec: Any, base_dir: Path | None = None) -> list[Param]:
+def load_space(spec: Any, base_dir: Path | None = None, check: Callable[[str], None] = check_key) -> list[Param]:
     """A space from a mapping, a preset name ("capacity_gap" or "presets/capacity_gap.yaml"),
     or a YAML file path (relative to the config's folder)."""
     if isinstance(spec, str):
@@ -158,8 +158,8 @@ def load_space(spec: Any, base_dir: Path | None = None) -> list[Param]:
         elif not path.exists():
             presets = sorted(p.stem for p in PRESETS.glob("*.yaml"))
             raise ConfigError(f"space: no file or preset '{spec}'" + did_you_mean(name, presets))
-        return parse_space(load_yaml(str(path)), "space")
-    return parse_space(spec)
+        return parse_space(load_yaml(str(path)), "space", check)
+    return parse_space(spec, "space", check)
 
 
 def holds(cond: Any, value: Any) -> bool:

@@ -105,6 +105,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         report = write_report(load_runs(exp.tracking_uri, exp.name), Path(args.report_dir or f"kdx-report-{exp.name}"))
         print("\nPareto front:")
         _print_front(report.table)
+        if report.chains is not None:
+            _print_chains(report.chains)
         print(f"report: {report.folder}/report.html")
     return 0
 
@@ -122,6 +124,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report = write_report(_experiment_runs(args), args.out, ui_url=args.ui_url)
     _print_front(report.table)
+    if report.chains is not None:
+        _print_chains(report.chains)
     print(f"wrote {report.folder}/report.html, pareto.csv, frontier.png, gain_vs_ratio.png, sensitivity.png (also on the search run)")
     return 0
 
@@ -133,6 +137,17 @@ def _print_front(table) -> None:
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
             gain = f"{100 * r['gain_mean']:+.2f} ± {100 * r['gain_std']:.2f} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
         rows.append((r["pareto"], f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", gain, str(r["arch"])))
+    _print_table(rows)
+
+
+def _print_chains(c) -> None:
+    print("\nteacher-assistant chains (test accuracy over seeds; differences paired by seed):")
+    rows = [("arm", "seeds", "test_acc", "std")]
+    rows += [(a.arm, str(a.n), f"{a.test_acc_mean:.4f}", "" if a.test_acc_std != a.test_acc_std else f"{a.test_acc_std:.4f}")
+             for a in c.arms.itertuples()]
+    rows += [("", "", "", "")] + [("difference", "pairs", "points", "t")]
+    rows += [(p.comparison, str(p.n), "" if p.mean != p.mean else f"{100 * p.mean:+.2f}", "" if p.t != p.t else f"{p.t:.1f}")
+             for p in c.pairs.itertuples()]
     _print_table(rows)
 
 

@@ -7,6 +7,7 @@
                 objectives: {val_acc: max, params: min}, scheduler: asha, baselines: true}
     resources: {cpu: 1, gpu: 0}
     tracking:  {uri: sqlite:///mlflow.db}
+    chain:     {assistants: 1, assistant: {family: mlp}}  # a teacher-assistant chain search instead (see chain.py)
 
 Everything is checked here, before Ray or MLflow is touched.
 """
@@ -25,10 +26,11 @@ from distill.data import import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
 from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
+from search_spaces.stages import stage_bases, stage_check, stage_configs, validate_stages
 
-__all__ = ["Experiment", "SearchSettings", "Resources", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
+__all__ = ["Experiment", "SearchSettings", "Resources", "ChainSettings", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
 
-EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking")
+EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking", "chain")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,19 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ChainSettings:
+    """Teacher -> a1 -> ... -> student. The space names a stage per key (a1.student.width);
+    the search maximises the student's val_acc, then runs the direct teacher -> student
+    distillation and the scratch twin on the same budget (search.seeds times, paired)."""
+
+    assistants: int = 1
+    assistant: dict = field(default_factory=dict)  # the assistants' base model section; default: the student's
+
+    def __post_init__(self) -> None:
+        check(1 <= self.assistants <= 8, "assistants", f"must be in 1..8, got {self.assistants}")
+
+
+@dataclass(frozen=True)
 class Tracking:
     uri: str = ""  # default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
 
@@ -88,6 +103,11 @@ class Experiment:
     resources: Resources
     tracking_uri: str
     source: str  # the config file
+    chain: ChainSettings | None = None  # a teacher-assistant chain search
+
+    @property
+    def stage_bases(self) -> dict[str, dict]:
+        return stage_bases(self.base, self.chain.assistant, self.chain.assistants)
 
     @property
     def objective_names(self) -> list[str]:
@@ -95,7 +115,8 @@ class Experiment:
 
     @property
     def config_hash(self) -> str:
-        return fingerprint([self.base, [to_plain(p) for p in self.space], to_plain(self.search), to_plain(self.resources)])
+        parts = [self.base, [to_plain(p) for p in self.space], to_plain(self.search), to_plain(self.resources)]
+        return fingerprint(parts + ([to_plain(self.chain)] if self.chain else []))
 
     def to_dict(self) -> dict:
         return {
@@ -104,6 +125,7 @@ class Experiment:
             "search": to_plain(self.search),
             "resources": to_plain(self.resources),
             "tracking": {"uri": self.tracking_uri},
+            **({"chain": to_plain(self.chain)} if self.chain else {}),
         }
 
 
@@ -154,8 +176,26 @@ def load_experiment(
     search = parse_dataclass(SearchSettings, search_raw, "search")
     resources = parse_dataclass(Resources, raw.get("resources"), "resources")
     tracking = parse_dataclass(Tracking, raw.get("tracking"), "tracking")
+    chain = None
+    if raw.get("chain") is not None:
+        chain = parse_dataclass(ChainSettings, raw["chain"], "chain")
+        bases = stage_bases(base, chain.assistant, chain.assistants)
+        try:
+            for stage_base in bases.values():
+                RunConfig.from_dict(stage_base)
+        except ConfigError as e:
+            raise ConfigError(f"chain.assistant: {e}") from None
+        if search.objectives != {VAL_ACC: "max"}:
+            raise ConfigError(f"search.objectives: a chain search maximises the student's val_acc (its size is fixed); set {{val_acc: max}}, got {search.objectives}")
+        if search.scheduler != "none":
+            raise ConfigError("search.scheduler: a chain reports once, after its last stage; use scheduler: none")
     space: list[Param] = []
-    if raw.get("space") is not None or need_space:
+    if chain is not None:
+        if raw.get("space") is None:
+            raise ConfigError("space: a chain search needs a space over its assistants, e.g. {a1.student.width: {int: [16, 256], log: true}}")
+        space = load_space(raw.get("space"), Path(path).parent, check=stage_check(chain.assistants))
+        validate_stages(space, bases)
+    elif raw.get("space") is not None or need_space:
         space = load_space(raw.get("space"), Path(path).parent)
         validate(space, base)
     keys = {p.key for p in space}
@@ -163,14 +203,14 @@ def load_experiment(
         if not isinstance(point, dict) or not set(point) <= keys:
             raise ConfigError(f"search.enqueue[{i}]: expected a mapping of space keys ({', '.join(sorted(keys))}), got {point!r}")
         try:
-            apply(point, base)
+            stage_configs(point, bases) if chain is not None else apply(point, base)
         except ConfigError as e:
             raise ConfigError(f"search.enqueue[{i}]: {e}") from None
     check_teacher_source(run)
     if is_custom(run.data.name):
         import_object(run.data.name, "data.name")
     uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
-    return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path))
+    return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path), chain)
 
 
 def describe(exp: Experiment) -> str:
@@ -185,6 +225,8 @@ def describe(exp: Experiment) -> str:
         f"  tracking: {exp.tracking_uri}",
         f"  space ({len(exp.space)} entries):",
     ]
+    if exp.chain:
+        lines.insert(2, f"  teacher-assistant chain: {exp.chain.assistants} assistant(s), base {exp.stage_bases['a1']['student']}")
     for p in exp.space:
         if p.kind in ("int", "float"):
             what = f"{p.kind} [{p.low:g}, {p.high:g}]"

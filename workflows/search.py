@@ -31,7 +31,7 @@ from .experiment import Experiment
 from .tracking import Tracker
 from .trial import FAILED, TrialContext, baseline_trial, seed_trial, student_trial
 
-__all__ = ["SearchSummary", "run_search", "FEATURE_LOSSES"]
+__all__ = ["SearchSummary", "run_search", "FEATURE_LOSSES", "prepare", "run_jobs", "Progress"]
 
 Log = Callable[[str], None]
 FEATURE_LOSSES = ("fitnet", "at", "rkd")  # losses that read teacher features or attention maps
@@ -321,17 +321,72 @@ def check_tracking(uri: str) -> None:
         raise ConfigError(f"--tracking-uri: cannot reach the MLflow server at {uri} ({getattr(e, 'reason', e)})") from None
 
 
+def fit_search(exp: Experiment, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log, **shared):
+    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    path = _tune_path(storage, exp.name)
+    trainable = tune.with_parameters(tune.with_resources(fn, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}), **shared)
+    if resume and tune.Tuner.can_restore(str(path)):
+        log(f"restoring the Tune state from {path}")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False).fit()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
+            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base), max_concurrent=exp.search.max_concurrent),
+            scheduler=make_scheduler(exp),
+            num_samples=exp.search.num_samples,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=exp.name, storage_path=str(storage), verbose=0, callbacks=[Progress(exp.search.num_samples, exp.run.train.epochs, log)],
+            # Retries are for the machine (a lost node, a killed worker): failures a
+            # retry cannot change end the trial themselves (trial.FAILED).
+            failure_config=tune.FailureConfig(max_failures=exp.search.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    ).fit()
+
+
+def run_jobs(fn: Callable, key: str, jobs: list, exp: Experiment, storage: Path | str, label: str, log: Log, **shared):
+    """A batch of fixed jobs (twins, repeats) as one Tune grid: `fn({key: job}, **shared)` per job."""
+    from ray import tune
+
+    resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+    return tune.Tuner(
+        tune.with_parameters(tune.with_resources(fn, resources), **shared),
+        param_space={key: tune.grid_search(jobs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{exp.name}-{label}s-{int(time.time())}", storage_path=str(storage), verbose=0,
+                                  callbacks=[Progress(len(jobs), exp.run.train.epochs, log, label=label)],
+                                  failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
+    ).fit()
+
+
 def _trial_ids(grid) -> set[str]:
     # Every trial Tune knows, errored ones included (a Result of a trial that
     # failed before reporting has no metrics, so no trial_id to read).
     return {t.trial_id for t in grid._experiment_analysis.trials}
 
 
-def run_search(exp: Experiment, resume: bool = False, address: str | None = None, log: Log = print) -> SearchSummary:
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
+@dataclass
+class Prepared:
+    """What every search needs before Ray starts: the store checked, data and teacher ready."""
 
-    started = time.monotonic()
+    tracker: Tracker
+    experiment_id: str | None  # None until the experiment is created (after Ray is up)
+    storage: Path | str
+    data: object
+    teacher: object
+    info: object
+    outputs: object
+
+
+def prepare(exp: Experiment, resume: bool, keys: list[str], log: Log) -> Prepared:
+    """Refusals first, then data and teacher: all before any MLflow write, so a
+    missing file or a checkpoint that does not fit fails with nothing half-logged."""
     check_tracking(exp.tracking_uri)
     tracker = Tracker(exp.tracking_uri)
     try:
@@ -339,19 +394,36 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
     except Exception as e:
         raise ConfigError(f"tracking: cannot use the MLflow store at {exp.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     storage = _storage(exp)
-    path = f"{storage}/{exp.name}" if isinstance(storage, str) else storage / exp.name
+    path = _tune_path(storage, exp.name)
     if not resume:  # refuse before anything is written
         if experiment_id and tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SEARCH}'"):
             raise ConfigError(f"experiment '{exp.name}' already has a search in {tracker.uri}; add --resume to continue it, or pick another --name")
         if isinstance(path, Path) and path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
-    # Data and teacher before any MLflow write: a missing file or a checkpoint that
-    # does not fit fails here, with nothing half-logged.
     data = load_data(exp.run.data)
     teacher, info = get_teacher(exp.run, data, log=log)
     log(f"teacher: {info.source}, test_acc {info.test_acc:.4f}, {info.params:,} params")
-    keys = ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
     outputs = teacher_outputs(teacher, info, data, keys)
+    return Prepared(tracker, experiment_id, storage, data, teacher, info, outputs)
+
+
+def _tune_path(storage: Path | str, name: str) -> Path | str:
+    return f"{storage}/{name}" if isinstance(storage, str) else storage / name
+
+
+def output_keys(exp: Experiment) -> list[str]:
+    return ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
+
+
+def run_search(exp: Experiment, resume: bool = False, address: str | None = None, log: Log = print) -> SearchSummary:
+    if exp.chain is not None:
+        from .chain import run_chain
+
+        return run_chain(exp, resume, address, log)
+    started = time.monotonic()
+    prep = prepare(exp, resume, output_keys(exp), log)
+    tracker, experiment_id, storage, data, teacher, info, outputs = (
+        prep.tracker, prep.experiment_id, prep.storage, prep.data, prep.teacher, prep.info, prep.outputs)
     reference = reference_point(exp, data)
 
     started_ray = _init_ray(address)
@@ -363,34 +435,8 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
         timings = {"setup": time.monotonic() - started}
         ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha")
-        resources = {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
-        trainable = tune.with_parameters(tune.with_resources(student_trial, resources), data=data, teacher=outputs, ctx=ctx)
-        progress = Progress(exp.search.num_samples, exp.run.train.epochs, log)
-        if resume and tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
-            log(f"restored the Tune state from {path}")
-        else:
-            optuna_search = make_searcher(exp, ctx.base)
-            scheduler = make_scheduler(exp)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
-                    search_alg=ConcurrencyLimiter(optuna_search, max_concurrent=exp.search.max_concurrent),
-                    scheduler=scheduler,
-                    num_samples=exp.search.num_samples,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=exp.name, storage_path=str(storage), verbose=0, callbacks=[progress],
-                    # Retries are for the machine (a lost node, a killed worker): failures a
-                    # retry cannot change end the trial themselves (trial.FAILED).
-                    failure_config=tune.FailureConfig(max_failures=exp.search.retries),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                ),
-            )
         t0 = time.monotonic()
-        grid = tuner.fit()
+        grid = fit_search(exp, student_trial, ctx.base, storage, resume, log, data=data, teacher=outputs, ctx=ctx)
         timings["trials"] = time.monotonic() - t0
         _close_leftovers(tracker, experiment_id, parent_id, _trial_ids(grid))
         baselines = 0
@@ -399,35 +445,25 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
             archs = _twin_archs(tracker, experiment_id, parent_id)
             if archs:
                 log(f"scratch twins: {len(archs)} architecture(s)")
-                twin_progress = Progress(len(archs), exp.run.train.epochs, log, label="twin")
-                twin_trainable = tune.with_parameters(tune.with_resources(baseline_trial, resources), data=data, ctx=ctx)
-                twins = tune.Tuner(
-                    twin_trainable,
-                    param_space={"arch": tune.grid_search(archs)},
-                    tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
-                    run_config=tune.RunConfig(name=f"{exp.name}-twins-{int(time.time())}", storage_path=str(storage), verbose=0,
-                                              callbacks=[twin_progress], failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
-                ).fit()
+                twins = run_jobs(baseline_trial, "arch", archs, exp, storage, "twin", log, data=data, ctx=ctx)
                 baselines = sum(1 for r in twins if r.error is None and not r.metrics.get(FAILED))
         timings["twins"] = time.monotonic() - t0
         if exp.search.seeds > 1:
             jobs = _seed_jobs(exp, tracker, experiment_id, parent_id)
             if jobs:
                 log(f"seeds: {len(jobs)} repeats of the Pareto students and their twins ({exp.search.seeds} seeds each)")
-                seed_progress = Progress(len(jobs), exp.run.train.epochs, log, label="seed")
-                tune.Tuner(
-                    tune.with_parameters(tune.with_resources(seed_trial, resources), data=data, teacher=outputs, ctx=ctx),
-                    param_space={"job": tune.grid_search(jobs)},
-                    tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
-                    run_config=tune.RunConfig(name=f"{exp.name}-seeds-{int(time.time())}", storage_path=str(storage), verbose=0,
-                                              callbacks=[seed_progress], failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
-                ).fit()
+                run_jobs(seed_trial, "job", jobs, exp, storage, "seed", log, data=data, teacher=outputs, ctx=ctx)
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
     tracker.client.set_terminated(parent_id, status="FINISHED")
+    return summarize(exp, grid, experiment_id, parent_id, baselines, started, timings)
+
+
+def summarize(exp: Experiment, grid, experiment_id: str, parent_id: str, baselines: int, started: float, timings: dict) -> SearchSummary:
+    """The search's outcome from Tune's results (what was reported at each trial's end)."""
     epochs = exp.run.train.epochs
     failed = [r for r in grid if r.error is not None or r.metrics.get(FAILED)]
     ran = [r for r in grid if r.error is None and not r.metrics.get(FAILED)]

@@ -22,7 +22,7 @@ from distill.models import Outputs
 from distill.train import run
 from search_spaces.space import apply
 
-__all__ = ["TrialContext", "student_trial", "baseline_trial", "seed_trial", "FAILED"]
+__all__ = ["TrialContext", "student_trial", "baseline_trial", "seed_trial", "train_logged", "failed_run", "final_metrics", "failed_report", "replayed", "trial_number", "FAILED"]
 
 FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
 
@@ -42,16 +42,17 @@ def _one_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:500]
 
 
-def _failed() -> dict:
+def failed_report() -> dict:
     # NaN objectives: Optuna records the trial as FAIL; epoch 0 sits below every ASHA rung.
     return {FAILED: 1, "epoch": 0, **{k: float("nan") for k in schema.OBJECTIVES}}
 
 
-def _trial_number(trial_id: str) -> str:
+def trial_number(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
 
 
-def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext, extra_tags: dict | None = None) -> None:
+def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext, extra_tags: dict | None = None,
+             name: str | None = None) -> None:
     from ray import tune
 
     from .tracking import Tracker
@@ -59,13 +60,8 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
     tracker = Tracker(ctx.tracking_uri)
-    for old in tracker.runs(ctx.experiment_id, f"tags.`{schema.TAG_TRIAL}` = '{trial_id}'"):
-        if old.info.status == "FINISHED" and old.data.tags.get(schema.TAG_STOPPED) != "true":
-            # Finished before the search was killed: report it again, train nothing.
-            m = old.data.metrics
-            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS])})
-            return
-        tracker.client.delete_run(old.info.run_id)  # a run cut off by the kill: this trial starts it again
+    if replayed(tracker, ctx, trial_id):
+        return
     import ray
 
     tags = {
@@ -78,38 +74,91 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     }
     if ctx.teacher_run_id and role == schema.ROLE_STUDENT:
         tags[schema.TAG_TEACHER_RUN] = ctx.teacher_run_id
-    name = f"{role}-{_trial_number(trial_id)}"
+    name = name or f"{role}-{trial_number(trial_id)}"
     try:
         config = apply(params, ctx.base)
     except KdxError as e:  # a combination the space allowed but no run config does: a failed trial, logged
-        log = tracker.start(ctx.experiment_id, name, tags)
-        log.params(params)
-        log.tags({schema.TAG_ERROR: _one_line(e)})
-        log.end("FAILED")
-        tune.report(_failed())
+        failed_run(tracker, ctx, name, tags, params, e)
+        tune.report(failed_report())
         return
     if role == schema.ROLE_BASELINE:
         config = config.scratch_twin()
+        name = f"twin {schema.arch_id(config.student.to_dict())}"
+    t_train = time.perf_counter()
+    done = train_logged(tracker, ctx, name, tags, config, data, teacher if role == schema.ROLE_STUDENT else None)
+    if done is None:
+        tune.report(failed_report())
+        return
+    result, _ = done
+    t_train = time.perf_counter() - t_train
+    # Where the trial's time went (bench_search prints it); after MLflow is complete, so a stop here loses nothing.
+    timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
+    tune.report(final_metrics(result) | timing | {"epoch": result.epochs})
+
+
+def replayed(tracker, ctx: TrialContext, trial_id: str) -> bool:
+    """On --resume: a trial whose run finished before the kill reports it again and trains
+    nothing (True); runs the kill cut off are deleted, and the trial starts again (False)."""
+    from ray import tune
+
+    old = tracker.runs(ctx.experiment_id, f"tags.`{schema.TAG_TRIAL}` = '{trial_id}'")
+    for r in old:
+        if (r.info.status == "FINISHED" and r.data.tags.get(schema.TAG_STOPPED) != "true"
+                and r.data.tags.get(schema.TAG_ROLE) != schema.ROLE_ASSISTANT):  # a chain's student ends it
+            m = r.data.metrics
+            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS])})
+            return True
+    for r in old:
+        tracker.client.delete_run(r.info.run_id)
+    return False
+
+
+def failed_run(tracker, ctx: TrialContext, name: str, tags: dict, params: dict, error: BaseException) -> None:
+    """A run whose config could not be made: its params and error, FAILED."""
+    log = tracker.start(ctx.experiment_id, name, tags)
+    log.params(params)
+    log.tags({schema.TAG_ERROR: _one_line(error)})
+    log.end("FAILED")
+
+
+def final_metrics(result) -> dict:
+    return {
+        schema.VAL_ACC: result.val_acc,
+        schema.TEST_ACC: result.test_acc,
+        schema.PARAMS: result.params,
+        schema.LATENCY: result.latency_ms,
+        schema.BEST_EPOCH: result.best_epoch,
+        schema.EPOCHS: result.epochs,
+    }
+
+
+def train_logged(tracker, ctx: TrialContext, name: str, tags: dict, config, data: Dataset, teacher: Outputs | None,
+                 params: dict | None = None, report_epochs: bool = True):
+    """Train `config` as one MLflow run: params, per-epoch metrics, final metrics, weights.
+
+    Returns (RunResult, run id), or None when the run failed for a reason a retry would
+    not change (logged FAILED with its error). A scheduler's stop ends the run
+    KILLED and tagged stopped-early; any other error ends it FAILED and goes up,
+    so Tune retries it (it may be the machine)."""
+    from ray import tune
+
     arch = schema.arch_id(config.student.to_dict())
-    if role == schema.ROLE_BASELINE:
-        name = f"twin {arch}"
     kd = config.losses.get("kd")
     if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
-        tags[schema.TAG_CONTROL] = "dark_knowledge"  # a diagnostic, never a front member
+        tags = tags | {schema.TAG_CONTROL: "dark_knowledge"}  # a diagnostic, never a front member
     log = tracker.start(ctx.experiment_id, name, tags | {schema.TAG_ARCH: arch})
-    log.params(schema.flat_params(config.to_dict()))
+    log.params(schema.flat_params(config.to_dict()) | (params or {}))
     epochs = config.train.epochs
     objectives = {}
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         objectives.update({k: metrics[k] for k in schema.OBJECTIVES}, epoch=epoch)
         log.metrics({k: v for k, v in metrics.items() if k not in (schema.PARAMS, schema.LATENCY)}, step=epoch)
-        if ctx.report_every_epoch and epoch < epochs:
+        if report_epochs and ctx.report_every_epoch and epoch < epochs:
             tune.report(dict(objectives))
 
-    t_train = time.perf_counter()
     try:
-        result = run(config, data, teacher if role == schema.ROLE_STUDENT else None, report=on_epoch)
+        result = run(config, data, teacher, report=on_epoch)
     except SystemExit:
         log.tags({schema.TAG_STOPPED: "true"})
         log.metrics({k: objectives[k] for k in schema.OBJECTIVES if k in objectives}, step=objectives.get("epoch", 0))
@@ -119,27 +168,15 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
         # Deterministic (diverged, a pairing no loss can make): recorded, not retried.
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
-        tune.report(_failed())
-        return
+        return None
     except BaseException as e:  # anything else may be the machine (a lost node): Tune retries it
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
         raise
-    t_train = time.perf_counter() - t_train
-    final = {
-        schema.VAL_ACC: result.val_acc,
-        schema.TEST_ACC: result.test_acc,
-        schema.PARAMS: result.params,
-        schema.LATENCY: result.latency_ms,
-        schema.BEST_EPOCH: result.best_epoch,
-        schema.EPOCHS: result.epochs,
-    }
-    log.metrics(final, step=epochs)
+    log.metrics(final_metrics(result), step=epochs)
     log.weights(result.model.state_dict(), config.to_dict())
     log.end("FINISHED")
-    # Where the trial's time went (bench_search prints it); after MLflow is complete, so a stop here loses nothing.
-    timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
-    tune.report(final | timing | {"epoch": epochs})
+    return result, log.run_id
 
 
 def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
@@ -152,6 +189,8 @@ def baseline_trial(params: dict, data: Dataset = None, teacher: Any = None, ctx:
 
 
 def seed_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
-    """A repeat of a Pareto student (or of its twin) with another seed: {"job": {role, params, seed_of}}."""
+    """A repeat of a Pareto student (or of its twin) with another seed, or a chain
+    search's direct run: {"job": {role, params, seed_of, tags}}."""
     job = params["job"]
-    _execute(dict(job["params"]), job["role"], data, teacher, ctx, {schema.TAG_SEED_OF: job["seed_of"]})
+    tags = dict(job.get("tags") or {}) | ({schema.TAG_SEED_OF: job["seed_of"]} if job.get("seed_of") else {})
+    _execute(dict(job["params"]), job["role"], data, teacher, ctx, tags, job.get("name"))
