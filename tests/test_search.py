@@ -169,3 +169,16 @@ def test_dark_knowledge_controls_are_tagged(tmp_path):
     students = by_role(runs(tmp_path / "mlflow.db", "control"), schema.ROLE_STUDENT)
     tagged = {r.data.params["losses.kd.shuffle_nontarget"]: r.data.tags.get(schema.TAG_CONTROL) for r in students}
     assert tagged == {"True": "dark_knowledge", "False": None}
+
+
+def test_progress_pickles_even_when_ray_has_swapped_print(monkeypatch):
+    # After a node died, Ray had replaced builtins.print and Tune failed to pickle the twins' Tuner.
+    import builtins
+    import pickle
+
+    from workflows.search import Progress
+
+    progress = Progress(4, 2)  # holds the original print
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
+    restored = pickle.loads(pickle.dumps(progress))
+    assert restored.total == 4 and restored.log is builtins.print

@@ -170,11 +170,19 @@ def _teacher_run(tracker: Tracker, exp: Experiment, experiment_id: str, parent_i
 class Progress(Callback):
     """Prints one line per finished trial: count, result, best so far, time left.
 
-    A module-level class: Tune pickles its callbacks with the experiment state."""
+    A module-level class: Tune pickles its callbacks with the experiment state.
+    The log function is not pickled: after a node died, Ray had swapped
+    `builtins.print`, and pickling the twins' Tuner failed on it."""
 
     def __init__(self, total: int, epochs: int, log: Log = print, label: str = "trial"):
         self.total, self.epochs, self.log, self.label = total, epochs, log, label
         self.count, self.best, self.started = 0, None, time.monotonic()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "log": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, log=print)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._done(trial, ok=True)
