@@ -23,7 +23,7 @@ from . import schema
 
 __all__ = ["Experiment", "load_runs", "with_gains", "search_settings", "seed_stats"]
 
-METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH)
+METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC)
 
 
 @dataclass
@@ -124,7 +124,9 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     students["twin_run"] = students["arch"].map(twin_run)
     students["gain"] = students[schema.TEST_ACC] - students["twin_test_acc"]
     teacher = exp.teacher
-    teacher_params = teacher[schema.PARAMS] if teacher else np.nan
+    teacher_params = pd.Series(teacher[schema.PARAMS] if teacher else np.nan, index=students.index, dtype=float)
+    if schema.TEACHER_PARAMS in students:  # each student's own teacher where the search varied it
+        teacher_params = students[schema.TEACHER_PARAMS].astype(float).fillna(teacher_params)
     students["ratio"] = teacher_params / students[schema.PARAMS]
     return students
 

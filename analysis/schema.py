@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY",
+    "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
     "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
@@ -46,6 +47,7 @@ TAG_CHAIN = "kdx.chain"  # a teacher-assistant chain's id (its trial id) on its 
 TAG_STAGE = "kdx.stage"  # an assistant's place in its chain: 1 next to the teacher
 TAG_LINEAGE = "kdx.lineage"  # run ids from the teacher down to this run's own teacher, joined by ">"
 CHAIN_DIRECT = "direct"
+TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space chose (teacher.* sampled): its cache key
 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"
@@ -60,6 +62,10 @@ LATENCY = "latency_ms"
 TRAIN_LOSS = "train_loss"
 EPOCHS = "epochs"
 BEST_EPOCH = "best_epoch"
+# On student runs: the teacher it learned from (the search's, or its own when teacher.* was sampled).
+TEACHER_PARAMS = "teacher_params"
+TEACHER_VAL_ACC = "teacher_val_acc"
+TEACHER_TEST_ACC = "teacher_test_acc"
 
 # Objectives a search may name, with what a run reports for each.
 OBJECTIVES = (VAL_ACC, PARAMS, LATENCY)

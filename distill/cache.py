@@ -3,12 +3,14 @@ checksummed reads, so a killed process or a damaged file never poisons a run."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def cache_dir(*parts: str) -> Path:
@@ -64,3 +66,16 @@ def load_checked(path: Path, read: Callable[[Path], Any]) -> Any | None:
         return read(path)
     except Exception:  # a file that passed its hash but does not parse: rebuild it
         return None
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (a lock file) across processes on this machine:
+    two trials that need the same teacher train it once; the second waits, then reads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

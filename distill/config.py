@@ -154,6 +154,7 @@ class TrainConfig:
     threads: int = 1  # one thread per tiny run was steadier under load (STACK.md)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = False  # autocast on CUDA only; CPU runs stay float32
+    init: Literal["random", "teacher"] = "random"  # "teacher": start from the teacher's layers (DistilBERT; distill/init.py)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -195,11 +196,12 @@ class RunConfig:
 
     @property
     def needs_teacher(self) -> bool:
-        return any(w > 0 for name, w in self.mix.items() if name != "ce")
+        return any(w > 0 for name, w in self.mix.items() if name != "ce") or self.train.init == "teacher"
 
     def scratch_twin(self) -> "RunConfig":
-        """The same student, data, budget and seed, trained on labels only."""
-        return dataclasses.replace(self, mix={"ce": 1.0}, losses={k: v for k, v in self.losses.items() if k == "ce"})
+        """The same student, data, budget and seed, trained on labels only, from a random start."""
+        return dataclasses.replace(self, mix={"ce": 1.0}, losses={k: v for k, v in self.losses.items() if k == "ce"},
+                                   train=dataclasses.replace(self.train, init="random"))
 
     @classmethod
     def from_dict(cls, data: Any, ignore: tuple[str, ...] = ()) -> "RunConfig":

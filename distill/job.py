@@ -38,11 +38,11 @@ class JobResult:
 
 def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], None] = print, report: Report | None = None) -> JobResult:
     data = load_data(config.data)
-    info, outputs = None, None
+    info, outputs, teacher = None, None, None
     if config.needs_teacher:
         teacher, info = get_teacher(config, data, log=log)
         log(f"teacher: {info.source}, val_acc {info.val_acc:.4f}, test_acc {info.test_acc:.4f}, {info.params} params")
         outputs = teacher_outputs(teacher, info, data, teacher_keys(config, data, teacher))
-    student = run(config, data, outputs, report=report)
+    student = run(config, data, outputs, report=report, init_from=teacher)
     scratch = run(config.scratch_twin(), data, None) if twin else None
     return JobResult(config, data, info, student, scratch)

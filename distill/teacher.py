@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .cache import cache_dir, fingerprint, load_checked, save_checked, sha256_file
+from .cache import cache_dir, fingerprint, load_checked, locked, save_checked, sha256_file
 from .config import RunConfig
 from .data import Dataset, import_object
 from .errors import ConfigError
@@ -101,8 +101,14 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
     if t.checkpoint:
         return _load_checkpoint(config, data)
     key = fingerprint([t.to_dict(), data.key])
-    model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
     folder = cache_dir("teachers")
+    with locked(folder / f"{key}.lock"):
+        return _train_or_load(config, data, key, folder, log)
+
+
+def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log: Log) -> tuple[nn.Module, TeacherInfo]:
+    t = config.teacher
+    model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
@@ -111,7 +117,7 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
     log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
     train = dataclasses.replace(
         config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-        optimizer="adam", schedule="constant", epoch_policy="best_val",  # picked on validation, never test
+        optimizer="adam", schedule="constant", epoch_policy="best_val", init="random",  # picked on validation, never test
     )
     teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
     result = run(teacher_run, data)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
+from .init import init_from_teacher
 from .losses import LOSSES, build_loss
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
 
@@ -109,13 +110,16 @@ def run(
     data: Dataset,
     teacher: Outputs | nn.Module | None = None,
     report: Report | None = None,
+    init_from: nn.Module | None = None,
 ) -> RunResult:
     """Train `config.student` on `data` with the loss terms of `config.mix`.
 
     `report(epoch, metrics)` is called after every epoch with train_loss,
     loss/<term>, val_acc and val_loss, and the constants params and
     latency_ms (measured before training: an architecture's latency does not
-    depend on its weights, and a scheduler may stop the run at any epoch). With `epoch_policy: best_val` the
+    depend on its weights, and a scheduler may stop the run at any epoch).
+    With `train.init: teacher` the student starts from `init_from`'s layers
+    (the teacher module; `teacher` itself when it is one). With `epoch_policy: best_val` the
     weights of the best validation epoch are kept (ties go to the earlier
     epoch); the test split is evaluated once, at the end.
     """
@@ -125,7 +129,13 @@ def run(
     torch.set_num_threads(cfg.threads)
     try:
         torch.manual_seed(config.seed)
-        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student").to(device)
+        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
+        if cfg.init == "teacher":
+            source = init_from if init_from is not None else teacher if isinstance(teacher, nn.Module) else None
+            if source is None:
+                raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
+            init_from_teacher(student, source.cpu())
+        student = student.to(device)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
         online = isinstance(teacher, nn.Module)

@@ -47,6 +47,8 @@ def stage_check(assistants: int):
         stage, rest = _split_key(key, assistants)
         if stage == FINAL and rest.split(".")[0] == "student":
             raise ConfigError(f"the chain's student is fixed (set it under student:); search the assistants' shape instead, e.g. a1.{rest}")
+        if rest.split(".")[0] == "teacher":
+            raise ConfigError("each stage of a chain learns from the stage before it; the chain's teacher is set under teacher:")
         check_key(rest)
 
     return check

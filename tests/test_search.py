@@ -182,3 +182,41 @@ def test_progress_pickles_even_when_ray_has_swapped_print(monkeypatch):
     monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
     restored = pickle.loads(pickle.dumps(progress))
     assert restored.total == 4 and restored.log is builtins.print
+
+
+TEACHER_SPACE = """
+experiment: tspace
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
+student: {family: mlp, width: 8, depth: 1}
+train: {epochs: 2, batch_size: 64}
+mix: {ce: 0.5, kd: 0.5}
+space:
+  teacher.epochs: {choice: [1, 5]}      # 1: an early-stopped teacher
+  teacher.width: {choice: [16, 64]}
+search: {num_samples: 4, max_concurrent: 2, sampler: random, objectives: {val_acc: max}}
+"""
+
+
+def test_the_teacher_size_and_epochs_are_searchable(tmp_path):
+    (tmp_path / "t.yaml").write_text(TEACHER_SPACE)
+    cache = tmp_path / "cache"
+    p = kdx("search", "t.yaml", cwd=tmp_path, extra_env={"KDX_CACHE": str(cache)})
+    assert p.returncode == 0, p.stdout + p.stderr
+    all_runs = runs(tmp_path / "mlflow.db", "tspace")
+    teacher_run = by_role(all_runs, schema.ROLE_TEACHER)[0]
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    assert len(students) == 4
+    expected_params = {16: 16 * 16 + 16 + 16 * 20 + 20, 64: 64 * 16 + 64 + 64 * 20 + 20}
+    for s in students:
+        width, epochs = int(s.data.params["teacher.width"]), int(s.data.params["teacher.epochs"])
+        m = s.data.metrics
+        assert m[schema.TEACHER_PARAMS] == expected_params[width]  # each student names the teacher it learned from
+        if (width, epochs) == (64, 5):  # the search's own teacher
+            assert s.data.tags[schema.TAG_TEACHER_RUN] == teacher_run.info.run_id
+            assert m[schema.TEACHER_TEST_ACC] == teacher_run.data.metrics[schema.TEST_ACC]
+        else:
+            assert schema.TAG_TEACHER_RUN not in s.data.tags and s.data.tags[schema.TAG_TEACHER_KEY] != teacher_run.data.tags[schema.TAG_TEACHER_KEY]
+    combos = {(s.data.params["teacher.width"], s.data.params["teacher.epochs"]) for s in students}
+    trained = len(list((cache / "teachers").glob("*.pt")))
+    assert trained == len(combos | {("64", "5")})  # one cached teacher per distinct teacher config

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import yaml
+from torch import nn
 
 from analysis import schema
 from distill.config import with_values
@@ -38,7 +39,7 @@ from search_spaces.stages import FINAL, stage_configs
 
 from .experiment import Experiment
 from .search import (SearchSummary, _check_storage_for_cluster, _init_ray, _open_parent, _teacher_run, _trial_base,
-                     _trial_ids, fit_search, output_keys, prepare, run_jobs, summarize)
+                     _trial_ids, fit_search, output_keys, prepare, run_jobs, summarize, teacher_context)
 from .tracking import Tracker
 from .trial import TrialContext, failed_report, failed_run, final_metrics, replayed, seed_trial, train_logged, trial_number
 
@@ -53,18 +54,20 @@ class ChainPlan:
     keys: tuple  # the outputs each stage hands the next ("logits", plus features when a loss reads them)
 
 
-def chain_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None, plan: ChainPlan = None) -> None:
+def chain_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None, plan: ChainPlan = None,
+                teacher_model: nn.Module | None = None) -> None:
     """One chain (sampled params), or a job of the later phases: {"job": {"role": "chain", params, seed, seed_of}}
     repeats a chain; any other role is a single run (the direct run, the twin, their repeats)."""
     job = params.get("job")
     if job is not None and job["role"] != "chain":
-        seed_trial(params, data, teacher, ctx)
+        seed_trial(params, data, teacher, ctx, teacher_model)
         return
     sampled = dict(job["params"]) if job else dict(params)
-    _run_chain(sampled, job.get("seed") if job else None, job.get("seed_of") if job else None, data, teacher, ctx, plan)
+    _run_chain(sampled, job.get("seed") if job else None, job.get("seed_of") if job else None, data, teacher, ctx, plan, teacher_model)
 
 
-def _run_chain(sampled: dict, seed: int | None, seed_of: str | None, data: Dataset, teacher: Outputs, ctx: TrialContext, plan: ChainPlan) -> None:
+def _run_chain(sampled: dict, seed: int | None, seed_of: str | None, data: Dataset, teacher: Outputs, ctx: TrialContext, plan: ChainPlan,
+               teacher_model: nn.Module | None) -> None:
     import ray
     from ray import tune
 
@@ -91,7 +94,7 @@ def _run_chain(sampled: dict, seed: int | None, seed_of: str | None, data: Datas
         stage_tags |= student_tags if last else {schema.TAG_ROLE: schema.ROLE_ASSISTANT, schema.TAG_STAGE: str(k)}
         t0 = time.perf_counter()
         done = train_logged(tracker, ctx, f"{name} student" if last else f"{name} a{k}", stage_tags, config, data, outputs,
-                            params=sampled if last else None, report_epochs=False)
+                            params=sampled if last else None, report_epochs=False, init_from=teacher_model)
         t_train += time.perf_counter() - t0
         if done is None:
             tune.report(failed_report())
@@ -101,6 +104,7 @@ def _run_chain(sampled: dict, seed: int | None, seed_of: str | None, data: Datas
         if not last:
             assistant_params.append(result.params)
             outputs = model_outputs(result.model, data, list(plan.keys))
+            teacher_model = result.model  # each stage's teacher is the stage before it, for train.init: teacher too
     timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
     tune.report(final_metrics(result) | timing | {"epoch": result.epochs, "assistant_params": assistant_params[0]})
 
@@ -180,11 +184,12 @@ def run_chain(exp: Experiment, resume: bool = False, address: str | None = None,
         parent_id = _open_parent(tracker, exp, experiment_id, resume, log, {})
         teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, prep.info, prep.teacher)
         timings = {"setup": time.monotonic() - started}
-        ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id, report_every_epoch=False)
+        ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id, report_every_epoch=False,
+                           teacher=teacher_context(exp, prep.info), output_keys=tuple(keys))
         run_settings = {k: v for k, v in ctx.base["train"].items() if k in ("threads", "device")}
         bases = {name: with_values(b, {f"train.{k}": v for k, v in run_settings.items()}) for name, b in exp.stage_bases.items()}
         plan = ChainPlan(bases, tuple(keys))
-        shared = {"data": data, "teacher": outputs, "ctx": ctx, "plan": plan}
+        shared = {"data": data, "teacher": outputs, "ctx": ctx, "plan": plan, "teacher_model": prep.teacher}
         t0 = time.monotonic()
         grid = fit_search(exp, chain_trial, bases, prep.storage, resume, log, **shared)
         timings["trials"] = time.monotonic() - t0

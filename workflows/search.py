@@ -159,7 +159,7 @@ def _teacher_run(tracker: Tracker, exp: Experiment, experiment_id: str, parent_i
     found = tracker.runs(experiment_id, f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TEACHER}' and tags.`{schema.TAG_PARENT}` = '{parent_id}'")
     if found:
         return found[0].info.run_id
-    run = tracker.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, "kdx.teacher_key": info.key})
+    run = tracker.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict(), "data": exp.run.data.to_dict()}))
     run.metrics({schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms})
     run.weights(model.state_dict(), {"teacher": exp.run.teacher.to_dict()})
@@ -419,6 +419,11 @@ def _tune_path(storage: Path | str, name: str) -> Path | str:
     return f"{storage}/{name}" if isinstance(storage, str) else storage / name
 
 
+def teacher_context(exp: Experiment, info) -> dict:
+    return {"config": exp.run.teacher.to_dict(),
+            "metrics": {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc}}
+
+
 def output_keys(exp: Experiment) -> list[str]:
     return ["logits"] + (["features.embedding", "attentions.*"] if _needs_features(exp) else [])
 
@@ -442,9 +447,10 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
         teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, info, teacher)
         timings = {"setup": time.monotonic() - started}
         ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
-                           report_every_epoch=exp.search.scheduler == "asha")
+                           report_every_epoch=exp.search.scheduler == "asha", teacher=teacher_context(exp, info),
+                           output_keys=tuple(output_keys(exp)))
         t0 = time.monotonic()
-        grid = fit_search(exp, student_trial, ctx.base, storage, resume, log, data=data, teacher=outputs, ctx=ctx)
+        grid = fit_search(exp, student_trial, ctx.base, storage, resume, log, data=data, teacher=outputs, ctx=ctx, teacher_model=teacher)
         timings["trials"] = time.monotonic() - t0
         _close_leftovers(tracker, experiment_id, parent_id, _trial_ids(grid))
         baselines = 0
@@ -460,7 +466,7 @@ def run_search(exp: Experiment, resume: bool = False, address: str | None = None
             jobs = _seed_jobs(exp, tracker, experiment_id, parent_id)
             if jobs:
                 log(f"seeds: {len(jobs)} repeats of the Pareto students and their twins ({exp.search.seeds} seeds each)")
-                run_jobs(seed_trial, "job", jobs, exp, storage, "seed", log, data=data, teacher=outputs, ctx=ctx)
+                run_jobs(seed_trial, "job", jobs, exp, storage, "seed", log, data=data, teacher=outputs, ctx=ctx, teacher_model=teacher)
     finally:
         if started_ray:
             import ray

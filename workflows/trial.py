@@ -12,8 +12,10 @@ is then ended KILLED and tagged stopped-early, so the front never sees it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from torch import nn
 
 from analysis import schema
 from distill.data import Dataset
@@ -35,6 +37,8 @@ class TrialContext:
     parent_run_id: str
     teacher_run_id: str | None
     report_every_epoch: bool  # a scheduler needs per-epoch results; without one, a report per epoch only costs
+    teacher: dict = field(default_factory=dict)  # the search's teacher: {"config": its section, "metrics": teacher_params, ...}
+    output_keys: tuple = ("logits",)  # the teacher outputs the losses read
 
 
 def _one_line(e: BaseException) -> str:
@@ -52,7 +56,7 @@ def trial_number(trial_id: str) -> str:
 
 
 def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ctx: TrialContext, extra_tags: dict | None = None,
-             name: str | None = None) -> None:
+             name: str | None = None, teacher_model: nn.Module | None = None) -> None:
     from ray import tune
 
     from .tracking import Tracker
@@ -84,8 +88,19 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     if role == schema.ROLE_BASELINE:
         config = config.scratch_twin()
         name = f"twin {schema.arch_id(config.student.to_dict())}"
+    teacher_metrics: dict = {}
+    if role == schema.ROLE_STUDENT:
+        try:
+            teacher, teacher_model, teacher_metrics = _trial_teacher(config, data, teacher, teacher_model, ctx)
+        except KdxError as e:  # a teacher the space chose that cannot be made (a checkpoint that does not fit)
+            failed_run(tracker, ctx, name, tags, params, e)
+            tune.report(failed_report())
+            return
+        if teacher_metrics.get("key"):
+            tags = {k: v for k, v in tags.items() if k != schema.TAG_TEACHER_RUN} | {schema.TAG_TEACHER_KEY: teacher_metrics.pop("key")}
     t_train = time.perf_counter()
-    done = train_logged(tracker, ctx, name, tags, config, data, teacher if role == schema.ROLE_STUDENT else None)
+    done = train_logged(tracker, ctx, name, tags, config, data, teacher if role == schema.ROLE_STUDENT else None,
+                        extra_metrics=teacher_metrics, init_from=teacher_model)
     if done is None:
         tune.report(failed_report())
         return
@@ -94,6 +109,22 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     # Where the trial's time went (bench_search prints it); after MLflow is complete, so a stop here loses nothing.
     timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
     tune.report(final_metrics(result) | timing | {"epoch": result.epochs})
+
+
+def _trial_teacher(config, data: Dataset, outputs: Outputs | None, model: nn.Module | None,
+                   ctx: TrialContext) -> tuple[Outputs | None, nn.Module | None, dict]:
+    """The search's teacher outputs, or those of the teacher this trial's params chose
+    (teacher.* in the space: its size; its epochs, an early-stopped teacher, since
+    a teacher keeps its best validation epoch and its schedule is constant), trained
+    once per machine (cached under a lock) and run over the training set once.
+    Returns the outputs, the model and the metrics that describe the teacher on the student's run."""
+    if not ctx.teacher or config.teacher.to_dict() == ctx.teacher["config"]:
+        return outputs, model, dict(ctx.teacher.get("metrics", {}))
+    from distill.teacher import get_teacher, teacher_outputs
+
+    model, info = get_teacher(config, data, log=lambda s: None)
+    metrics = {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc}
+    return teacher_outputs(model, info, data, list(ctx.output_keys)), model, metrics | {"key": info.key}
 
 
 def replayed(tracker, ctx: TrialContext, trial_id: str) -> bool:
@@ -133,7 +164,8 @@ def final_metrics(result) -> dict:
 
 
 def train_logged(tracker, ctx: TrialContext, name: str, tags: dict, config, data: Dataset, teacher: Outputs | None,
-                 params: dict | None = None, report_epochs: bool = True):
+                 params: dict | None = None, report_epochs: bool = True, extra_metrics: dict | None = None,
+                 init_from: nn.Module | None = None):
     """Train `config` as one MLflow run: params, per-epoch metrics, final metrics, weights.
 
     Returns (RunResult, run id), or None when the run failed for a reason a retry would
@@ -158,7 +190,7 @@ def train_logged(tracker, ctx: TrialContext, name: str, tags: dict, config, data
             tune.report(dict(objectives))
 
     try:
-        result = run(config, data, teacher, report=on_epoch)
+        result = run(config, data, teacher, report=on_epoch, init_from=init_from)
     except SystemExit:
         log.tags({schema.TAG_STOPPED: "true"})
         log.metrics({k: objectives[k] for k in schema.OBJECTIVES if k in objectives}, step=objectives.get("epoch", 0))
@@ -173,14 +205,15 @@ def train_logged(tracker, ctx: TrialContext, name: str, tags: dict, config, data
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end("FAILED")
         raise
-    log.metrics(final_metrics(result), step=epochs)
+    log.metrics(final_metrics(result) | (extra_metrics or {}), step=epochs)
     log.weights(result.model.state_dict(), config.to_dict())
     log.end("FINISHED")
     return result, log.run_id
 
 
-def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
-    _execute(params, schema.ROLE_STUDENT, data, teacher, ctx)
+def student_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None,
+                  teacher_model: nn.Module | None = None) -> None:
+    _execute(params, schema.ROLE_STUDENT, data, teacher, ctx, teacher_model=teacher_model)
 
 
 def baseline_trial(params: dict, data: Dataset = None, teacher: Any = None, ctx: TrialContext = None) -> None:
@@ -188,9 +221,10 @@ def baseline_trial(params: dict, data: Dataset = None, teacher: Any = None, ctx:
     _execute(arch, schema.ROLE_BASELINE, data, None, ctx)
 
 
-def seed_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None) -> None:
+def seed_trial(params: dict, data: Dataset = None, teacher: Outputs | None = None, ctx: TrialContext = None,
+               teacher_model: nn.Module | None = None) -> None:
     """A repeat of a Pareto student (or of its twin) with another seed, or a chain
     search's direct run: {"job": {role, params, seed_of, tags}}."""
     job = params["job"]
     tags = dict(job.get("tags") or {}) | ({schema.TAG_SEED_OF: job["seed_of"]} if job.get("seed_of") else {})
-    _execute(dict(job["params"]), job["role"], data, teacher, ctx, tags, job.get("name"))
+    _execute(dict(job["params"]), job["role"], data, teacher, ctx, tags, job.get("name"), teacher_model)

@@ -1,0 +1,89 @@
+"""Students initialised from the teacher's layers (train.init: teacher, DistilBERT's every other layer)."""
+
+import pytest
+import torch
+
+from distill.config import RunConfig
+from distill.data import load_data
+from distill.errors import ConfigError
+from distill.init import init_from_teacher, layer_map
+from distill.job import distill_once
+from distill.models import MODELS, build_model
+from distill.teacher import get_teacher
+from search_helpers import kdx, runs
+from distill.train import run
+
+SHAPES = {"mlp": {"width": 16}, "cnn": {"width": 8}, "transformer": {"dim": 16, "heads": 2}}
+
+
+def _model(family, depth, **extra):
+    opts = MODELS.get(family, "").options(**{**SHAPES[family], **extra, "depth": depth})
+    return build_model(family, opts, (1, 40), 10, "m")
+
+
+def test_layer_map_takes_every_other_layer_at_half_depth():
+    assert layer_map(2, 4) == [0, 2]
+    assert layer_map(3, 6) == [0, 2, 4]
+    assert layer_map(4, 4) == [0, 1, 2, 3]
+    assert layer_map(1, 3) == [0]
+
+
+@pytest.mark.parametrize("family", sorted(MODELS.names()))
+def test_every_family_starts_from_every_other_teacher_layer(family):
+    torch.manual_seed(0)
+    teacher, student = _model(family, 4), _model(family, 2)
+    copied = init_from_teacher(student, teacher)
+    s, t = student.state_dict(), teacher.state_dict()
+    stack = next(k.split(".")[0] for k in s if k.startswith(("layers.", "blocks.")))
+    for key in copied:
+        parts = key.split(".")
+        if parts[0] == stack:
+            source = ".".join([stack, str(2 * int(parts[1])), *parts[2:]])
+        else:
+            source = key
+        assert torch.equal(s[key], t[source]), key
+    assert any(k.startswith(f"{stack}.1.") for k in copied)  # the second student layer came from the third teacher layer
+    assert "head.bias" in copied
+    if family != "cnn":  # a CNN's head sees a longer sequence when fewer blocks downsample it: its weight does not fit
+        assert "head.weight" in copied
+
+
+def test_a_student_nothing_fits_is_a_clear_error():
+    with pytest.raises(ConfigError, match="train.init: 'teacher'.*no teacher tensor fits"):
+        init_from_teacher(_model("mlp", 2, width=8), _model("cnn", 3))
+
+
+def test_the_run_starts_from_the_teacher_and_its_twin_from_scratch():
+    base = {"data": {"name": "hgmm", "classes": 10, "superclasses": 2, "dim": 8}, "teacher": {"family": "mlp", "width": 32, "depth": 2, "epochs": 3},
+            "student": {"family": "mlp", "width": 32, "depth": 1}, "train": {"epochs": 1, "init": "teacher", "lr": 1e-9}}
+    config = RunConfig.from_dict(base)
+    assert config.needs_teacher and config.scratch_twin().train.init == "random"
+    job = distill_once(config, twin=True, log=lambda s: None)
+    # with a vanishing lr the student is still its teacher's first layer and head
+    data = load_data(config.data)
+    teacher, _ = get_teacher(config, data, log=lambda s: None)
+    assert torch.allclose(job.student.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-6)
+    assert not torch.allclose(job.twin.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-3)
+    with pytest.raises(ConfigError, match="train.init: 'teacher' needs the teacher model"):
+        run(config, data, None)
+
+
+INIT_SEARCH = """
+experiment: init
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 2, epochs: 3}
+student: {family: mlp, width: 64, depth: 1}
+train: {epochs: 2, init: teacher}
+space: {student.width: {choice: [32, 64]}}
+search: {num_samples: 2, max_concurrent: 2, sampler: random, objectives: {val_acc: max}, baselines: false,
+         enqueue: [{student.width: 32}, {student.width: 64}]}
+"""
+
+
+def test_a_search_ships_the_teacher_to_trials_that_start_from_it(tmp_path):
+    (tmp_path / "init.yaml").write_text(INIT_SEARCH)
+    p = kdx("search", "init.yaml", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    students = {r.data.params["student.width"]: r for r in runs(tmp_path / "mlflow.db", "init") if r.data.tags.get("kdx.role") == "student"}
+    assert students["64"].info.status == "FINISHED" and students["64"].data.params["train.init"] == "teacher"
+    assert students["32"].info.status == "FAILED" and "no teacher tensor fits" in students["32"].data.tags["kdx.error"]
