@@ -47,3 +47,52 @@ def test_kill_then_resume_logs_every_trial_once(tmp_path):
     assert len(by_role(all_runs, schema.ROLE_SEARCH)) == 1 and len(by_role(all_runs, schema.ROLE_TEACHER)) == 1
     twins = by_role(all_runs, schema.ROLE_BASELINE)
     assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted({r.data.tags[schema.TAG_ARCH] for r in students})
+
+
+CHAIN = """
+experiment: killchain
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
+student: {family: mlp, width: 4, depth: 1}
+train: {epochs: 250, batch_size: 64}
+mix: {ce: 0.5, kd: 0.5}
+chain: {assistants: 1}
+space: {a1.student.width: {int: [8, 64], log: true}}
+search: {num_samples: 4, max_concurrent: 2, sampler: random}
+"""
+
+
+def test_a_killed_chain_search_resumes_without_orphans_or_duplicates(tmp_path):
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    db = tmp_path / "mlflow.db"
+    proc = subprocess.Popen(kdx_args("search", "chain.yaml"), cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        if db.exists():
+            try:
+                all_runs = runs(db, "killchain")
+            except Exception:  # the store is being created
+                continue
+            chains = [r for r in by_role(all_runs, schema.ROLE_STUDENT) if r.data.tags.get(schema.TAG_CHAIN) != schema.CHAIN_DIRECT]
+            if any(r.info.status == "FINISHED" for r in chains) and any(r.info.status == "RUNNING" for r in all_runs):
+                break
+        assert proc.poll() is None, proc.stdout.read().decode()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    p = kdx("search", "chain.yaml", "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    all_runs = runs(db, "killchain")
+    assert not [r for r in all_runs if r.info.status == "RUNNING"]
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    chains = [r for r in students if r.data.tags.get(schema.TAG_CHAIN) != schema.CHAIN_DIRECT]
+    assert len(chains) == 4 and all(r.info.status == "FINISHED" for r in chains)
+    assert max(Counter(r.data.tags[schema.TAG_TRIAL] for r in chains).values()) == 1
+    assistants = by_role(all_runs, schema.ROLE_ASSISTANT)
+    # one finished assistant per chain, none left from a chain the kill cut off
+    assert sorted(a.data.tags[schema.TAG_CHAIN] for a in assistants) == sorted(s.data.tags[schema.TAG_CHAIN] for s in chains)
+    assert all(a.info.status == "FINISHED" for a in assistants)
+    assert len([r for r in students if r.data.tags.get(schema.TAG_CHAIN) == schema.CHAIN_DIRECT]) == 1
+    assert len(by_role(all_runs, schema.ROLE_BASELINE)) == 1

@@ -39,7 +39,7 @@ from search_spaces.stages import FINAL, stage_configs
 
 from .experiment import Experiment
 from .search import (SearchSummary, _check_storage_for_cluster, _init_ray, _open_parent, _teacher_run, _trial_base,
-                     _trial_ids, fit_search, output_keys, prepare, run_jobs, summarize, teacher_context)
+                     _trial_ids, close_running, fit_search, output_keys, prepare, run_jobs, summarize, teacher_context)
 from .tracking import Tracker
 from .trial import TrialContext, failed_report, failed_run, final_metrics, replayed, seed_trial, train_logged, trial_number
 
@@ -132,12 +132,13 @@ def _control_jobs(exp: Experiment, tracker: Tracker, experiment_id: str, parent_
     found = {}
     for r in tracker.runs(experiment_id, f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"):
         t = r.data.tags
-        if t.get(schema.TAG_SEED_OF) or r.info.status != "FINISHED":
+        control = t.get(schema.TAG_CHAIN) == schema.CHAIN_DIRECT or t.get(schema.TAG_ROLE) == schema.ROLE_BASELINE
+        if t.get(schema.TAG_SEED_OF) or not control:
             continue
-        if t.get(schema.TAG_CHAIN) == schema.CHAIN_DIRECT:
-            found["direct"] = r.info.run_id
-        elif t.get(schema.TAG_ROLE) == schema.ROLE_BASELINE:
-            found["twin"] = r.info.run_id
+        if r.info.status in ("RUNNING", "KILLED"):
+            tracker.client.delete_run(r.info.run_id)  # cut off by a kill: it runs again
+        elif r.info.status == "FINISHED":
+            found["direct" if t.get(schema.TAG_CHAIN) == schema.CHAIN_DIRECT else "twin"] = r.info.run_id
     jobs = []
     if "direct" not in found:
         jobs.append({"role": schema.ROLE_STUDENT, "params": final, "tags": {schema.TAG_CHAIN: schema.CHAIN_DIRECT}, "name": "direct"})
@@ -222,10 +223,7 @@ def run_chain(exp: Experiment, resume: bool = False, address: str | None = None,
 def _close_chain_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial_ids: set[str]) -> None:
     """After a resumed search: runs left RUNNING are closed, and chains of trials Tune does
     not know (finished in the seconds before a kill, then sampled again) are deleted."""
-    under = f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"
-    for r in tracker.runs(experiment_id, f"{under} and attributes.status = 'RUNNING'"):
-        tracker.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
-        tracker.client.set_terminated(r.info.run_id, status="KILLED")
+    under = close_running(tracker, experiment_id, parent_id)
     for r in tracker.runs(experiment_id, under):
         chain = r.data.tags.get(schema.TAG_CHAIN)
         if chain and chain != schema.CHAIN_DIRECT and chain not in trial_ids and not r.data.tags.get(schema.TAG_SEED_OF):

@@ -302,15 +302,22 @@ def _seed_jobs(exp: Experiment, tracker: Tracker, experiment_id: str, parent_id:
     return jobs
 
 
+def close_running(tracker: Tracker, experiment_id: str, parent_id: str) -> str:
+    """Runs still RUNNING under the search belong to trials that will never report: KILLED, with a reason.
+    Returns the filter that selects the search's runs."""
+    under = f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"
+    for r in tracker.runs(experiment_id, f"{under} and attributes.status = 'RUNNING'"):
+        tracker.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
+        tracker.client.set_terminated(r.info.run_id, status="KILLED")
+    return under
+
+
 def _close_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial_ids: set[str]) -> None:
     """After a resumed search: runs still RUNNING belong to trials that will never
     report, and student runs of trials that Tune's last snapshot did not know
     (finished in the seconds before a kill) were sampled again: delete those,
     so every trial Tune and Optuna know has exactly one run."""
-    under = f"tags.`{schema.TAG_PARENT}` = '{parent_id}'"
-    for r in tracker.runs(experiment_id, f"{under} and attributes.status = 'RUNNING'"):
-        tracker.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
-        tracker.client.set_terminated(r.info.run_id, status="KILLED")
+    under = close_running(tracker, experiment_id, parent_id)
     for r in tracker.runs(experiment_id, f"{under} and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDENT}'"):
         if r.data.tags.get(schema.TAG_TRIAL) not in trial_ids and not r.data.tags.get(schema.TAG_SEED_OF):
             tracker.client.delete_run(r.info.run_id)
