@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .runs import Experiment
+from .runs import Experiment, by_seed, column, paired
 
-__all__ = ["ChainInfo", "chain_info", "plot_chains", "paired"]
+__all__ = ["ChainInfo", "chain_info", "plot_chains"]
 
 
 class ChainInfo(NamedTuple):
@@ -34,30 +34,17 @@ class ChainInfo(NamedTuple):
     teacher: dict | None
 
 
-def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
-
-
-def paired(a: dict, b: dict) -> dict:
-    """Per-seed differences a - b over the seeds both have: n, mean, std, t."""
-    d = np.array([a[k] - b[k] for k in sorted(set(a) & set(b))], dtype=float)
-    sd = d.std(ddof=1) if len(d) > 1 else np.nan
-    t = d.mean() / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else np.nan
-    return {"n": len(d), "mean": d.mean() if len(d) else np.nan, "std": sd, "t": t}
-
-
 def chain_info(exp: Experiment) -> ChainInfo | None:
     """None when the experiment holds no chains."""
     df = exp.runs
-    chain, seed_of = _col(df, "chain"), _col(df, "seed_of")
-    done = df[df.status == "FINISHED"]
+    chain, seed_of = column(df, "chain"), column(df, "seed_of")
     students = df[(df.role == schema.ROLE_STUDENT) & (chain != "") & (chain != schema.CHAIN_DIRECT) & (seed_of == "")]
     if students.empty:
         return None
     assistants = df[(df.role == schema.ROLE_ASSISTANT) & (df.status == "FINISHED")]
     rows = []
     for _, s in students.iterrows():
-        mine = assistants[_col(assistants, "chain") == s["chain"]].sort_values("stage")
+        mine = assistants[column(assistants, "chain") == s["chain"]].sort_values("stage")
         rows.append({"run_id": s.run_id, "chain": s["chain"], "status": s.status,
                      "assistant_params": tuple(int(p) for p in mine[schema.PARAMS]),
                      schema.PARAMS: s[schema.PARAMS], schema.VAL_ACC: s[schema.VAL_ACC], schema.TEST_ACC: s[schema.TEST_ACC]})
@@ -65,18 +52,13 @@ def chain_info(exp: Experiment) -> ChainInfo | None:
     ok = chains[chains.status == "FINISHED"].sort_values([schema.VAL_ACC, schema.PARAMS], ascending=[False, True])
     best = ok.run_id.iloc[0] if not ok.empty else None
 
-    def arm(original: pd.DataFrame) -> dict:
-        if original.empty:
-            return {}
-        rid = original.run_id.iloc[0]
-        runs = done[((done.run_id == rid) | (_col(done, "seed_of") == rid)) & (done.role != schema.ROLE_ASSISTANT)]
-        return {int(k): float(v) for k, v in zip(runs.get("seed", []), runs[schema.TEST_ACC])}
-
-    done_chain, done_seed_of = _col(done, "chain"), _col(done, "seed_of")
+    done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]  # a repeated chain's assistants carry seed_of too
+    done_chain, done_seed_of = column(done, "chain"), column(done, "seed_of")
+    first = lambda rows: rows.run_id.iloc[0] if not rows.empty else None  # noqa: E731
     by_arm = {
-        "best chain": arm(done[done.run_id == best]) if best else {},
-        "direct": arm(done[(done_chain == schema.CHAIN_DIRECT) & (done_seed_of == "")]),
-        "scratch twin": arm(done[(done.role == schema.ROLE_BASELINE) & (done_seed_of == "")]),
+        "best chain": by_seed(done, best),
+        "direct": by_seed(done, first(done[(done_chain == schema.CHAIN_DIRECT) & (done_seed_of == "")])),
+        "scratch twin": by_seed(done, first(done[(done.role == schema.ROLE_BASELINE) & (done_seed_of == "")])),
     }
     arms = pd.DataFrame([{"arm": name, "n": len(v), "test_acc_mean": np.mean(list(v.values())) if v else np.nan,
                           "test_acc_std": np.std(list(v.values()), ddof=1) if len(v) > 1 else np.nan, "by_seed": v}

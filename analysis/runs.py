@@ -21,7 +21,7 @@ from distill.errors import KdxError
 
 from . import schema
 
-__all__ = ["Experiment", "load_runs", "with_gains", "search_settings", "seed_stats"]
+__all__ = ["Experiment", "load_runs", "with_gains", "search_settings", "seed_stats", "paired", "by_seed", "column"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC)
 
@@ -113,7 +113,7 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     (student minus twin test accuracy, same architecture and budget) and the
     teacher/student parameter ratio."""
     df = exp.runs
-    original = _column(df, "seed_of") == ""  # repeats with other seeds are summarised by seed_stats
+    original = column(df, "seed_of") == ""  # repeats with other seeds are summarised by seed_stats
     students = df[(df.role == schema.ROLE_STUDENT) & original].copy()
     twins = df[(df.role == schema.ROLE_BASELINE) & (df.status == "FINISHED") & original]
     twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()
@@ -131,8 +131,25 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     return students
 
 
-def _column(df: pd.DataFrame, name: str) -> pd.Series:
+def column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A text column as strings, "" where missing (and all "" when no run has it)."""
     return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
+
+
+def by_seed(done: pd.DataFrame, run_id: str | None) -> dict[int, float]:
+    """{seed: test accuracy} of a run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
+    if not isinstance(run_id, str):
+        return {}
+    runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+    return {int(k): float(v) for k, v in zip(runs.get("seed", []), runs[schema.TEST_ACC]) if k == k}
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Per-seed differences a - b over the seeds both have: n, mean, std and t = mean / (std / sqrt n); NaN below two pairs."""
+    d = np.array([a[k] - b[k] for k in sorted(set(a) & set(b))], dtype=float)
+    sd = d.std(ddof=1) if len(d) > 1 else np.nan
+    t = d.mean() / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else np.nan
+    return {"n": len(d), "mean": d.mean() if len(d) else np.nan, "std": sd, "t": t}
 
 
 def seed_stats(exp: Experiment, students: pd.DataFrame) -> pd.DataFrame:
@@ -141,19 +158,14 @@ def seed_stats(exp: Experiment, students: pd.DataFrame) -> pd.DataFrame:
     std and paired t (mean / (std / sqrt n)); NaN where fewer than two pairs."""
     df = exp.runs
     done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]  # a repeated chain's assistants carry seed_of too
-    seed_of = _column(done, "seed_of")
     rows = []
     for _, s in students.iterrows():
-        mine = pd.concat([done[done.run_id == s.run_id], done[seed_of == s.run_id]])
-        twin_run = s.get("twin_run")
-        twins = pd.concat([done[done.run_id == twin_run], done[seed_of == str(twin_run)]]) if isinstance(twin_run, str) else done.iloc[0:0]
-        acc = mine[schema.TEST_ACC].astype(float)
-        by_seed = dict(zip(twins.get("seed", []), twins[schema.TEST_ACC]))
-        gains = np.array([a - by_seed[k] for k, a in zip(mine.get("seed", []), acc) if k in by_seed], dtype=float)
-        sd = gains.std(ddof=1) if len(gains) > 1 else np.nan
+        mine = by_seed(done, s.run_id)
+        acc = np.array(list(mine.values()), dtype=float)
+        gain = paired(mine, by_seed(done, s.get("twin_run")))
         rows.append({
-            "run_id": s.run_id, "n_seeds": len(mine), "test_acc_mean": acc.mean(), "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
-            "gain_n": len(gains), "gain_mean": gains.mean() if len(gains) else np.nan, "gain_std": sd,
-            "gain_t": gains.mean() / (sd / np.sqrt(len(gains))) if len(gains) > 1 and sd > 0 else np.nan,
+            "run_id": s.run_id, "n_seeds": len(mine), "test_acc_mean": acc.mean() if len(acc) else np.nan,
+            "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
+            "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
         })
     return pd.DataFrame(rows, columns=["run_id", "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t"])

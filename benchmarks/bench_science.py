@@ -111,14 +111,10 @@ def search_recipe(setup: dict, student: dict, trials: int, workers: int) -> dict
             recipe = {"temperature": tr.suggest_float("temperature", 1.0, 16.0, log=True), "kd": tr.suggest_float("kd", 0.1, 1.0),
                       "lr": tr.suggest_float("lr", 1e-3, 3e-2, log=True)}
             jobs.append((tr.number, recipe_config(setup, student, recipe, seed=0), "teacher"))
-        for number, val, _, _ in run_all_list(jobs, workers):
+        for number, (val, _, _) in run_all(jobs, workers).items():
             study.tell(number, val)
         done += len(batch)
     return dict(study.best_params)
-
-
-def run_all_list(jobs: list[tuple], workers: int) -> list[tuple]:
-    return [(k, *v) for k, v in run_all(jobs, workers).items()]
 
 
 def fmt(xs: list[float]) -> str:

@@ -210,10 +210,10 @@ def main() -> None:
 
     import ray
 
-    from workflows.search import _init_ray
+    from workflows.session import init_ray
 
     t0 = time.perf_counter()
-    _init_ray(None)
+    init_ray(None)
     t_init = time.perf_counter() - t0
     k_n, summary = kdx_search(exp_path, folder)
     k_2n, _ = kdx_search(experiment_yaml(folder, "bench2n", 2 * n, args.epochs, 2, data, space), folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -39,6 +40,7 @@ class RunResult:
     best_epoch: int
     history: list[dict[str, float]]
     model: nn.Module = field(repr=False)
+    seconds: float = 0.0  # wall time of the run, build to test evaluation (where a trial's time goes)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch", "history")}
@@ -123,6 +125,7 @@ def run(
     weights of the best validation epoch are kept (ties go to the earlier
     epoch); the test split is evaluated once, at the end.
     """
+    started = time.perf_counter()
     cfg = config.train
     device = resolve_device(cfg.device)
     threads = torch.get_num_threads()
@@ -214,4 +217,4 @@ def run(
         test_acc, _ = evaluate(student, data.x_test, data.y_test)
     finally:
         torch.set_num_threads(threads)
-    return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student)
+    return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student, time.perf_counter() - started)

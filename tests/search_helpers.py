@@ -8,6 +8,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The small hgmm task and teacher the end-to-end tests share (seconds to train).
+TINY_TASK = """data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
+mix: {ce: 0.5, kd: 0.5}
+"""
+
 TINY = """
 experiment: {name}
 data: {{name: hgmm, classes: 20, superclasses: 4, dim: 16}}

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from analysis import schema
-from analysis.chains import chain_info, paired, plot_chains
+from analysis.chains import chain_info, plot_chains
+from analysis.runs import paired
 from analysis.runs import Experiment
 from distill.config import RunConfig
 from distill.data import load_data
 from distill.errors import ConfigError
 from distill.models import as_outputs, build_model
 from distill.teacher import model_outputs
-from search_helpers import kdx, runs
+from search_helpers import TINY_TASK, kdx, runs
 from search_spaces.space import parse_space
 from search_spaces.stages import split_params, stage_bases, stage_check, stage_configs, validate_stages
 from workflows.experiment import load_experiment
@@ -151,13 +152,10 @@ def test_no_chain_runs_means_no_chain_info(chained):
     assert chain_info(plain) is None
 
 
-CHAIN = """
+CHAIN = TINY_TASK + """
 experiment: chain
-data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
-teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
 student: {family: mlp, width: 4, depth: 1}
 train: {epochs: 2, batch_size: 64}
-mix: {ce: 0.5, kd: 0.5}
 chain: {assistants: 2, assistant: {family: mlp, depth: 1}}
 space:
   a1.student.width: {int: [32, 64]}

@@ -4,9 +4,9 @@ import pytest
 from mlflow import MlflowClient
 
 from analysis import schema
-from search_helpers import by_role, kdx, runs, write_config
+from search_helpers import TINY_TASK, by_role, kdx, runs, write_config
 from workflows.experiment import load_experiment
-from workflows.search import make_scheduler, make_searcher
+from workflows.session import make_scheduler, make_searcher
 
 
 SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
@@ -176,7 +176,7 @@ def test_progress_pickles_even_when_ray_has_swapped_print(monkeypatch):
     import builtins
     import pickle
 
-    from workflows.search import Progress
+    from workflows.session import Progress
 
     progress = Progress(4, 2)  # holds the original print
     monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
@@ -184,13 +184,10 @@ def test_progress_pickles_even_when_ray_has_swapped_print(monkeypatch):
     assert restored.total == 4 and restored.log is builtins.print
 
 
-TEACHER_SPACE = """
+TEACHER_SPACE = TINY_TASK + """
 experiment: tspace
-data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
-teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
 student: {family: mlp, width: 8, depth: 1}
 train: {epochs: 2, batch_size: 64}
-mix: {ce: 0.5, kd: 0.5}
 space:
   teacher.epochs: {choice: [1, 5]}      # 1: an early-stopped teacher
   teacher.width: {choice: [16, 64]}

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from analysis import schema
-from search_helpers import by_role, env_for, kdx, kdx_args, runs, write_config
+from search_helpers import TINY_TASK, by_role, env_for, kdx, kdx_args, runs, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,10 @@ def test_kill_then_resume_logs_every_trial_once(tmp_path):
     assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted({r.data.tags[schema.TAG_ARCH] for r in students})
 
 
-CHAIN = """
+CHAIN = TINY_TASK + """
 experiment: killchain
-data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
-teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
 student: {family: mlp, width: 4, depth: 1}
 train: {epochs: 250, batch_size: 64}
-mix: {ce: 0.5, kd: 0.5}
 chain: {assistants: 1}
 space: {a1.student.width: {int: [8, 64], log: true}}
 search: {num_samples: 4, max_concurrent: 2, sampler: random}

@@ -38,10 +38,9 @@ from distill.teacher import model_outputs
 from search_spaces.stages import FINAL, stage_configs
 
 from .experiment import Experiment
-from .search import (SearchSummary, _check_storage_for_cluster, _init_ray, _open_parent, _teacher_run, _trial_base,
-                     _trial_ids, close_running, fit_search, output_keys, prepare, run_jobs, summarize, teacher_context)
+from .session import SearchSummary, close_running, fit_search, open_session, run_jobs, summarize, trial_ids, trial_settings
 from .tracking import Tracker
-from .trial import TrialContext, failed_report, failed_run, final_metrics, replayed, seed_trial, train_logged, trial_number
+from .trial import TrialContext, failed_report, failed_run, final_metrics, replayed, seed_trial, timing, train_logged, trial_number
 
 __all__ = ["ChainPlan", "chain_trial", "run_chain"]
 
@@ -86,27 +85,23 @@ def _run_chain(sampled: dict, seed: int | None, seed_of: str | None, data: Datas
         failed_run(tracker, ctx, name, tags | student_tags, sampled, e)
         tune.report(failed_report())
         return
-    outputs, lineage, assistant_params = teacher, [ctx.teacher_run_id], []
-    t_train = 0.0
+    outputs, lineage, train_s = teacher, [ctx.teacher_run_id], 0.0
     for k, config in enumerate(configs, 1):
         last = k == len(configs)
         stage_tags = tags | {schema.TAG_TEACHER_RUN: lineage[-1], schema.TAG_LINEAGE: ">".join(lineage)}
         stage_tags |= student_tags if last else {schema.TAG_ROLE: schema.ROLE_ASSISTANT, schema.TAG_STAGE: str(k)}
-        t0 = time.perf_counter()
         done = train_logged(tracker, ctx, f"{name} student" if last else f"{name} a{k}", stage_tags, config, data, outputs,
                             params=sampled if last else None, report_epochs=False, init_from=teacher_model)
-        t_train += time.perf_counter() - t0
         if done is None:
             tune.report(failed_report())
             return
         result, run_id = done
         lineage.append(run_id)
+        train_s += result.seconds
         if not last:
-            assistant_params.append(result.params)
             outputs = model_outputs(result.model, data, list(plan.keys))
             teacher_model = result.model  # each stage's teacher is the stage before it, for train.init: teacher too
-    timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
-    tune.report(final_metrics(result) | timing | {"epoch": result.epochs, "assistant_params": assistant_params[0]})
+    tune.report(final_metrics(result) | timing(started, train_s) | {"epoch": result.epochs})
 
 
 def _stage_params(params: dict, sampled: list[str]) -> dict:
@@ -173,58 +168,38 @@ def _seed_jobs(exp: Experiment, tracker: Tracker, experiment_id: str, parent_id:
 
 
 def run_chain(exp: Experiment, resume: bool = False, address: str | None = None, log: Log = print) -> SearchSummary:
-    started = time.monotonic()
     log(f"teacher-assistant chains: {exp.chain.assistants} assistant(s) between the teacher and the student")
-    keys = output_keys(exp)
-    prep = prepare(exp, resume, keys, log)
-    tracker, data, outputs = prep.tracker, prep.data, prep.outputs
-    started_ray = _init_ray(address)
-    try:
-        _check_storage_for_cluster(exp)
-        experiment_id = prep.experiment_id or tracker.experiment_id(exp.name)
-        parent_id = _open_parent(tracker, exp, experiment_id, resume, log, {})
-        teacher_run_id = _teacher_run(tracker, exp, experiment_id, parent_id, prep.info, prep.teacher)
-        timings = {"setup": time.monotonic() - started}
-        ctx = TrialContext(_trial_base(exp), exp.tracking_uri, experiment_id, parent_id, teacher_run_id, report_every_epoch=False,
-                           teacher=teacher_context(exp, prep.info), output_keys=tuple(keys))
-        run_settings = {k: v for k, v in ctx.base["train"].items() if k in ("threads", "device")}
-        bases = {name: with_values(b, {f"train.{k}": v for k, v in run_settings.items()}) for name, b in exp.stage_bases.items()}
-        plan = ChainPlan(bases, tuple(keys))
-        shared = {"data": data, "teacher": outputs, "ctx": ctx, "plan": plan, "teacher_model": prep.teacher}
+    with open_session(exp, resume, address, log) as s:
+        bases = {name: with_values(b, trial_settings(exp)) for name, b in exp.stage_bases.items()}
+        shared = s.shared | {"plan": ChainPlan(bases, s.ctx.output_keys)}
         t0 = time.monotonic()
-        grid = fit_search(exp, chain_trial, bases, prep.storage, resume, log, **shared)
-        timings["trials"] = time.monotonic() - t0
-        _close_chain_leftovers(tracker, experiment_id, parent_id, _trial_ids(grid))
+        grid = fit_search(exp, chain_trial, bases, s.storage, resume, log, **shared)
+        s.timings["trials"] = time.monotonic() - t0
+        _close_chain_leftovers(s.tracker, s.experiment_id, s.parent_id, trial_ids(grid))
         t0 = time.monotonic()
-        best = _best_chain(tracker, experiment_id, parent_id)
+        best = _best_chain(s.tracker, s.experiment_id, s.parent_id)
         baselines = 0
         if best is not None:
-            jobs, found = _control_jobs(exp, tracker, experiment_id, parent_id, best[1])
+            jobs, found = _control_jobs(exp, s.tracker, s.experiment_id, s.parent_id, best[1])
             if jobs:
                 log("the direct teacher -> student run" + (" and the scratch twin" if len(jobs) > 1 else "") + ", same budget")
-                run_jobs(chain_trial, "job", jobs, exp, prep.storage, "control", log, **shared)
-                _, found = _control_jobs(exp, tracker, experiment_id, parent_id, best[1])
+                run_jobs(chain_trial, "job", jobs, exp, s.storage, "control", log, **shared)
+                _, found = _control_jobs(exp, s.tracker, s.experiment_id, s.parent_id, best[1])
             baselines = int("twin" in found)
             if exp.search.seeds > 1:
-                jobs = _seed_jobs(exp, tracker, experiment_id, parent_id, best, found)
+                jobs = _seed_jobs(exp, s.tracker, s.experiment_id, s.parent_id, best, found)
                 if jobs:
                     log(f"seeds: {len(jobs)} repeats of the best chain, the direct run and the twin ({exp.search.seeds} seeds each)")
-                    run_jobs(chain_trial, "job", jobs, exp, prep.storage, "seed", log, **shared)
-        timings["controls"] = time.monotonic() - t0
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    tracker.client.set_terminated(parent_id, status="FINISHED")
-    return summarize(exp, grid, experiment_id, parent_id, baselines, started, timings)
+                    run_jobs(chain_trial, "job", jobs, exp, s.storage, "seed", log, **shared)
+        s.timings["controls"] = time.monotonic() - t0
+    return summarize(exp, grid, s.experiment_id, s.parent_id, baselines, s.started, s.timings)
 
 
-def _close_chain_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, trial_ids: set[str]) -> None:
+def _close_chain_leftovers(tracker: Tracker, experiment_id: str, parent_id: str, known: set[str]) -> None:
     """After a resumed search: runs left RUNNING are closed, and chains of trials Tune does
     not know (finished in the seconds before a kill, then sampled again) are deleted."""
     under = close_running(tracker, experiment_id, parent_id)
     for r in tracker.runs(experiment_id, under):
         chain = r.data.tags.get(schema.TAG_CHAIN)
-        if chain and chain != schema.CHAIN_DIRECT and chain not in trial_ids and not r.data.tags.get(schema.TAG_SEED_OF):
+        if chain and chain != schema.CHAIN_DIRECT and chain not in known and not r.data.tags.get(schema.TAG_SEED_OF):
             tracker.client.delete_run(r.info.run_id)

@@ -181,8 +181,7 @@ def load_experiment(
         chain = parse_dataclass(ChainSettings, raw["chain"], "chain")
         bases = stage_bases(base, chain.assistant, chain.assistants)
         try:
-            for stage_base in bases.values():
-                RunConfig.from_dict(stage_base)
+            RunConfig.from_dict(bases["a1"])  # every assistant starts from this base; the student's is `run`
         except ConfigError as e:
             raise ConfigError(f"chain.assistant: {e}") from None
         if search.objectives != {VAL_ACC: "max"}:

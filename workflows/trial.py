@@ -24,7 +24,7 @@ from distill.models import Outputs
 from distill.train import run
 from search_spaces.space import apply
 
-__all__ = ["TrialContext", "student_trial", "baseline_trial", "seed_trial", "train_logged", "failed_run", "final_metrics", "failed_report", "replayed", "trial_number", "FAILED"]
+__all__ = ["TrialContext", "student_trial", "baseline_trial", "seed_trial", "train_logged", "failed_run", "final_metrics", "failed_report", "replayed", "trial_number", "timing", "teacher_metrics", "FAILED"]
 
 FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
 
@@ -88,43 +88,49 @@ def _execute(params: dict, role: str, data: Dataset, teacher: Outputs | None, ct
     if role == schema.ROLE_BASELINE:
         config = config.scratch_twin()
         name = f"twin {schema.arch_id(config.student.to_dict())}"
-    teacher_metrics: dict = {}
+    about_teacher: dict = {}
     if role == schema.ROLE_STUDENT:
         try:
-            teacher, teacher_model, teacher_metrics = _trial_teacher(config, data, teacher, teacher_model, ctx)
+            teacher, teacher_model, about_teacher, own_key = _trial_teacher(config, data, teacher, teacher_model, ctx)
         except KdxError as e:  # a teacher the space chose that cannot be made (a checkpoint that does not fit)
             failed_run(tracker, ctx, name, tags, params, e)
             tune.report(failed_report())
             return
-        if teacher_metrics.get("key"):
-            tags = {k: v for k, v in tags.items() if k != schema.TAG_TEACHER_RUN} | {schema.TAG_TEACHER_KEY: teacher_metrics.pop("key")}
-    t_train = time.perf_counter()
+        if own_key:  # not the search's teacher run: name the cached teacher instead
+            tags = {k: v for k, v in tags.items() if k != schema.TAG_TEACHER_RUN} | {schema.TAG_TEACHER_KEY: own_key}
     done = train_logged(tracker, ctx, name, tags, config, data, teacher if role == schema.ROLE_STUDENT else None,
-                        extra_metrics=teacher_metrics, init_from=teacher_model)
+                        extra_metrics=about_teacher, init_from=teacher_model)
     if done is None:
         tune.report(failed_report())
         return
     result, _ = done
-    t_train = time.perf_counter() - t_train
-    # Where the trial's time went (bench_search prints it); after MLflow is complete, so a stop here loses nothing.
-    timing = {"time_train_s": t_train, "time_other_s": time.perf_counter() - started - t_train}
-    tune.report(final_metrics(result) | timing | {"epoch": result.epochs})
+    tune.report(final_metrics(result) | timing(started, result.seconds) | {"epoch": result.epochs})
+
+
+def timing(started: float, train_s: float) -> dict:
+    """Where a trial's time went (bench_search prints it); reported after MLflow is complete, so a stop here loses nothing."""
+    return {"time_train_s": train_s, "time_other_s": time.perf_counter() - started - train_s}
 
 
 def _trial_teacher(config, data: Dataset, outputs: Outputs | None, model: nn.Module | None,
-                   ctx: TrialContext) -> tuple[Outputs | None, nn.Module | None, dict]:
+                   ctx: TrialContext) -> tuple[Outputs | None, nn.Module | None, dict, str | None]:
     """The search's teacher outputs, or those of the teacher this trial's params chose
     (teacher.* in the space: its size; its epochs, an early-stopped teacher, since
     a teacher keeps its best validation epoch and its schedule is constant), trained
     once per machine (cached under a lock) and run over the training set once.
-    Returns the outputs, the model and the metrics that describe the teacher on the student's run."""
+    Returns the outputs, the model, the metrics that describe the teacher on the
+    student's run, and the teacher's cache key when it is the trial's own (else None)."""
     if not ctx.teacher or config.teacher.to_dict() == ctx.teacher["config"]:
-        return outputs, model, dict(ctx.teacher.get("metrics", {}))
+        return outputs, model, dict(ctx.teacher.get("metrics", {})), None
     from distill.teacher import get_teacher, teacher_outputs
 
     model, info = get_teacher(config, data, log=lambda s: None)
-    metrics = {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc}
-    return teacher_outputs(model, info, data, list(ctx.output_keys)), model, metrics | {"key": info.key}
+    return teacher_outputs(model, info, data, list(ctx.output_keys)), model, teacher_metrics(info), info.key
+
+
+def teacher_metrics(info) -> dict:
+    """A teacher as the metrics of the student runs that learned from it."""
+    return {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc}
 
 
 def replayed(tracker, ctx: TrialContext, trial_id: str) -> bool:
