@@ -58,7 +58,7 @@ def chain_info(exp: Experiment) -> ChainInfo | None:
     by_arm = {
         "best chain": by_seed(done, best),
         "direct": by_seed(done, first(done[(done_chain == schema.CHAIN_DIRECT) & (done_seed_of == "")])),
-        "scratch twin": by_seed(done, first(done[(done.role == schema.ROLE_BASELINE) & (done_seed_of == "")])),
+        "scratch twin": by_seed(done, first(done[(done.role == schema.ROLE_TWIN) & (done_seed_of == "")])),
     }
     arms = pd.DataFrame([{"arm": name, "n": len(v), "test_acc_mean": np.mean(list(v.values())) if v else np.nan,
                           "test_acc_std": np.std(list(v.values()), ddof=1) if len(v) > 1 else np.nan, "by_seed": v}

@@ -34,6 +34,7 @@ from distill.models import build_model
 from . import schema
 from .frontier import frontier_info
 from .runs import Experiment
+from .store import Store
 
 __all__ = ["ExportedStudent", "export_front", "FORMATS"]
 
@@ -62,15 +63,13 @@ class LogitsOnly(nn.Module):
         return self.model(x).logits
 
 
-def _download(client: MlflowClient, run_id: str, tmp: Path) -> tuple[RunConfig, Path]:
+def _download(store: Store, run_id: str, tmp: Path) -> tuple[RunConfig, Path]:
     """The run config and the weights file a student run logged."""
-    tmp.mkdir(parents=True, exist_ok=True)
     try:
-        folder = Path(client.download_artifacts(run_id, "model", str(tmp)))
+        config, weights = store.read_weights(run_id, tmp)
     except Exception as e:
-        raise KdxError(f"run {run_id}: its weights artifact 'model/' cannot be read ({type(e).__name__})") from None
-    config = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    return config, folder / "model.safetensors"
+        raise KdxError(f"run {run_id}: its weights artifact '{schema.MODEL_DIR}/' cannot be read ({type(e).__name__})") from None
+    return RunConfig.from_dict(config), weights
 
 
 def _predict(fn, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
@@ -145,7 +144,7 @@ def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int,
         "scratch_twin_test_acc": None if row.get("twin_test_acc") != row.get("twin_test_acc") else float(row["twin_test_acc"]),
         "teacher": {k: teacher.get(k) for k in ("run_id", schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC)},
         "lineage": {"experiment": exp.name, "experiment_id": exp.experiment_id, "tracking_uri": exp.tracking_uri,
-                    "search_run": exp.parent.get("run_id"), "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
+                    "search_run": exp.parent_id, "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
                     "twin_run": row.get("twin_run")},
         "config": config.to_dict(),
         "input": {"shape": ["batch", *input_shape], "dtype": "float32"},
@@ -183,7 +182,7 @@ def _register(client: MlflowClient, name: str, exported: list[ExportedStudent], 
             e.version = existing[0].version
         else:
             run = client.get_run(e.run_id)
-            e.version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=e.run_id,
+            e.version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{schema.MODEL_DIR}", run_id=e.run_id,
                                                     tags={"kdx.pareto": e.label}).version
         client.set_registered_model_alias(name, f"pareto-{e.label[1:]}", e.version)
     front = info.front
@@ -201,7 +200,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
     info = frontier_info(exp)
     if info.front.empty:
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
-    client = MlflowClient(exp.tracking_uri)
+    store = Store(exp.tracking_uri)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     exported, datasets = [], {}
@@ -210,9 +209,11 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
         final = out / f"{label.lower()}-{row['run_id'][:8]}"
         with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
             tmp = Path(tmp)
-            config, weights = _download(client, row["run_id"], tmp / "download")
+            config, weights = _download(store, row["run_id"], tmp / "download")
             key = json.dumps(config.data.to_dict(), sort_keys=True)
-            data = datasets.setdefault(key, load_data(config.data))
+            if key not in datasets:  # every student of a search has the same data: load it once
+                datasets[key] = load_data(config.data)
+            data = datasets[key]
             model = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
             model.load_state_dict(load_file(str(weights)))
             model.eval()
@@ -225,5 +226,5 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             _replace_folder(folder, final)
         exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))
     if register:
-        _register(client, register, exported, info)
+        _register(store.client, register, exported, info)
     return exported

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import schema
 from .pareto import eligible, pareto_mask
-from .runs import Experiment, search_settings, seed_stats, with_gains
+from .runs import Experiment, seed_stats, with_gains
 
 __all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "gain_by_arch"]
 
@@ -36,7 +36,7 @@ class FrontierInfo(NamedTuple):
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
-    objectives, reference = search_settings(exp)
+    objectives, reference = exp.search.objectives, exp.search.reference
     students = with_gains(exp)
     control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
     ok = eligible(students, objectives) & ~control
@@ -44,7 +44,7 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
     front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
-    twins = runs[(runs.role == schema.ROLE_BASELINE) & (runs.status == "FINISHED")]
+    twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED")]
     teacher = exp.teacher
     t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
     controls = students[control & eligible(students, objectives)]

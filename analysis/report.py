@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from mlflow import MlflowClient
 
 from distill.cache import atomic_write
 from distill.errors import KdxError
@@ -19,6 +18,7 @@ from .chains import ChainInfo, chain_info, plot_chains
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity
 from .pareto import front_hypervolume
 from .runs import Experiment
+from .store import Store
 
 __all__ = ["Report", "write_report", "front_table"]
 
@@ -74,8 +74,7 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
             cells.append(f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     t = info.teacher or {}
-    p = exp.parent.get("params", {})
-    settings = ", ".join(f"{k.removeprefix('search.')}: {html.escape(v)}" for k, v in sorted(p.items()) if k.startswith("search."))
+    settings = ", ".join(f"{k}: {html.escape(v)}" for k, v in sorted(exp.search.settings.items()))
     gains = gain_by_arch(info.students)
     gain_rows = "".join(
         f"<tr><td>{html.escape(str(r.arch))}</td><td>{int(r.params):,}</td><td>{r.ratio:.1f}</td>"
@@ -167,8 +166,8 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     report = Report(folder, info, table, hv, chains)
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
-    if log_to_mlflow and exp.parent:
-        client = MlflowClient(exp.tracking_uri)
+    if log_to_mlflow and exp.parent_id:
+        store = Store(exp.tracking_uri)
         for name in (*PICTURES, *extra, "pareto.csv", "report.html"):
-            client.log_artifact(exp.parent["run_id"], str(folder / name), "report")
+            store.log_artifact(exp.parent_id, folder / name, "report")
     return report

@@ -13,15 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import yaml
-from mlflow import MlflowClient
-from mlflow.entities import ViewType
 
 from distill.errors import KdxError
 
 from . import schema
+from .store import SearchRecord, Store, params_of
 
-__all__ = ["Experiment", "load_runs", "with_gains", "search_settings", "seed_stats", "paired", "by_seed", "column"]
+__all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "column"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC)
 
@@ -32,7 +30,8 @@ class Experiment:
     experiment_id: str
     tracking_uri: str
     runs: pd.DataFrame
-    parent: dict  # the search run: run_id, params, tags
+    parent_id: str | None  # the search run
+    search: SearchRecord  # what the search run recorded: settings, objectives, hypervolume reference
 
     @property
     def teacher(self) -> dict | None:
@@ -40,31 +39,17 @@ class Experiment:
         return None if rows.empty else rows.iloc[0].to_dict()
 
 
-def _value(text: str):
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def load_runs(tracking_uri: str, experiment: str) -> Experiment:
-    client = MlflowClient(tracking_uri=tracking_uri)
+    store = Store(tracking_uri)
     try:
-        exp = client.get_experiment_by_name(experiment)
+        exp = store.client.get_experiment_by_name(experiment)
     except Exception as e:
         raise KdxError(f"--tracking-uri: cannot read the MLflow store at {tracking_uri} ({type(e).__name__})") from None
     if exp is None or exp.lifecycle_stage == "deleted":
         raise KdxError(f"--experiment: no experiment named '{experiment}' in {tracking_uri}")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], "", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
     rows = []
-    parent = {}
-    for r in runs:
+    parent_id, record = None, SearchRecord.read({})
+    for r in store.runs(exp.experiment_id):
         tags = r.data.tags
         row = {
             "run_id": r.info.run_id,
@@ -87,25 +72,15 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
         }
         for m in METRICS:
             row[m] = r.data.metrics.get(m, np.nan)
-        for k, v in r.data.params.items():
-            row[k] = _value(v)
+        row.update(params_of(r))
         if row["role"] == schema.ROLE_SEARCH:
-            parent = {"run_id": r.info.run_id, "params": dict(r.data.params), "tags": dict(tags)}
+            parent_id, record = r.info.run_id, SearchRecord.read(r.data.params)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["run_id", "name", "role", "arch", "status", "stopped_early", "parent", "start_time", *METRICS])
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
-    return Experiment(experiment, exp.experiment_id, tracking_uri, frame, parent)
-
-
-def search_settings(exp: Experiment) -> tuple[dict[str, str], dict[str, float]]:
-    """(objectives, reference point) the search ran with, from its parent run."""
-    params = exp.parent.get("params", {})
-    text = params.get("search.objectives", f"{schema.VAL_ACC}:max")
-    objectives = dict(item.split(":", 1) for item in text.split(",") if item)
-    reference = {k.removeprefix("ref."): float(v) for k, v in params.items() if k.startswith("ref.")}
-    return objectives, reference
+    return Experiment(experiment, exp.experiment_id, tracking_uri, frame, parent_id, record)
 
 
 def with_gains(exp: Experiment) -> pd.DataFrame:
@@ -115,7 +90,7 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     df = exp.runs
     original = column(df, "seed_of") == ""  # repeats with other seeds are summarised by seed_stats
     students = df[(df.role == schema.ROLE_STUDENT) & original].copy()
-    twins = df[(df.role == schema.ROLE_BASELINE) & (df.status == "FINISHED") & original]
+    twins = df[(df.role == schema.ROLE_TWIN) & (df.status == "FINISHED") & original]
     twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()
     twin_val = twins.groupby("arch")[schema.VAL_ACC].mean()
     twin_run = twins.groupby("arch")["run_id"].first()

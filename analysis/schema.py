@@ -6,7 +6,7 @@ neither spells a name itself.
 - One experiment per search; one parent run (role "search") with the resolved
   config as an artifact; one "teacher" run; one run per trial (role
   "student"), nested under the parent with the `mlflow.parentRunId` tag;
-  scratch twins have role "baseline", assistants "assistant". A chain's
+  scratch twins have role "baseline" (ROLE_TWIN), assistants "assistant". A chain's
   assistants and student share `kdx.chain`; each names its own teacher in
   `kdx.teacher_run` and its whole line in `kdx.lineage`.
 - `kdx.arch` is a stable, readable id of the student architecture, so a
@@ -25,9 +25,9 @@ __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
     "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
-    "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_BASELINE", "ROLE_ASSISTANT",
-    "VAL_ACC", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
-    "OBJECTIVES", "WEIGHTS_ARTIFACT", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
+    "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
+    "VAL_ACC", "VAL_LOSS", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "OBJECTIVES", "WEIGHTS_ARTIFACT", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
     "arch_id", "flat_params", "loss_metric",
 ]
 
@@ -52,11 +52,12 @@ TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student"
-ROLE_BASELINE = "baseline"
+ROLE_TWIN = "baseline"  # a scratch twin; the stored word is DESIGN.md's run schema
 ROLE_ASSISTANT = "assistant"
 
 VAL_ACC = "val_acc"
 TEST_ACC = "test_acc"
+VAL_LOSS = "val_loss"
 PARAMS = "params"
 LATENCY = "latency_ms"
 TRAIN_LOSS = "train_loss"
@@ -70,7 +71,12 @@ TEACHER_TEST_ACC = "teacher_test_acc"
 # Objectives a search may name, with what a run reports for each.
 OBJECTIVES = (VAL_ACC, PARAMS, LATENCY)
 
-WEIGHTS_ARTIFACT = "model/model.safetensors"
+# A student's (or teacher's) weights artifact: a folder of the safetensors file and the
+# run config that rebuilds the model (analysis.store writes and reads it).
+MODEL_DIR = "model"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+WEIGHTS_ARTIFACT = f"{MODEL_DIR}/{MODEL_WEIGHTS_FILE}"
 CONFIG_ARTIFACT = "config.yaml"
 SPACE_ARTIFACT = "space.yaml"
 

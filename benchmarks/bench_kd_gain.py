@@ -17,7 +17,7 @@ import time
 
 from distill.config import RunConfig
 from distill.data import load_data
-from distill.teacher import get_teacher, teacher_keys, teacher_outputs
+from distill.teacher import prepare_teacher
 from distill.train import run
 
 SETUPS = {
@@ -70,8 +70,8 @@ def main() -> None:
         }
         config = RunConfig.from_dict(base)
         data = load_data(config.data)
-        teacher, info = get_teacher(config, data, log=lambda s: None)
-        outputs = teacher_outputs(teacher, info, data, teacher_keys(config, data, teacher))
+        outputs = prepare_teacher(config, data, log=lambda s: None)
+        info = outputs.info
         print(f"\n{name}: teacher {config.teacher.model.family} {info.params:,} params, test_acc {100 * info.test_acc:.1f}%; "
               f"{len(data.y_train)} train samples, {data.num_classes} classes, student lr {args.lr:g}, {args.seeds} seeds")
         print(f"  {'student':<16} {'params':>7} {'scratch %':>12} {'KD %':>12} {'gain (points)':>15} {'t':>6}")

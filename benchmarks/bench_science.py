@@ -35,7 +35,7 @@ import torch
 
 from distill.config import RunConfig
 from distill.data import load_data
-from distill.teacher import get_teacher, model_outputs, teacher_keys, teacher_outputs
+from distill.teacher import Teacher, model_outputs, prepare_teacher
 from distill.train import run
 
 SETUPS = {
@@ -135,8 +135,8 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
     t0 = time.perf_counter()
     base = recipe_config(setup, setup["students"][0], FIXED, 0)
     data = load_data(base.data)
-    teacher, info = get_teacher(base, data, log=lambda s: None)
-    _DATA, _OUTPUTS = data, teacher_outputs(teacher, info, data, teacher_keys(base, data, teacher))
+    _DATA, _OUTPUTS = data, prepare_teacher(base, data, log=lambda s: None)
+    info = _OUTPUTS.info
     print(f"\n== {name}: teacher {arch(setup['teacher'])} {info.params:,} params, test {100 * info.test_acc:.1f}%; "
           f"{len(data.y_train)} train samples, {data.num_classes} classes; {seeds} seeds", flush=True)
 
@@ -166,7 +166,7 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
     for j, a in enumerate(setup["assistants"]):
         a_cfg = recipe_config(setup, a, best, 0)
         a_res = run(a_cfg, data, _OUTPUTS)
-        a_out = model_outputs(a_res.model, data, ["logits"])
+        a_out = Teacher(a_res.model, None, model_outputs(a_res.model, data, ["logits"]))
         s_res = run(recipe_config(setup, small, best, 0), data, a_out)
         picks.append((s_res.val_acc, j, a_res.params, a_res.test_acc))
         print(f"chain via {arch(a)} ({a_res.params:,} params, test {100 * a_res.test_acc:.1f}%): student val {100 * s_res.val_acc:.1f}%", flush=True)
@@ -174,7 +174,7 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
     chain = []
     for s in range(seeds):  # each seed's assistant, then its student
         a_res = run(recipe_config(setup, setup["assistants"][j], best, s), data, _OUTPUTS)
-        chain.append(run(recipe_config(setup, small, best, s), data, model_outputs(a_res.model, data, ["logits"])).test_acc)
+        chain.append(run(recipe_config(setup, small, best, s), data, Teacher(a_res.model, None, model_outputs(a_res.model, data, ["logits"]))).test_acc)
     direct = acc(0, "best")
     print(f"smallest student {arch(small)}: direct KD {fmt(direct)}, best chain (assistant {arch(setup['assistants'][j])}, "
           f"{a_params:,} params) {fmt(chain)}, chain - direct {gain(chain, direct)}, scratch {fmt(acc(0, 'best twin'))}")

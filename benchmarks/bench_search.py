@@ -70,14 +70,13 @@ def _pool_init(exp_path: str) -> None:
     import torch
 
     from distill.data import load_data
-    from distill.teacher import get_teacher, teacher_outputs
+    from distill.teacher import prepare_teacher
     from workflows.experiment import load_experiment
 
     torch.set_num_threads(1)
     exp = load_experiment(exp_path)
     data = load_data(exp.run.data)
-    teacher, info = get_teacher(exp.run, data, log=lambda s: None)
-    _shared.update(exp=exp, data=data, outputs=teacher_outputs(teacher, info, data, ["logits"]))
+    _shared.update(exp=exp, data=data, outputs=prepare_teacher(exp.run, data, ["logits"], log=lambda s: None))
 
 
 def _pool_task(params: dict) -> float:
@@ -126,7 +125,8 @@ def _optuna_worker(exp_path: str, journal: str, uri: str, experiment_id: str, n:
         result = run(config, _shared["data"], _shared["outputs"])
         r = client.create_run(experiment_id, run_name=f"optuna-{trial.number}")
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, h["epoch"]) for h in result.history for k, v in h.items() if k != "epoch"]
+        metrics = [Metric(k, v, now, h.epoch) for h in result.history
+                   for k, v in {"train_loss": h.train_loss, "val_acc": h.val_acc, **{f"loss/{t}": x for t, x in h.losses.items()}}.items()]
         metrics += [Metric("test_acc", result.test_acc, now, config.train.epochs)]
         params = [Param(k, v) for k, v in flat_params(config.to_dict()).items()]
         for i in range(0, len(params), 100):
@@ -210,7 +210,7 @@ def main() -> None:
 
     import ray
 
-    from workflows.session import init_ray
+    from workflows.tune import init_ray
 
     t0 = time.perf_counter()
     init_ray(None)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from distill.config import RunConfig
 from distill.data import load_data
 from distill.models import as_outputs
-from distill.teacher import get_teacher, teacher_keys, teacher_outputs
+from distill.teacher import Teacher, prepare_teacher
 from distill.train import evaluate, run
 
 TEACHERS = {
@@ -38,7 +38,7 @@ TEACHERS = {
 
 def epoch_times(fn, epochs: int) -> list[float]:
     stamps = [time.perf_counter()]
-    fn(lambda epoch, metrics: stamps.append(time.perf_counter()))
+    fn(lambda epoch: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first epoch warms up
 
 
@@ -64,7 +64,7 @@ def dataloader_loop(config: RunConfig, data, teacher: torch.nn.Module, report) -
             loss.backward()
             opt.step()
         evaluate(student, data.x_val, data.y_val)
-        report(epoch, {})
+        report(epoch)
 
 
 CASES = [  # (dataset, teacher, student)
@@ -94,13 +94,13 @@ def main() -> None:
             "mix": {"ce": 0.1, "kd": 0.9},
         })
         data = load_data(config.data)
-        teacher, info = get_teacher(config, data, log=lambda s: None)
-        cached = teacher_outputs(teacher, info, data, teacher_keys(config, data, teacher))
+        cached = prepare_teacher(config, data, log=lambda s: None)
+        teacher, info = cached.module, cached.info
         ce_only = config.scratch_twin()
         contenders = {
             "ce": lambda rep: run(ce_only, data, None, report=rep),
             "cached": lambda rep: run(config, data, cached, report=rep),
-            "online": lambda rep: run(config, data, teacher, report=rep),
+            "online": lambda rep: run(config, data, Teacher(teacher, info), report=rep),
             "dataloader": lambda rep: dataloader_loop(config, data, teacher, rep),
         }
         times: dict[str, list[float]] = {k: [] for k in contenders}

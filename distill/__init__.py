@@ -9,8 +9,8 @@ from .errors import ConfigError, DataError, KdxError, TrainingDiverged
 from .job import JobResult, distill_once
 from .losses import LOSSES, build_loss, register_loss
 from .models import MODELS, Outputs, build_model, count_params, measure_latency, register_model
-from .teacher import TeacherInfo, get_teacher, teacher_keys, teacher_outputs
-from .train import RunResult, evaluate, run
+from .teacher import Teacher, TeacherInfo, get_teacher, prepare_teacher, teacher_keys, teacher_outputs
+from .train import Epoch, RunResult, evaluate, run
 
 __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "TeacherConfig", "TrainConfig", "apply_overrides", "load_yaml",
@@ -19,6 +19,6 @@ __all__ = [
     "JobResult", "distill_once",
     "LOSSES", "build_loss", "register_loss",
     "MODELS", "Outputs", "build_model", "count_params", "measure_latency", "register_model",
-    "TeacherInfo", "get_teacher", "teacher_keys", "teacher_outputs",
-    "RunResult", "evaluate", "run",
+    "Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_keys", "teacher_outputs",
+    "Epoch", "RunResult", "evaluate", "run",
 ]

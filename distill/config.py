@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
 
@@ -24,7 +23,8 @@ from .data import DATASETS, is_custom
 from .errors import ConfigError, check
 from .losses import LOSSES
 from .models import MODELS
-from .parsing import as_mapping, coerce, load_yaml, parse_dataclass, to_plain, unknown_key, yaml_float
+from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
+from .registry import Registry
 
 __all__ = [
     "DataConfig",
@@ -52,35 +52,26 @@ class DataConfig:
     name: str = "mnist1d"
     val_fraction: float = 0.1
     seed: int = 0  # fixed apart from the run seed: every trial sees the same split
-    options: Any = None
+    options: Any = options_field(default=None)
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
 
     def to_dict(self) -> dict:
         opts = self.options if isinstance(self.options, dict) else to_plain(self.options)
         return {"name": self.name, "val_fraction": self.val_fraction, "seed": self.seed, **(opts or {})}
 
     @classmethod
-    def parse(cls, data: Any, path: str = "data") -> "DataConfig":
-        data = dict(as_mapping(data, path))
-        own = {k: data.pop(k) for k in ("name", "val_fraction", "seed") if k in data}
-        name = coerce(own.get("name", cls.name), str, f"{path}.name")
-        val_fraction = coerce(own.get("val_fraction", cls.val_fraction), float, f"{path}.val_fraction")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"{path}.val_fraction: must be in (0, 1), got {val_fraction}")
-        seed = coerce(own.get("seed", cls.seed), int, f"{path}.seed")
+    def split(cls, own: dict, path: str) -> type | None:
+        name = own.get("name", cls.name)
         if is_custom(name):
-            options = dict(data)  # checked against the function's signature when loaded
-        else:
-            entry = DATASETS.get(name, f"{path}.name")
-            options = _parse_options(entry.options, data, path, ["name", "val_fraction", "seed"])
-        return cls(name=name, val_fraction=val_fraction, seed=seed, options=options)
+            return None  # checked against the function's signature when loaded
+        return DATASETS.get(name, f"{path}.name").options
 
-
-def _parse_options(options_cls: type, data: Mapping, path: str, own: list[str]) -> Any:
-    valid = own + [f.name for f in fields(options_cls)]
-    for key in data:
-        if key not in valid:
-            raise unknown_key(str(key), path, valid)
-    return parse_dataclass(options_cls, data, path)
+    @classmethod
+    def parse(cls, data: Any, path: str = "data") -> "DataConfig":
+        """A data section alone (what `load_data` takes)."""
+        return parse_dataclass(cls, data, path)
 
 
 @dataclass(frozen=True)
@@ -88,26 +79,25 @@ class ModelConfig:
     """A registered model `family` and its shape options (width, depth, ...)."""
 
     family: str
-    options: Any
+    options: Any = options_field()
 
     def to_dict(self) -> dict:
         return {"family": self.family, **to_plain(self.options)}
 
     @classmethod
-    def parse(cls, data: Any, path: str, default_family: str, own: tuple[str, ...] = ()) -> "ModelConfig":
-        data = dict(as_mapping(data, path))
-        family = coerce(data.pop("family", default_family), str, f"{path}.family")
-        entry = MODELS.get(family, f"{path}.family")
-        return cls(family, _parse_options(entry.options, data, path, ["family", *own]))
+    def split(cls, own: dict, path: str) -> type:
+        return MODELS.get(own.get("family"), f"{path}.family").options
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
     """Train a teacher from the registry, or load `checkpoint` (a state dict)
     into the model that `factory` ("package.module:function") builds; without a
-    factory the registry family and shape build it."""
+    factory the registry family and shape build it. A section without model
+    keys gets the default model; one with some builds that family's defaults."""
 
-    model: ModelConfig
+    model: ModelConfig = options_field(  # about 95% on MNIST-1D in 13 s (STACK.md)
+        default_factory=lambda: parse_dataclass(ModelConfig, {"family": "cnn", "width": 64, "depth": 3}, "teacher"))
     checkpoint: str | None = None
     factory: str | None = None
     epochs: int = 60
@@ -116,29 +106,19 @@ class TeacherConfig:
     weight_decay: float = 0.0
     seed: int = 0
 
-    _OWN = ("checkpoint", "factory", "epochs", "lr", "batch_size", "weight_decay", "seed")
+    _OWN: ClassVar[tuple[str, ...]]  # set below; search_spaces keeps these keys when a trial switches family
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(not self.factory or ":" in self.factory, "factory", f"expected 'package.module:function', got {self.factory!r}")
 
     def to_dict(self) -> dict:
-        own = {k: getattr(self, k) for k in self._OWN}
-        return {**self.model.to_dict(), **own}
+        return {**self.model.to_dict(), **{k: getattr(self, k) for k in self._OWN}}
 
-    @classmethod
-    def parse(cls, data: Any, path: str = "teacher") -> "TeacherConfig":
-        data = dict(as_mapping(data, path))
-        own = {k: data.pop(k) for k in cls._OWN if k in data}
-        if "family" not in data and not data:
-            data = {"family": "cnn", "width": 64, "depth": 3}  # about 95% on MNIST-1D in 13 s (STACK.md)
-        model = ModelConfig.parse(data, path, "cnn", own=cls._OWN)
-        hints = typing.get_type_hints(cls)
-        kwargs = {k: coerce(v, hints[k], f"{path}.{k}") for k, v in own.items()}
-        for key in ("epochs", "batch_size"):
-            if key in kwargs and kwargs[key] < 1:
-                raise ConfigError(f"{path}.{key}: must be >= 1, got {kwargs[key]}")
-        if kwargs.get("lr", 1.0) <= 0:
-            raise ConfigError(f"{path}.lr: must be > 0, got {kwargs['lr']}")
-        if kwargs.get("factory") and ":" not in kwargs["factory"]:
-            raise ConfigError(f"{path}.factory: expected 'package.module:function', got {kwargs['factory']!r}")
-        return cls(model=model, **kwargs)
+
+TeacherConfig._OWN = tuple(section_keys(TeacherConfig))
 
 
 @dataclass(frozen=True)
@@ -174,14 +154,17 @@ class RunConfig:
     holds each term's options (defaults for terms it does not mention)."""
 
     seed: int = 0
-    data: DataConfig = field(default_factory=lambda: DataConfig.parse({}))
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig.parse({}))
-    student: ModelConfig = field(default_factory=lambda: ModelConfig.parse({}, "student", "mlp"))
+    data: DataConfig = field(default_factory=lambda: parse_dataclass(DataConfig, {}, "data"))
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: ModelConfig = field(default_factory=lambda: parse_dataclass(ModelConfig, {"family": "mlp"}, "student"))
     train: TrainConfig = field(default_factory=TrainConfig)
-    losses: dict = field(default_factory=_default_losses)
-    mix: dict = field(default_factory=lambda: {"ce": 0.1, "kd": 0.9})
+    losses: Annotated[dict[str, Any], LOSSES] = field(default_factory=_default_losses)
+    mix: Annotated[dict[str, float], LOSSES] = field(default_factory=lambda: {"ce": 0.1, "kd": 0.9})
 
-    SECTIONS = ("seed", "data", "teacher", "student", "train", "losses", "mix")
+    def __post_init__(self) -> None:
+        for name, weight in self.mix.items():
+            check(weight >= 0, f"mix.{name}", f"weight must be >= 0, got {weight}")
+        check(any(w > 0 for w in self.mix.values()), "mix", "at least one loss weight must be > 0")
 
     def to_dict(self) -> dict:
         return {
@@ -207,49 +190,11 @@ class RunConfig:
     def from_dict(cls, data: Any, ignore: tuple[str, ...] = ()) -> "RunConfig":
         """Strictly parse a run config; top-level keys in `ignore` (an experiment
         config's search sections) are skipped, any other unknown key is an error."""
-        data = as_mapping(data, "")
-        valid = list(cls.SECTIONS) + list(ignore)
-        for key in data:
-            if key not in valid:
-                raise unknown_key(str(key), "", valid)
-        seed = coerce(data.get("seed", 0), int, "seed")
-        mix = _parse_mix(data.get("mix", {"ce": 0.1, "kd": 0.9}))
-        losses = _parse_losses(data.get("losses"), mix)
-        return cls(
-            seed=seed,
-            data=DataConfig.parse(data.get("data")),
-            teacher=TeacherConfig.parse(data.get("teacher")),
-            student=ModelConfig.parse(data.get("student"), "student", "mlp"),
-            train=parse_dataclass(TrainConfig, data.get("train"), "train"),
-            losses=losses,
-            mix=mix,
-        )
-
-
-def _parse_mix(data: Any) -> dict[str, float]:
-    data = as_mapping(data, "mix")
-    mix = {}
-    for name, weight in data.items():
-        LOSSES.get(str(name), f"mix.{name}")
-        weight = coerce(weight, float, f"mix.{name}")
-        if weight < 0:
-            raise ConfigError(f"mix.{name}: weight must be >= 0, got {weight}")
-        mix[str(name)] = weight
-    if not any(w > 0 for w in mix.values()):
-        raise ConfigError("mix: at least one loss weight must be > 0")
-    return mix
-
-
-def _parse_losses(data: Any, mix: dict[str, float]) -> dict[str, Any]:
-    data = as_mapping(data, "losses")
-    losses = {}
-    for name, opts in data.items():
-        entry = LOSSES.get(str(name), f"losses.{name}")
-        losses[str(name)] = parse_dataclass(entry.options, opts, f"losses.{name}")
-    for name in mix:  # every mixed term has its options, defaults where unset
-        if name not in losses:
-            losses[name] = LOSSES.get(name, f"mix.{name}").options()
-    return losses
+        run = {k: v for k, v in as_mapping(data, "").items() if k not in ignore}
+        run.setdefault("losses", {})  # the field default serves RunConfig() in code; parsed, losses are those named, then the mix's
+        config = parse_dataclass(cls, run, "", known=ignore)
+        unset = {name: LOSSES.get(name, f"mix.{name}").options() for name in config.mix if name not in config.losses}
+        return dataclasses.replace(config, losses={**config.losses, **unset})
 
 
 # --- overrides and keys ---------------------------------------------------------------
@@ -293,27 +238,27 @@ def with_values(data: Mapping, values: Mapping[str, Any], label: str = "space") 
     return out
 
 
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
+def _option_keys(registry: Registry) -> list[str]:
+    return sorted({k for name in registry.names() for k in section_keys(registry.get(name, "").options)})
 
 
 def check_key(key: str, custom_data: bool = False) -> None:
     """Fail unless some run config has dotted `key` (whatever the family or dataset)."""
     parts = key.split(".")
     head, rest = parts[0], parts[1:]
-    model_keys = ["family"] + sorted({n for name in MODELS.names() for n in _field_names(MODELS.get(name, "").options)})
+    model_keys = section_keys(ModelConfig) + _option_keys(MODELS)
     valid: dict[str, list[str]] = {
-        "data": ["name", "val_fraction", "seed"] + sorted({n for name in DATASETS.names() for n in _field_names(DATASETS.get(name, "").options)}),
+        "data": section_keys(DataConfig) + _option_keys(DATASETS),
         "student": model_keys,
-        "teacher": model_keys + list(TeacherConfig._OWN),
-        "train": _field_names(TrainConfig),
+        "teacher": model_keys + section_keys(TeacherConfig),
+        "train": section_keys(TrainConfig),
         "mix": LOSSES.names(),
         "losses": LOSSES.names(),
     }
     if head == "seed" and not rest:
         return
     if head not in valid:
-        raise unknown_key(head, "", list(RunConfig.SECTIONS))
+        raise unknown_key(head, "", section_keys(RunConfig))
     if not rest:
         raise ConfigError(f"'{key}' is a section, not a value")
     if head == "data" and custom_data:
@@ -321,7 +266,7 @@ def check_key(key: str, custom_data: bool = False) -> None:
     if rest[0] not in valid[head]:
         raise unknown_key(rest[0], head, valid[head])
     if head == "losses":
-        opts = _field_names(LOSSES.get(rest[0], "").options)
+        opts = section_keys(LOSSES.get(rest[0], "").options)
         if len(rest) != 2 or rest[1] not in opts:
             raise unknown_key(".".join(rest[1:]) or "?", f"losses.{rest[0]}", opts)
     elif len(rest) != 1:

@@ -163,9 +163,6 @@ class CifarOptions:
     root: str = ""  # a folder holding cifar-10-batches-py / cifar-100-python; default <KDX_CACHE>/cifar
     download: bool = False  # nothing downloads unless asked
 
-    def __post_init__(self) -> None:
-        pass
-
 
 def _cifar(opts: CifarOptions, which: str) -> Arrays:
     try:

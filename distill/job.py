@@ -8,7 +8,7 @@ from typing import Callable
 
 from .config import RunConfig
 from .data import Dataset, load_data
-from .teacher import TeacherInfo, get_teacher, teacher_keys, teacher_outputs
+from .teacher import TeacherInfo, prepare_teacher
 from .train import Report, RunResult, run
 
 __all__ = ["JobResult", "distill_once"]
@@ -38,11 +38,10 @@ class JobResult:
 
 def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], None] = print, report: Report | None = None) -> JobResult:
     data = load_data(config.data)
-    info, outputs, teacher = None, None, None
-    if config.needs_teacher:
-        teacher, info = get_teacher(config, data, log=log)
-        log(f"teacher: {info.source}, val_acc {info.val_acc:.4f}, test_acc {info.test_acc:.4f}, {info.params} params")
-        outputs = teacher_outputs(teacher, info, data, teacher_keys(config, data, teacher))
-    student = run(config, data, outputs, report=report, init_from=teacher)
+    teacher = prepare_teacher(config, data, log=log) if config.needs_teacher else None
+    if teacher is not None:
+        i = teacher.info
+        log(f"teacher: {i.source}, val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}, {i.params} params")
+    student = run(config, data, teacher, report=report)
     scratch = run(config.scratch_twin(), data, None) if twin else None
-    return JobResult(config, data, info, student, scratch)
+    return JobResult(config, data, teacher.info if teacher else None, student, scratch)

@@ -12,13 +12,13 @@ import re
 import types
 import typing
 from dataclasses import fields
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import yaml
 
 from .errors import ConfigError, InvalidValue, did_you_mean
 
-__all__ = ["parse_dataclass", "to_plain", "yaml_float", "coerce", "unknown_key", "as_mapping", "load_yaml"]
+__all__ = ["parse_dataclass", "options_field", "section_keys", "to_plain", "yaml_float", "coerce", "unknown_key", "as_mapping", "load_yaml"]
 
 
 def _type_name(tp: Any) -> str:
@@ -93,21 +93,78 @@ def as_mapping(data: Any, path: str) -> Mapping:
     return data
 
 
-def parse_dataclass(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+_OPTIONS = "kdx.options"
+
+
+def options_field(**kwargs: Any) -> Any:
+    """A field that takes the keys of its section that are not fields (see `parse_dataclass`)."""
+    return dataclasses.field(metadata={_OPTIONS: True}, **kwargs)
+
+
+def section_keys(cls: type) -> list[str]:
+    """The keys a section takes of its own: its fields, less an options_field."""
+    return [f.name for f in fields(cls) if f.init and not f.metadata.get(_OPTIONS)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return None if f.default_factory is dataclasses.MISSING else f.default_factory()
+
+
+def parse_dataclass(cls: type, data: Any, path: str, default: Any = None, known: Sequence[str] = ()) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges.
+
+    Keys left out take their value from `default` (an instance), else from the
+    field. A field typed as a dataclass is a nested section, defaulted by its
+    field. Where a section's other keys depend on a choice made in it, an
+    `options_field` takes them, parsed as the class that `cls.split(values,
+    path)` picks from the values read (None: kept as given) or, without
+    `split`, as the field's own type, whose default stands when there are none.
+    `Annotated[dict[str, V], registry]` is keyed by the registry's names; V =
+    Any means each entry's options. `known`: other keys valid here (an
+    enclosing section's), named in suggestions."""
     data = as_mapping(data, path)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.init]
-    kwargs = {}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    by_name = {f.name: f for f in fields(cls)}
+    names = section_keys(cls)
+    into = next((f for f in by_name.values() if f.metadata.get(_OPTIONS)), None)
+    kwargs = {n: getattr(default, n) for n in names} if default is not None else {}
+    rest = {}
     for key, value in data.items():
-        if key not in names:
-            raise unknown_key(str(key), path, names)
-        kwargs[key] = coerce(value, hints[key], f"{path}.{key}" if path else key)
+        if key in names:
+            kwargs[key] = _parse_value(hints[key], value, f"{path}.{key}" if path else key, by_name[key])
+        elif into is None:
+            raise unknown_key(str(key), path, [*known, *names])
+        else:
+            rest[key] = value
+    if into is not None:
+        split = getattr(cls, "split", None)
+        options_cls = split(kwargs, path) if split else hints[into.name]
+        if options_cls is None:
+            kwargs[into.name] = rest
+        elif split or rest:
+            kwargs[into.name] = parse_dataclass(options_cls, rest, path, None if split else _default(into), [*known, *names])
     try:
         return cls(**kwargs)
     except InvalidValue as e:
         where = f"{path}.{e.key}" if path else e.key
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _parse_value(tp: Any, value: Any, path: str, f: dataclasses.Field) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, path, _default(f))
+    if typing.get_origin(tp) is Annotated:
+        mapping, registry = typing.get_args(tp)
+        of = typing.get_args(mapping)[1]
+        out = {}
+        for name, item in as_mapping(value, path).items():
+            entry = registry.get(str(name), f"{path}.{name}")
+            where = f"{path}.{name}"
+            out[str(name)] = parse_dataclass(entry.options, item, where) if of is Any else coerce(item, of, where)
+        return out
+    return coerce(value, tp, path)
 
 
 def to_plain(obj: Any) -> Any:

@@ -17,6 +17,7 @@ class Entry:
     name: str
     build: Callable[..., Any]
     options: type
+    reads: tuple[str, ...] = ()  # losses: the teacher outputs they read ("logits", "features", "features.embedding", "attentions")
 
 
 class Registry:
@@ -24,11 +25,11 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, options: type) -> Callable[[Callable], Callable]:
+    def register(self, name: str, options: type, reads: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
         def decorate(build: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._entries[name] = Entry(name, build, options)
+            self._entries[name] = Entry(name, build, options, tuple(reads))
             return build
 
         return decorate

@@ -24,10 +24,12 @@ from .cache import cache_dir, fingerprint, load_checked, locked, save_checked, s
 from .config import RunConfig
 from .data import Dataset, import_object
 from .errors import ConfigError
+from .losses import teacher_reads
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
-from .train import build_losses, evaluate, run
+from .train import Teacher, evaluate, run
 
-__all__ = ["TeacherInfo", "get_teacher", "teacher_outputs", "model_outputs", "teacher_keys", "check_teacher_source"]
+__all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "model_outputs", "teacher_keys",
+           "check_teacher_source"]
 
 Log = Callable[[str], None]
 
@@ -128,16 +130,13 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     return _frozen(model), info
 
 
-def teacher_keys(config: RunConfig, data: Dataset, teacher: nn.Module) -> list[str]:
-    """The teacher outputs ("logits", "features.block2", ...) the run's losses read."""
-    x = data.x_train[:2]
-    with torch.no_grad():
-        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
-        terms = build_losses(config, student(x), as_outputs(teacher.cpu()(x)))
-    keys = {"logits"}
-    for module in terms.values():
-        keys.update(module.teacher_keys)
-    return sorted(keys)
+def teacher_keys(config: RunConfig) -> list[str]:
+    """What of the teacher the run's weighted loss terms read (their registered `reads`)."""
+    return teacher_reads(name for name, w in config.mix.items() if w > 0)
+
+
+def _kinds(keys) -> set[str]:
+    return {k.split(".", 1)[0] for k in keys}
 
 
 def _select(out: Outputs, keys: list[str]) -> Outputs:
@@ -146,9 +145,8 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
     All of them, not just the named ones: losses pick layers by relative
     depth, and a subset would shift what "the middle block" means when the
     loss is rebuilt on the cached outputs."""
-    feats = out.features if any(k.startswith("features.") for k in keys) else {}
-    attns = out.attentions if any(k.startswith("attentions.") for k in keys) else {}
-    return Outputs(out.logits, feats, attns)
+    kinds = _kinds(keys)
+    return Outputs(out.logits, out.features if "features" in kinds else {}, out.attentions if "attentions" in kinds else {})
 
 
 @torch.no_grad()
@@ -176,10 +174,18 @@ def model_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
 
 def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:
     """The teacher's outputs named by `keys` over the training set, computed once and cached."""
-    path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, sorted(keys)])}.pt"
+    kinds = sorted(_kinds(keys))  # what _select keeps: equal kinds make equal caches
+    path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, kinds])}.pt"
     flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if flat is None:
         flat = _flat_outputs(teacher, data, keys, batch_size)
         save_checked(path, lambda p: torch.save(flat, p))
     return _unflat(flat)
 
+
+
+def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = None, log: Log = print) -> Teacher:
+    """The run's teacher with its outputs cached over the training set: what `run` learns from.
+    `keys` default to what the config's losses read; a search passes what any of its trials may."""
+    module, info = get_teacher(config, data, log=log)
+    return Teacher(module, info, teacher_outputs(module, info, data, keys or teacher_keys(config)))

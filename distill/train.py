@@ -1,19 +1,21 @@
 """One distillation run: `run(config, data, teacher, report=callback) -> RunResult`.
 
-The teacher is either its cached outputs over the training set (`Outputs` of
-full-length tensors, the fast path: the teacher never runs during training) or
-an `nn.Module` run on every batch in eval mode. Batches are slices of
-in-memory tensors. Every loss term is summed into one epoch figure, and the
-run stops with `TrainingDiverged` as soon as an epoch's loss is not finite.
+The `Teacher` carries the frozen module and, usually, its cached outputs over
+the training set (full-length tensors, the fast path: the teacher never runs
+during training); without them the module runs on every batch in eval mode.
+Batches are slices of in-memory tensors. Every loss term is summed into one
+epoch figure, and the run stops with `TrainingDiverged` as soon as an epoch's
+loss is not finite.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,9 +27,34 @@ from .init import init_from_teacher
 from .losses import LOSSES, build_loss
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
 
-__all__ = ["RunResult", "run", "evaluate", "resolve_device", "slice_outputs", "build_losses"]
+__all__ = ["Teacher", "Epoch", "RunResult", "run", "evaluate", "resolve_device", "slice_outputs", "build_losses"]
 
-Report = Callable[[int, dict[str, float]], None]
+
+@dataclass(frozen=True)
+class Teacher:
+    """What a student learns from: the frozen module, what is known of it (a
+    `distill.teacher.TeacherInfo`, None for a chain's assistant), and its outputs
+    over the training set (None: the module runs on every batch)."""
+
+    module: nn.Module
+    info: Any = None
+    outputs: Outputs | None = None
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    train_loss: float  # the weighted sum of the terms
+    losses: dict[str, float]  # each term's mean, unweighted
+    val_acc: float
+    val_loss: float
+    # Constants of the architecture, on every epoch so that any epoch's report is a
+    # complete result: a scheduler may stop the run after it.
+    params: int
+    latency_ms: float
+
+
+Report = Callable[[Epoch], None]
 
 
 @dataclass
@@ -38,12 +65,13 @@ class RunResult:
     latency_ms: float
     epochs: int
     best_epoch: int
-    history: list[dict[str, float]]
+    history: list[Epoch]
     model: nn.Module = field(repr=False)
     seconds: float = 0.0  # wall time of the run, build to test evaluation (where a trial's time goes)
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch", "history")}
+        out = {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch")}
+        return out | {"history": [dataclasses.asdict(e) for e in self.history]}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,23 +135,15 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2048) -> 
     return correct / len(x), loss / len(x)
 
 
-def run(
-    config: RunConfig,
-    data: Dataset,
-    teacher: Outputs | nn.Module | None = None,
-    report: Report | None = None,
-    init_from: nn.Module | None = None,
-) -> RunResult:
+def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None) -> RunResult:
     """Train `config.student` on `data` with the loss terms of `config.mix`.
 
-    `report(epoch, metrics)` is called after every epoch with train_loss,
-    loss/<term>, val_acc and val_loss, and the constants params and
-    latency_ms (measured before training: an architecture's latency does not
-    depend on its weights, and a scheduler may stop the run at any epoch).
-    With `train.init: teacher` the student starts from `init_from`'s layers
-    (the teacher module; `teacher` itself when it is one). With `epoch_policy: best_val` the
-    weights of the best validation epoch are kept (ties go to the earlier
-    epoch); the test split is evaluated once, at the end.
+    `report(epoch)` is called after every epoch (an `Epoch`; params and
+    latency are measured before training: an architecture's latency does not
+    depend on its weights). With `train.init: teacher` the student starts from
+    the teacher module's layers. With `epoch_policy: best_val` the weights of
+    the best validation epoch are kept (ties go to the earlier epoch); the test
+    split is evaluated once, at the end.
     """
     started = time.perf_counter()
     cfg = config.train
@@ -134,30 +154,32 @@ def run(
         torch.manual_seed(config.seed)
         student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
         if cfg.init == "teacher":
-            source = init_from if init_from is not None else teacher if isinstance(teacher, nn.Module) else None
-            if source is None:
+            if teacher is None:
                 raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
-            init_from_teacher(student, source.cpu())
+            init_from_teacher(student, teacher.module.cpu())
         student = student.to(device)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-        online = isinstance(teacher, nn.Module)
+        uses_teacher = any(name != "ce" and w > 0 for name, w in config.mix.items())
+        t_module = teacher.module if teacher is not None and uses_teacher else None
+        cached = teacher.outputs if t_module is not None else None
+        online = t_module is not None and cached is None
         if online:
-            teacher.eval().to(device)
-            for p in teacher.parameters():
+            t_module.eval().to(device)
+            for p in t_module.parameters():
                 p.requires_grad_(False)
-        elif teacher is not None:
-            if len(teacher.logits) != len(x_train):
-                raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training set {len(x_train)}")
-            teacher = _outputs_to(teacher, device)
+        elif cached is not None:
+            if len(cached.logits) != len(x_train):
+                raise ValueError(f"teacher outputs cover {len(cached.logits)} samples, the training set {len(x_train)}")
+            cached = _outputs_to(cached, device)
 
         @torch.no_grad()
         def teacher_batch(xb: Tensor) -> Outputs:
-            return as_outputs(teacher(xb))
+            return as_outputs(t_module(xb))
 
         probe = slice(0, min(2, len(x_train)))
         with torch.no_grad():
-            t_probe = None if teacher is None else teacher_batch(x_train[probe]) if online else slice_outputs(teacher, probe)
+            t_probe = teacher_batch(x_train[probe]) if online else slice_outputs(cached, probe) if cached is not None else None
             terms = build_losses(config, student(x_train[probe]), t_probe)
         for module in terms.values():
             module.to(device)
@@ -168,7 +190,7 @@ def run(
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
         generator = torch.Generator().manual_seed(config.seed)
 
-        history: list[dict[str, float]] = []
+        history: list[Epoch] = []
         best_acc, best_epoch, best_state = -1.0, 0, None
         n = len(x_train)
         mix = torch.tensor(list(weights.values()), device=device)
@@ -178,7 +200,7 @@ def run(
             # tensor per epoch instead of one per batch.
             order = torch.randperm(n, generator=generator).to(device)
             xs, ys = x_train[order], y_train[order]
-            ts = slice_outputs(teacher, order) if teacher is not None and not online else None
+            ts = slice_outputs(cached, order) if cached is not None else None
             batch_values = []
             for start in range(0, n, cfg.batch_size):
                 stop = min(start + cfg.batch_size, n)
@@ -199,11 +221,10 @@ def run(
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
             val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
-            metrics = {"train_loss": means[0], **{f"loss/{k}": v for k, v in zip(terms, means[1:])},
-                       "val_acc": val_acc, "val_loss": val_loss, "params": n_params, "latency_ms": latency}
-            history.append({"epoch": epoch, **{k: v for k, v in metrics.items() if k not in ("params", "latency_ms")}})
+            done = Epoch(epoch, means[0], dict(zip(terms, means[1:])), val_acc, val_loss, n_params, latency)
+            history.append(done)
             if report is not None:
-                report(epoch, metrics)
+                report(done)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch
                 if cfg.epoch_policy == "best_val":

@@ -8,6 +8,7 @@ import torch
 
 from analysis import schema
 from analysis.chains import chain_info, plot_chains
+from analysis.store import SearchRecord
 from analysis.runs import paired
 from analysis.runs import Experiment
 from distill.config import RunConfig
@@ -120,7 +121,7 @@ def chained():
         _row("d1", "student", "direct", seed=1, test=0.64, seed_of="d0"), _row("d2", "student", "direct", seed=2, test=0.60, seed_of="d0"),
         _row("w1", "baseline", seed=1, test=0.57, seed_of="w0"), _row("w2", "baseline", seed=2, test=0.50, seed_of="w0"),
     ]
-    return Experiment("c", "1", "sqlite:///unused.db", pd.DataFrame(rows), {"run_id": "p", "params": {}, "tags": {}})
+    return Experiment("c", "1", "sqlite:///unused.db", pd.DataFrame(rows), "p", SearchRecord.read({}))
 
 
 def test_chain_info_pairs_the_best_chain_with_direct_and_twin_by_seed(chained, tmp_path):
@@ -148,7 +149,7 @@ def test_paired_differences_need_two_pairs_for_a_t():
 
 def test_no_chain_runs_means_no_chain_info(chained):
     df = chained.runs
-    plain = Experiment("c", "1", "u", df[df.chain == ""].copy(), chained.parent)
+    plain = Experiment("c", "1", "u", df[df.chain == ""].copy(), chained.parent_id, chained.search)
     assert chain_info(plain) is None
 
 
@@ -196,7 +197,7 @@ def test_a_chain_search_end_to_end(tmp_path):
     for d in direct:  # same final-stage settings as the best chain, straight from the teacher
         assert d.data.params["losses.kd.temperature"] == best.data.params["losses.kd.temperature"]
         assert d.data.tags[schema.TAG_TEACHER_RUN] == teacher.info.run_id
-    twins = [r for r in all_runs if role(r) == schema.ROLE_BASELINE]
+    twins = [r for r in all_runs if role(r) == schema.ROLE_TWIN]
     assert sorted(r.data.params["seed"] for r in twins) == ["0", "1"]
     assert (tmp_path / "kdx-report-chain" / "chain.png").exists()
     assert "Teacher-assistant chains" in (tmp_path / "kdx-report-chain" / "report.html").read_text()

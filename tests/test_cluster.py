@@ -128,7 +128,7 @@ def test_a_search_spreads_over_a_two_node_cluster(tmp_path, tracking_server, two
     all_runs = client.search_runs([exp.experiment_id])
     students = by_role(all_runs, schema.ROLE_STUDENT)
     assert len(students) == 6 and all(r.info.status == "FINISHED" for r in students)
-    nodes = {r.data.tags[schema.TAG_NODE] for r in students + by_role(all_runs, schema.ROLE_BASELINE)}
+    nodes = {r.data.tags[schema.TAG_NODE] for r in students + by_role(all_runs, schema.ROLE_TWIN)}
     assert len(nodes) == 2, nodes  # one CPU per node, two trials at a time: both nodes ran trials
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from analysis import schema
 from analysis.frontier import frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity
+from analysis.store import SearchRecord, search_params
 from analysis.runs import Experiment, with_gains
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,8 +33,8 @@ def exp():
         row("b1", "baseline", "mlp:w8", val=0.55, test=0.55, params=500),
         row("b2", "baseline", "mlp:w32", val=0.72, test=0.70, params=2700),
     ]
-    parent = {"run_id": "p", "params": {"search.objectives": "val_acc:max,params:min", "ref.val_acc": "0.1", "ref.params": "10000"}, "tags": {}}
-    return Experiment("synthetic", "1", "sqlite:///unused.db", pd.DataFrame(rows), parent)
+    record = SearchRecord.read(search_params({}, {"val_acc": "max", "params": "min"}, {"val_acc": 0.1, "params": 10000}))
+    return Experiment("synthetic", "1", "sqlite:///unused.db", pd.DataFrame(rows), "p", record)
 
 
 def test_gains_pair_students_with_twins_by_arch(exp):

@@ -41,7 +41,7 @@ from distill.losses.fitnet import FitNetOptions
 from distill.losses.kd import KDOptions, kd_loss
 from distill.losses.rkd import RKDOptions, rkd_loss
 from distill.models import MODELS, Outputs, build_model
-from distill.train import run
+from distill.train import Teacher, run
 
 LOSS_NAMES = LOSSES.names()
 INPUT_SHAPE, NUM_CLASSES, BATCH = (1, 16), 5, 6
@@ -266,6 +266,19 @@ def test_loss_does_not_modify_its_inputs(name):
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
+def test_what_a_loss_reads_is_declared_when_it_registers(name):
+    """The search and the teacher cache learn what a loss reads from its registration alone
+    (`reads`), never by building it: every key a built loss reads must be covered."""
+    from distill.losses import teacher_reads
+
+    c = case(name)
+    declared = set(LOSSES.get(name, "").reads)
+    for key in c.loss.teacher_keys:
+        assert key in declared or key.split(".")[0] in declared, (key, declared)
+    assert set(teacher_reads([name])) == declared | {"logits"}
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_reads_only_its_declared_teacher_keys(name):
     """The teacher cache stores only the outputs named by `teacher_keys` (plus the
     logits): a loss built and run on just those must give the same value."""
@@ -343,8 +356,8 @@ def test_training_with_online_teacher_updates_student_only(name):
     teacher = model(t_fam, TEACHER)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     data = tiny_data()
-    result = run(run_config(name, s_fam), data, teacher)
-    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    result = run(run_config(name, s_fam), data, Teacher(teacher))
+    assert all(math.isfinite(h.train_loss) for h in result.history)
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), f"the teacher's {k} changed"
     assert all(p.grad is None for p in teacher.parameters())

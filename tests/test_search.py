@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 from analysis import schema
 from search_helpers import TINY_TASK, by_role, kdx, runs, write_config
 from workflows.experiment import load_experiment
-from workflows.session import make_scheduler, make_searcher
+from workflows.tune import make_scheduler, make_searcher
 
 
 SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
@@ -52,7 +52,7 @@ def test_search_logs_the_run_schema(searched):
         assert {a.path for a in client.list_artifacts(r.info.run_id, "model")} == {"model/model.safetensors", "model/config.json"}
         assert r.data.tags[schema.TAG_ARCH].startswith(r.data.params["student.family"] + ":")
 
-    twins = by_role(all_runs, schema.ROLE_BASELINE)
+    twins = by_role(all_runs, schema.ROLE_TWIN)
     student_archs = {r.data.tags[schema.TAG_ARCH] for r in students}
     assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted(student_archs)  # one twin per distinct arch
     for t in twins:
@@ -76,17 +76,26 @@ def test_a_second_search_under_the_same_name_is_refused(searched):
 
 
 def test_directions_match_the_objectives(tmp_path):
-    from optuna.study import StudyDirection
-
     cfg = write_config(tmp_path, objectives="{val_acc: max, params: min, latency_ms: min}")
     exp = load_experiment(str(cfg))
-    assert make_searcher(exp, exp.base)._ot_study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
+    many = make_searcher(exp, exp.base)  # lists: OptunaSearch makes a multi-objective study
+    assert (many.metric, many.mode) == (["val_acc", "params", "latency_ms"], ["max", "min", "min"])
     single = load_experiment(str(write_config(tmp_path, name="one", objectives="{val_acc: max}")))
-    assert make_searcher(single, single.base)._ot_study.directions == [StudyDirection.MAXIMIZE]
+    one = make_searcher(single, single.base)
+    assert (one.metric, one.mode) == ("val_acc", "max")
     assert make_scheduler(single) is None
+
+
+def test_asha_reads_val_acc_per_epoch_and_ends_at_the_last_epoch(tmp_path):
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
     asha = load_experiment(str(write_config(tmp_path, name="asha", scheduler="asha", epochs=6)))
     sched = make_scheduler(asha)
-    assert sched._metric == schema.VAL_ACC and sched._time_attr == "epoch" and sched._max_t == 6
+    trial = Trial("stub", stub=True, trial_id="t1")
+    sched.on_trial_add(None, trial)
+    decisions = [sched.on_trial_result(None, trial, {"epoch": e, schema.VAL_ACC: 0.5}) for e in (1, 2, 6)]
+    assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE, TrialScheduler.STOP]
 
 
 def test_validate_checks_and_runs_nothing(tmp_path):
@@ -126,7 +135,7 @@ def test_bad_inputs_fail_before_anything_is_logged(tmp_path):
                                            f"teacher: {{family: mlp, width: 64, depth: 1, checkpoint: {tmp_path / 'missing.pt'}}}"))
     p = kdx("search", str(bad), cwd=tmp_path)
     assert p.returncode == 2 and "teacher.checkpoint: no such file" in p.stderr
-    assert runs(tmp_path / "mlflow.db", "early") == [] if (tmp_path / "mlflow.db").exists() else True
+    assert not (tmp_path / "mlflow.db").exists() or runs(tmp_path / "mlflow.db", "early") == []
     assert not (tmp_path / "kdx-results").exists()
 
 
@@ -171,17 +180,21 @@ def test_dark_knowledge_controls_are_tagged(tmp_path):
     assert tagged == {"True": "dark_knowledge", "False": None}
 
 
-def test_progress_pickles_even_when_ray_has_swapped_print(monkeypatch):
+def test_progress_pickles_even_when_ray_has_swapped_print_and_logs_where_the_caller_asked(monkeypatch):
     # After a node died, Ray had replaced builtins.print and Tune failed to pickle the twins' Tuner.
     import builtins
     import pickle
+    from types import SimpleNamespace
 
-    from workflows.session import Progress
+    from workflows import tune
 
-    progress = Progress(4, 2)  # holds the original print
+    lines = []
+    monkeypatch.setattr(tune, "_driver_log", [lines.append])  # what fit_search/run_jobs set from the caller's log
+    progress = tune.Progress(4, 2)
     monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
-    restored = pickle.loads(pickle.dumps(progress))
-    assert restored.total == 4 and restored.log is builtins.print
+    restored = pickle.loads(pickle.dumps(progress))  # as Tune restores a search's callbacks
+    restored.on_trial_complete(0, [], SimpleNamespace(trial_id="t_1", last_result={"epoch": 2, schema.VAL_ACC: 0.5, schema.PARAMS: 10}))
+    assert restored.total == 4 and len(lines) == 1 and "[  1/4] trial t_1: val_acc 0.5000" in lines[0]
 
 
 TEACHER_SPACE = TINY_TASK + """

@@ -46,7 +46,7 @@ def test_kill_then_resume_logs_every_trial_once(tmp_path):
     assert all(r.info.status == "FINISHED" for r in students)
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
     assert len(by_role(all_runs, schema.ROLE_SEARCH)) == 1 and len(by_role(all_runs, schema.ROLE_TEACHER)) == 1
-    twins = by_role(all_runs, schema.ROLE_BASELINE)
+    twins = by_role(all_runs, schema.ROLE_TWIN)
     assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted({r.data.tags[schema.TAG_ARCH] for r in students})
 
 
@@ -94,4 +94,4 @@ def test_a_killed_chain_search_resumes_without_orphans_or_duplicates(tmp_path):
     assert sorted(a.data.tags[schema.TAG_CHAIN] for a in assistants) == sorted(s.data.tags[schema.TAG_CHAIN] for s in chains)
     assert all(a.info.status == "FINISHED" for a in assistants)
     assert len([r for r in students if r.data.tags.get(schema.TAG_CHAIN) == schema.CHAIN_DIRECT]) == 1
-    assert len(by_role(all_runs, schema.ROLE_BASELINE)) == 1
+    assert len(by_role(all_runs, schema.ROLE_TWIN)) == 1

@@ -426,7 +426,8 @@ def test_validate_when_on_unknown_key():
 def test_validate_ok_for_valid_space_with_condition_on_base_key_absent():
     # a condition on a key no one sets: allowed, the entry simply never applies
     space = parse_space({"student.width": {"int": [4, 8], "when": {"mix.fitnet": {"gt": 0}}}})
-    validate(space, BASE)
+    validate(space, BASE)  # does not raise
+    assert define(space, BASE)(FixedTrial({"student.width": 6})) == {}  # and the entry is never sampled
 
 
 # --- load_space ------------------------------------------------------------------------------

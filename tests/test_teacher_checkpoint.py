@@ -7,7 +7,7 @@ from distill.config import RunConfig
 from distill.data import load_data
 from distill.errors import ConfigError
 from distill.models import build_model
-from distill.teacher import get_teacher, teacher_keys, teacher_outputs
+from distill.teacher import Teacher, get_teacher, teacher_keys, teacher_outputs
 from distill.train import run
 
 STUDENT = {"family": "mlp", "width": 8, "depth": 1}
@@ -31,7 +31,7 @@ def test_checkpoint_built_from_the_registry(tmp_path, data):
     assert info.source == "checkpoint" and not teacher.training
     for a, b in zip(model.state_dict().values(), teacher.state_dict().values()):
         assert torch.equal(a, b)
-    r = run(c, data, teacher_outputs(teacher, info, data, teacher_keys(c, data, teacher)))
+    r = run(c, data, Teacher(teacher, info, teacher_outputs(teacher, info, data, teacher_keys(c))))
     assert r.epochs == 1
 
 
@@ -47,7 +47,7 @@ def test_checkpoint_with_a_users_factory_returning_logits(tmp_path, monkeypatch,
     torch.save({"state_dict": myteacher.build(10).state_dict()}, tmp_path / "t.pt")
     c = config({"checkpoint": str(tmp_path / "t.pt"), "factory": "myteacher:build"})
     teacher, info = get_teacher(c, data)
-    out = teacher_outputs(teacher, info, data, teacher_keys(c, data, teacher))
+    out = teacher_outputs(teacher, info, data, teacher_keys(c))
     assert out.logits.shape == (len(data.x_train), 10)
 
 
@@ -61,8 +61,8 @@ def test_missing_and_mismatched_checkpoints(tmp_path, data):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="does not load as weights only"):
         get_teacher(config({"checkpoint": str(tmp_path / "junk.pt")}), data)
+    torch.save(small.state_dict(), tmp_path / "ok.pt")
     with pytest.raises(ConfigError, match="teacher.factory: cannot import module 'no_such_module'"):
-        torch.save(small.state_dict(), tmp_path / "ok.pt")
         get_teacher(config({"checkpoint": str(tmp_path / "ok.pt"), "factory": "no_such_module:f"}), data)
 
 

@@ -35,9 +35,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_run_config(args.config, args.set)
     started = time.perf_counter()
 
-    def progress(epoch: int, m: dict[str, float]) -> None:
-        if epoch == 1 or epoch % 10 == 0 or epoch == config.train.epochs:
-            print(f"  epoch {epoch:>3}/{config.train.epochs}  train_loss {m['train_loss']:.4f}  val_acc {m['val_acc']:.4f}", flush=True)
+    def progress(e) -> None:
+        if e.epoch == 1 or e.epoch % 10 == 0 or e.epoch == config.train.epochs:
+            print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}  val_acc {e.val_acc:.4f}", flush=True)
 
     job = distill_once(config, twin=args.twin, report=progress)
     rows = [("model", "params", "latency_ms", "val_acc", "test_acc")]
@@ -72,12 +72,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     from distill.data import load_data
-    from distill.teacher import get_teacher, teacher_outputs
+    from distill.teacher import prepare_teacher
 
     config = _load_run_config(args.config, args.set)
     data = load_data(config.data)
-    teacher, info = get_teacher(config, data)
-    out = teacher_outputs(teacher, info, data, ["logits", "features.*", "attentions.*"])
+    teacher = prepare_teacher(config, data, ["logits", "features", "attentions"])
+    info, out = teacher.info, teacher.outputs
     print(f"teacher {info.key}: {info.source}, val_acc {info.val_acc:.4f}, test_acc {info.test_acc:.4f}, "
           f"{info.params:,} params, {info.latency_ms:.3f} ms; outputs cached ({len(out.logits)} samples, "
           f"{len(out.features)} feature maps, {len(out.attentions)} attention maps)")
@@ -94,7 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"objectives {exp.search.objectives}; tracking {exp.tracking_uri}", flush=True)
     s = run_search(exp, resume=args.resume, address=args.address)
     print(f"\ndone in {s.elapsed_s:.0f} s: {s.finished} finished, {s.stopped} stopped early, {s.failed} failed, "
-          f"{s.baselines} scratch twins")
+          f"{s.twins} scratch twins")
     if s.best:
         print("best by val_acc: " + ", ".join(f"{k} {v:,.0f}" if k == "params" else f"{k} {v:.4g}" for k, v in s.best.items()))
     print(f"MLflow experiment '{s.experiment}' (id {s.experiment_id}), search run {s.parent_run_id}; browse with: kdx ui")

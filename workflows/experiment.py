@@ -28,7 +28,7 @@ from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
 from search_spaces.stages import stage_bases, stage_check, stage_configs, validate_stages
 
-__all__ = ["Experiment", "SearchSettings", "Resources", "ChainSettings", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
+__all__ = ["ExperimentConfig", "SearchSettings", "Resources", "ChainSettings", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
 
 EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking", "chain")
 
@@ -94,7 +94,7 @@ class Tracking:
 
 
 @dataclass(frozen=True)
-class Experiment:
+class ExperimentConfig:
     name: str
     base: dict  # the base run config as plain data (trial params are set on it)
     run: RunConfig  # the base, checked
@@ -152,7 +152,7 @@ def load_experiment(
     tracking_uri: str | None = None,
     smoke: bool = False,
     need_space: bool = True,
-) -> Experiment:
+) -> ExperimentConfig:
     """Read and check an experiment config; command-line flags win over the file."""
     raw = apply_overrides(load_yaml(path), list(overrides))
     base = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
@@ -209,10 +209,10 @@ def load_experiment(
     if is_custom(run.data.name):
         import_object(run.data.name, "data.name")
     uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
-    return Experiment(exp_name.strip(), base, run, space, search, resources, uri, str(path), chain)
+    return ExperimentConfig(exp_name.strip(), base, run, space, search, resources, uri, str(path), chain)
 
 
-def describe(exp: Experiment) -> str:
+def describe(exp: ExperimentConfig) -> str:
     """What `kdx validate` prints."""
     lines = [
         f"experiment {exp.name!r} from {exp.source}",

@@ -1,13 +1,17 @@
 """Distillation losses, one file per method, in a registry.
 
 A loss is either a function `fn(student, teacher, target, **options) -> Tensor`
-registered with the teacher outputs it reads, or an `nn.Module` class built as
-`cls(options, student_sample, teacher_sample)` from one batch of each model's
-`Outputs` (so learned parts such as a FitNet regressor get the right shapes);
-such a class says which teacher outputs it reads in `self.teacher_keys`.
-Each loss's weight lives in the run config's `mix`, never in the loss.
+or an `nn.Module` class built as `cls(options, student_sample, teacher_sample)`
+from one batch of each model's `Outputs` (so learned parts such as a FitNet
+regressor get the right shapes). Either way it is registered with what it
+reads of the teacher (`reads`): that is all the search and the teacher cache
+need to know, so a new loss is one file. A class also names the exact layers
+it picked in `self.teacher_keys`. Each loss's weight lives in the run config's
+`mix`, never in the loss.
 
-Teacher keys are "logits", "features.<name>" or "attentions.<name>".
+Teacher keys are "logits", "features.<name>" or "attentions.<name>"; `reads`
+may also name a whole kind ("features", "attentions") when the layer is picked
+at build time.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..errors import ConfigError
 from ..models import Outputs
 from ..registry import Registry
 
-__all__ = ["LOSSES", "register_loss", "build_loss", "NoOptions", "block_names", "pair_blocks"]
+__all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "NoOptions", "block_names", "pair_blocks"]
 
 LOSSES = Registry("loss")
 
@@ -44,19 +48,25 @@ class FunctionLoss(nn.Module):
         return self.fn(student, teacher, target, **self.kwargs)
 
 
-def register_loss(name: str, options: type = NoOptions, teacher_keys: tuple[str, ...] = ("logits",)) -> Callable:
-    """Register a loss function (reading `teacher_keys`) or an nn.Module class."""
+def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] = ("logits",)) -> Callable:
+    """Register a loss function or an nn.Module class that reads `reads` of the teacher."""
 
     def decorate(obj: Callable) -> Callable:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             build = obj
         else:
             def build(opts: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
-                return FunctionLoss(obj, opts, teacher_keys)
-        LOSSES.register(name, options)(build)
+                return FunctionLoss(obj, opts, reads)
+        LOSSES.register(name, options, reads)(build)
         return obj
 
     return decorate
+
+
+def teacher_reads(names) -> list[str]:
+    """What the teacher must provide for the loss terms `names`: their `reads`, plus the logits
+    (every cache keeps them), as teacher keys or kinds ("features": every feature map)."""
+    return sorted({"logits", *(k for name in names for k in LOSSES.get(name, f"mix.{name}").reads)})
 
 
 def build_loss(name: str, options: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
@@ -88,4 +98,13 @@ def pair_blocks(student: list[str], teacher: list[str]) -> list[tuple[str, str]]
     return [(s, teacher[max(1, math.floor((i + 1) * len(teacher) / len(student) + 0.5)) - 1]) for i, s in enumerate(student)]
 
 
-from . import at, ce, dkd, fitnet, kd, rkd  # noqa: E402,F401  (registers the losses)
+def _register_all() -> None:
+    """Import every module of this package: each registers its loss, so a new loss is one file here."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all()

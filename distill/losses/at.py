@@ -62,7 +62,7 @@ def attention_kl(a_student: Tensor, a_teacher: Tensor) -> Tensor:
     return (a_teacher * (log_t - log_s)).sum(-1).mean()
 
 
-@register_loss("at", ATOptions)
+@register_loss("at", ATOptions, reads=("features", "attentions"))  # feature maps of CNNs, attention maps of transformers
 class AT(nn.Module):
     def __init__(self, opts: ATOptions, student: Outputs, teacher: Outputs):
         super().__init__()

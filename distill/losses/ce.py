@@ -20,6 +20,6 @@ class CEOptions:
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
-@register_loss("ce", CEOptions, teacher_keys=())
+@register_loss("ce", CEOptions, reads=())
 def ce(student: Outputs, teacher: Outputs | None, target: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
     return F.cross_entropy(student.logits, target, label_smoothing=label_smoothing)

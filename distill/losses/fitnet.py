@@ -41,7 +41,7 @@ def _pool(x: Tensor) -> Tensor:
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
 
 
-@register_loss("fitnet", FitNetOptions)
+@register_loss("fitnet", FitNetOptions, reads=("features",))
 class FitNet(nn.Module):
     def __init__(self, opts: FitNetOptions, student: Outputs, teacher: Outputs):
         super().__init__()

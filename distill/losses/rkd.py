@@ -65,6 +65,6 @@ def rkd_loss(emb_student: Tensor, emb_teacher: Tensor, distance: float, angle: f
     return loss
 
 
-@register_loss("rkd", RKDOptions, teacher_keys=("features.embedding",))
+@register_loss("rkd", RKDOptions, reads=("features.embedding",))
 def rkd(student: Outputs, teacher: Outputs, target: Tensor, *, distance: float = 25.0, angle: float = 50.0) -> Tensor:
     return rkd_loss(student.features["embedding"], teacher.features["embedding"], distance, angle)

@@ -1,0 +1,232 @@
+"""The MLflow store: the one module that writes and queries kdx's runs.
+
+`analysis.schema` names the tags, params and metrics; this module is how
+they are used: the filters (runs under a search by role, status, trial), the
+params parsed back to typed values, the search run's settings, the layout of
+a student's weights artifact, and the bookkeeping a resumed search needs
+(runs a kill cut off). The search (workflows/) writes through it, the report
+and export read through it; nobody else builds a filter string or parses a
+param. Ray-free.
+
+Everything goes through one `MlflowClient` with an explicit experiment id:
+`mlflow.set_experiment` racing in two processes sent runs to "Default"
+(STACK.md). Metrics are buffered and sent with `log_batch` (one call is about
+8 ms on SQLite; one call per key made Ray's stock callback 7x slower).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+
+from . import schema
+
+__all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING"]
+
+FINISHED, KILLED, FAILED, RUNNING = "FINISHED", "KILLED", "FAILED", "RUNNING"
+_MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits
+_MAX_VALUE = 6000
+_SEARCH, _REF = "search.", "ref."  # prefixes of the search run's params: its settings and its hypervolume reference
+
+
+def parse_param(text: str) -> Any:
+    """A logged param back to the value it was: 13, 0.5, true, null, [1, 2], or the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def params_of(run: Run) -> dict[str, Any]:
+    """A run's params, typed (a DataFrame column would hold 13 as 13.0 where other rows lack it)."""
+    return {k: parse_param(v) for k, v in run.data.params.items()}
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """What the search run records about the search: its settings, objectives and hypervolume reference."""
+
+    settings: dict[str, str]  # search.* params, prefix removed, as logged
+    objectives: dict[str, str]  # {"val_acc": "max", ...}
+    reference: dict[str, float]  # fixed before any trial: chance accuracy, the largest student's size and latency
+
+    @classmethod
+    def read(cls, params: Mapping[str, str]) -> "SearchRecord":
+        settings = {k.removeprefix(_SEARCH): v for k, v in params.items() if k.startswith(_SEARCH)}
+        text = settings.get("objectives", f"{schema.VAL_ACC}:max")
+        objectives = dict(item.split(":", 1) for item in text.split(",") if item)
+        reference = {k.removeprefix(_REF): float(v) for k, v in params.items() if k.startswith(_REF)}
+        return cls(settings, objectives, reference)
+
+
+def search_params(settings: Mapping[str, Any], objectives: Mapping[str, str], reference: Mapping[str, float]) -> dict[str, Any]:
+    """The search run's params, which `SearchRecord.read` reads back."""
+    out = {f"{_SEARCH}{k}": v for k, v in settings.items()}
+    out[f"{_SEARCH}objectives"] = ",".join(f"{k}:{v}" for k, v in objectives.items())
+    return out | {f"{_REF}{k}": v for k, v in reference.items()}
+
+
+def _chunks(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _where(role: str | None, parent: str | None, status: str | None, trial: str | None) -> str:
+    parts = []
+    if role:
+        parts.append(f"tags.`{schema.TAG_ROLE}` = '{role}'")
+    if parent:
+        parts.append(f"tags.`{schema.TAG_PARENT}` = '{parent}'")
+    if trial:
+        parts.append(f"tags.`{schema.TAG_TRIAL}` = '{trial}'")
+    if status:
+        parts.append(f"attributes.status = '{status}'")
+    return " and ".join(parts)
+
+
+class Store:
+    """One tracking URI: experiments, runs and their artifacts."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # --- experiments and runs ---------------------------------------------------
+
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        if not create:
+            return None
+        # Tell MLflow 3's UI this is model training, so it opens on the runs table, not the GenAI overview.
+        return self.client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+
+    def runs(self, experiment_id: str, role: str | None = None, parent: str | None = None, status: str | None = None,
+             trial: str | None = None) -> list[Run]:
+        """Every active run of the experiment that matches, all pages."""
+        where = _where(role, parent, status, trial)
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], where, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def get(self, run_id: str) -> Run:
+        return self.client.get_run(run_id)
+
+    def start(self, experiment_id: str, name: str, tags: Mapping[str, str]) -> "RunLog":
+        run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
+        return RunLog(self.client, run.info.run_id)
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if status == RUNNING:
+            self.client.update_run(run_id, status=RUNNING)
+        else:
+            self.client.set_terminated(run_id, status=status)
+
+    def delete(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def search_run(self, experiment_id: str) -> Run | None:
+        found = self.runs(experiment_id, role=schema.ROLE_SEARCH)
+        return found[0] if found else None
+
+    # --- what a resumed search needs -----------------------------------------------
+
+    def end_running(self, experiment_id: str, parent: str) -> None:
+        """Runs still RUNNING under the search belong to trials that will never report: KILLED, with a reason."""
+        for r in self.runs(experiment_id, parent=parent, status=RUNNING):
+            self.client.set_tag(r.info.run_id, schema.TAG_ERROR, "left running by an interrupted search")
+            self.client.set_terminated(r.info.run_id, status=KILLED)
+
+    def keep_finished(self, runs: Iterable[Run]) -> list[Run]:
+        """The FINISHED runs among `runs`; every other one was cut off by a kill (or failed)
+        and is deleted, so that its job runs again and leaves exactly one run."""
+        kept = []
+        for r in runs:
+            if r.info.status == FINISHED:
+                kept.append(r)
+            else:
+                self.delete(r.info.run_id)
+        return kept
+
+    def repeats_done(self, experiment_id: str, parent: str) -> set[tuple[str, int]]:
+        """(repeated run id, seed) of every finished repeat under the search; cut-off repeats are deleted.
+        A repeated chain's assistants carry the tag too, but its student run is the one that ends it."""
+        repeats = [r for r in self.runs(experiment_id, parent=parent)
+                   if r.data.tags.get(schema.TAG_SEED_OF) and r.data.tags.get(schema.TAG_ROLE) != schema.ROLE_ASSISTANT]
+        return {(r.data.tags[schema.TAG_SEED_OF], int(params_of(r)["seed"])) for r in self.keep_finished(repeats)}
+
+    # --- artifacts --------------------------------------------------------------------
+
+    def log_artifact(self, run_id: str, path: str | Path, folder: str) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def read_weights(self, run_id: str, into: Path) -> tuple[dict, Path]:
+        """(run config as plain data, path of the safetensors file) of a run's weights artifact."""
+        into.mkdir(parents=True, exist_ok=True)
+        folder = Path(self.client.download_artifacts(run_id, schema.MODEL_DIR, str(into)))
+        return json.loads((folder / schema.MODEL_CONFIG_FILE).read_text()), folder / schema.MODEL_WEIGHTS_FILE
+
+
+class RunLog:
+    """One MLflow run being written: params and tags at once, metrics buffered and flushed in batches."""
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_every_s: float = 10.0):
+        self.client, self.run_id = client, run_id
+        self._metrics: list[Metric] = []
+        self._flush_every_s, self._last_flush = flush_every_s, time.monotonic()
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:_MAX_VALUE]) for k, v in params.items()]
+        for chunk in _chunks(items, _MAX_PARAMS):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)[:_MAX_VALUE]) for k, v in tags.items()]
+        for chunk in _chunks(items, _MAX_TAGS):
+            self.client.log_batch(self.run_id, tags=chunk)
+
+    def metrics(self, values: Mapping[str, float], step: int = 0, flush: bool = False) -> None:
+        now = int(time.time() * 1000)
+        self._metrics += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if flush or time.monotonic() - self._last_flush > self._flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for chunk in _chunks(self._metrics, _MAX_METRICS):
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._metrics = []
+        self._last_flush = time.monotonic()
+
+    def text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def weights(self, state_dict: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """The model's weights (safetensors) and the run config that rebuilds it (`Store.read_weights`)."""
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / schema.MODEL_DIR
+            folder.mkdir()
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+            save_file(tensors, str(folder / schema.MODEL_WEIGHTS_FILE))
+            (folder / schema.MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            self.client.log_artifacts(self.run_id, str(folder), schema.MODEL_DIR)
+
+    def end(self, status: str = FINISHED) -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)

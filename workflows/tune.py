@@ -1,0 +1,208 @@
+"""The Ray Tune machinery every kdx search drives: Ray started or joined quietly,
+where Tune keeps its state, Optuna's sampler behind `OptunaSearch`, ASHA, the
+search proper (`fit_search`), batches of fixed jobs (`run_jobs`), and the
+progress lines. Nothing here knows about MLflow or distillation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from ray.tune import Callback
+
+from analysis import schema
+from distill.errors import ConfigError
+from search_spaces.space import define
+
+from .experiment import ExperimentConfig
+
+__all__ = ["FAILED", "init_ray", "check_storage_for_cluster", "tune_storage", "make_searcher", "make_scheduler", "fit_search",
+           "run_jobs", "trial_ids", "Progress"]
+
+Log = Callable[[str], None]
+FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
+
+
+def init_ray(address: str | None) -> bool:
+    """Start or join Ray quietly; True when this process started it."""
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per result
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 configure_logging=True)
+    except ConnectionError as e:
+        raise ConfigError(f"--address: cannot reach a Ray cluster at {address!r} ({e})") from None
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    return True
+
+
+def check_storage_for_cluster(exp: ExperimentConfig) -> None:
+    """On several nodes, Tune's results must go where every node can write:
+    refuse the default local folder; a path the user set (NFS) or a URI is theirs."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not exp.search.storage:
+        raise ConfigError(f"search.storage: this Ray cluster has {len(nodes)} nodes; set search.storage to a folder every node "
+                          "can reach (a shared mount) or an object-store URI such as s3://bucket/kdx, not the local default")
+
+
+def tune_storage(exp: ExperimentConfig) -> Path | str:
+    """Tune's storage: a URI (s3://, gs://) as given, a folder made absolute."""
+    if "://" in exp.search.storage:
+        return exp.search.storage.rstrip("/")
+    return Path(exp.search.storage or "kdx-results").expanduser().resolve()
+
+
+def tune_path(storage: Path | str, name: str) -> Path | str:
+    return f"{storage}/{name}" if isinstance(storage, str) else storage / name
+
+
+def _sampler(exp: ExperimentConfig):
+    import optuna
+
+    s = exp.search
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
+    }[s.sampler]()
+
+
+def make_searcher(exp: ExperimentConfig, base: dict):
+    """OptunaSearch over the space; multi-objective when several objectives are named."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names, modes = list(exp.search.objectives), list(exp.search.objectives.values())
+    return OptunaSearch(
+        space=define(exp.space, base),
+        metric=names if len(names) > 1 else names[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=_sampler(exp),
+        points_to_evaluate=[dict(p) for p in exp.search.enqueue] or None,
+    )
+
+
+def make_scheduler(exp: ExperimentConfig):
+    """ASHA on val_acc by epoch, or None. It stops trials early; they are tagged and kept off the front."""
+    if exp.search.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = exp.run.train.epochs
+    return ASHAScheduler(metric=schema.VAL_ACC, mode=exp.search.objectives[schema.VAL_ACC], time_attr="epoch", max_t=epochs,
+                         grace_period=min(exp.search.grace_period, epochs), reduction_factor=exp.search.reduction_factor)
+
+
+def _resources(exp: ExperimentConfig) -> dict:
+    return {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
+
+
+def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log, **shared):
+    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    _driver_log[0] = log
+    path = tune_path(storage, exp.name)
+    trainable = tune.with_parameters(tune.with_resources(fn, _resources(exp)), **shared)
+    if resume and tune.Tuner.can_restore(str(path)):
+        log(f"restoring the Tune state from {path}")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False).fit()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
+            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base), max_concurrent=exp.search.max_concurrent),
+            scheduler=make_scheduler(exp),
+            num_samples=exp.search.num_samples,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=exp.name, storage_path=str(storage), verbose=0, callbacks=[Progress(exp.search.num_samples, exp.run.train.epochs)],
+            # Retries are for the machine (a lost node, a killed worker): failures a
+            # retry cannot change end the trial themselves (FAILED in the result).
+            failure_config=tune.FailureConfig(max_failures=exp.search.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    ).fit()
+
+
+def run_jobs(fn: Callable, jobs: list, exp: ExperimentConfig, storage: Path | str, label: str, log: Log, **shared):
+    """A batch of fixed jobs (twins, repeats) as one Tune grid: `fn({"job": job}, **shared)` per job."""
+    from ray import tune
+
+    _driver_log[0] = log
+    return tune.Tuner(
+        tune.with_parameters(tune.with_resources(fn, _resources(exp)), **shared),
+        param_space={"job": tune.grid_search(jobs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{exp.name}-{label}s-{int(time.time())}", storage_path=str(storage), verbose=0,
+                                  callbacks=[Progress(len(jobs), exp.run.train.epochs, label=label)],
+                                  failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
+    ).fit()
+
+
+def trial_ids(grid) -> set[str]:
+    # Every trial Tune knows, errored ones included (a Result of a trial that
+    # failed before reporting has no metrics, so no trial_id to read).
+    return {t.trial_id for t in grid._experiment_analysis.trials}
+
+
+_driver_log: list[Log] = [print]  # the log of the search this process drives (see Progress)
+
+
+class Progress(Callback):
+    """Prints one line per finished trial: count, result, best so far, time left.
+
+    A module-level class: Tune pickles its callbacks with the experiment state.
+    It holds no log function (after a node died, Ray had swapped `builtins.print`
+    and pickling the twins' Tuner failed on it); it logs through the one the
+    search in this process set, so a copy Tune restored logs where the caller asked."""
+
+    def __init__(self, total: int, epochs: int, label: str = "trial"):
+        self.total, self.epochs, self.label = total, epochs, label
+        self.count, self.best, self.started = 0, None, time.monotonic()
+
+    @staticmethod
+    def log(line: str) -> None:
+        _driver_log[0](line)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._done(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._done(trial, ok=False)
+
+    def _done(self, trial, ok: bool) -> None:
+        self.count += 1
+        r = trial.last_result or {}
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.count * max(0, self.total - self.count)
+        if not ok or r.get(FAILED):
+            what = "failed"
+        elif r.get("epoch", self.epochs) < self.epochs:
+            what = f"stopped at epoch {r.get('epoch')}"
+        else:
+            what = f"val_acc {r.get(schema.VAL_ACC, float('nan')):.4f}  params {int(r.get(schema.PARAMS, 0)):,}"
+            if self.best is None or r.get(schema.VAL_ACC, -1) > self.best[0]:
+                self.best = (r.get(schema.VAL_ACC, -1), int(r.get(schema.PARAMS, 0)))
+        best = f"best val_acc {self.best[0]:.4f} ({self.best[1]:,} params)" if self.best else "best -"
+        self.log(f"[{self.count:>3}/{self.total}] {self.label} {trial.trial_id}: {what} | {best} | {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60:d}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
