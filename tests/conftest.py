@@ -1,6 +1,11 @@
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+# Planted in the environment of the shared search: none may reach MLflow.
+SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -8,3 +13,23 @@ def _kdx_cache(tmp_path_factory):
     """Every test session gets its own cache folder, never the user's."""
     os.environ["KDX_CACHE"] = str(tmp_path_factory.mktemp("kdx-cache"))
     yield
+
+
+class Searched(NamedTuple):
+    folder: Path  # the working directory: mlflow.db, mlruns/, kdx-results/, end-report/
+    process: object  # the finished `kdx search` (stdout, stderr, returncode)
+    runs: list  # every MLflow run of the experiment, read once when the search ended
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory) -> Searched:
+    """One small real search (Ray, SQLite MLflow) that the schema, report, export and seed
+    tests all read: experiment 'tiny', 4 trials, a twin per architecture, and the front
+    and its twins again with a second seed; the end-of-search report in end-report/."""
+    from search_helpers import kdx, runs, write_config
+
+    folder = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(folder, seeds=2)
+    p = kdx("search", str(cfg), "--report-dir", "end-report", cwd=folder, extra_env=SECRETS)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return Searched(folder, p, runs(folder / "mlflow.db", "tiny"))

@@ -32,13 +32,15 @@ search:
   objectives: {objectives}
   scheduler: {scheduler}
   baselines: true
+  seeds: {seeds}
 """
 
 
 def write_config(folder: Path, name: str = "tiny", epochs: int = 2, samples: int = 4, sampler: str = "random",
-                 objectives: str = "{val_acc: max, params: min}", scheduler: str = "none") -> Path:
+                 objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler))
+    path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler,
+                                seeds=seeds))
     return path
 
 

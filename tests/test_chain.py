@@ -166,6 +166,7 @@ search: {num_samples: 2, max_concurrent: 2, sampler: random, seeds: 2}
 """
 
 
+@pytest.mark.slow  # three Tune phases of its own; the chain's pieces are tested above without Ray
 def test_a_chain_search_end_to_end(tmp_path):
     (tmp_path / "chain.yaml").write_text(CHAIN)
     p = kdx("search", "chain.yaml", cwd=tmp_path)

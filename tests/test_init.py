@@ -80,6 +80,7 @@ search: {num_samples: 2, max_concurrent: 2, sampler: random, objectives: {val_ac
 """
 
 
+@pytest.mark.slow  # a whole search of its own
 def test_a_search_ships_the_teacher_to_trials_that_start_from_it(tmp_path):
     (tmp_path / "init.yaml").write_text(INIT_SEARCH)
     p = kdx("search", "init.yaml", cwd=tmp_path)

@@ -11,18 +11,15 @@ from mlflow import MlflowClient
 
 from analysis import schema
 from distill.cache import sha256_file
-from search_helpers import kdx, write_config
+from analysis.store import Store
+from search_helpers import by_role, kdx
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reported")
-    cfg = write_config(folder, name="rep", samples=4, epochs=3)
-    p = kdx("search", str(cfg), "--report-dir", "end-report", cwd=folder)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return folder, p
+def searched(tiny_search):
+    return tiny_search.folder, tiny_search.process
 
 
 def test_search_ends_with_the_report(searched):
@@ -33,7 +30,7 @@ def test_search_ends_with_the_report(searched):
 
 def test_report_writes_pictures_table_and_page(searched):
     folder, _ = searched
-    p = kdx("report", "--experiment", "rep", "--out", "rep-out", cwd=folder)
+    p = kdx("report", "--experiment", "tiny", "--out", "rep-out", cwd=folder)
     assert p.returncode == 0, p.stderr
     out = folder / "rep-out"
     for name in ("frontier.png", "gain_vs_ratio.png", "sensitivity.png"):
@@ -43,14 +40,14 @@ def test_report_writes_pictures_table_and_page(searched):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "#/experiments/" in page and "/runs/" in page
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("rep")
+    exp = client.get_experiment_by_name("tiny")
     parent = client.search_runs([exp.experiment_id], f"tags.`{schema.TAG_ROLE}` = 'search'")[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.html", "report/pareto.csv", "report/frontier.png"}
 
 
 def test_export_round_trip_and_registry(searched):
     folder, _ = searched
-    p = kdx("export", "--experiment", "rep", "--out", "shipped", "--register", "rep-students", cwd=folder)
+    p = kdx("export", "--experiment", "tiny", "--out", "shipped", "--register", "rep-students", cwd=folder)
     assert p.returncode == 0, p.stdout + p.stderr
     folders = sorted((folder / "shipped").iterdir())
     front = (folder / "rep-out" / "pareto.csv").read_text().splitlines()[1:] if (folder / "rep-out").exists() else None
@@ -77,7 +74,7 @@ def test_export_round_trip_and_registry(searched):
         assert client.get_model_version_by_alias("rep-students", alias).run_id in {v.run_id for v in versions}
 
     before = {f.name: sha256_file(f / "model.safetensors") for f in folders}
-    again = kdx("export", "--experiment", "rep", "--out", "shipped", "--register", "rep-students", cwd=folder)
+    again = kdx("export", "--experiment", "tiny", "--out", "shipped", "--register", "rep-students", cwd=folder)
     assert again.returncode == 0, again.stderr
     assert {f.name: sha256_file(f / "model.safetensors") for f in sorted((folder / "shipped").iterdir())} == before
     assert len(client.search_model_versions("name = 'rep-students'")) == len(folders)  # idempotent
@@ -92,32 +89,31 @@ def test_report_and_export_of_a_missing_experiment_say_so(searched):
 
 
 def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
-    cfg = write_config(tmp_path, name="allfail", samples=2)
-    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}", "  train.lr: {float: [1.0e+11, 1.0e+12], log: true}")
-    cfg.write_text(text.replace("train: {epochs: 2, batch_size: 64}", "train: {epochs: 2, batch_size: 64, optimizer: sgd}"))
-    p = kdx("search", str(cfg), cwd=tmp_path)
-    assert p.returncode == 0 and "2 failed" in p.stdout, p.stdout + p.stderr
+    # The store a search whose every trial failed leaves (test_search runs such a trial for real).
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = store.experiment_id("allfail")
+    parent = store.start(experiment_id, "allfail", {schema.TAG_ROLE: schema.ROLE_SEARCH})
+    parent.end()
+    for k in range(2):
+        store.start(experiment_id, f"student-{k}", {schema.TAG_ROLE: schema.ROLE_STUDENT, schema.TAG_PARENT: parent.run_id}).end("FAILED")
     for cmd in (["report", "--experiment", "allfail", "--out", "r"], ["export", "--experiment", "allfail", "--out", "e"]):
         r = kdx(*cmd, cwd=tmp_path)
         assert r.returncode == 2 and "no finished full-budget students" in r.stderr, r.stderr
 
 
-def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
-    cfg = write_config(tmp_path, name="seeded", samples=3, epochs=2)
-    cfg.write_text(cfg.read_text().replace("  baselines: true", "  baselines: true\n  seeds: 3"))
-    p = kdx("search", str(cfg), "--report-dir", "rep", cwd=tmp_path)
-    assert p.returncode == 0, p.stdout + p.stderr
+def test_seeds_repeat_the_front_paired_with_twins(tiny_search):
     import csv
 
-    front = list(csv.DictReader(open(tmp_path / "rep" / "pareto.csv")))
+    front = list(csv.DictReader(open(tiny_search.folder / "end-report" / "pareto.csv")))
     assert front
     for row in front:
-        assert row["n_seeds"] == "3" and row["gain_n"] in ("3", "")  # every point says how many seeds stand behind it
-    from search_helpers import by_role, runs
-
-    all_runs = runs(tmp_path / "mlflow.db", "seeded")
-    repeats = [r for r in all_runs if r.data.tags.get(schema.TAG_SEED_OF)]
-    assert len([r for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT]) == 2 * len(front)
-    assert {r.data.params["seed"] for r in repeats} == {"1", "2"}
-    students = by_role(all_runs, schema.ROLE_STUDENT)
-    assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 3
+        assert row["n_seeds"] == "2" and row["gain_n"] in ("2", "")  # every point says how many seeds stand behind it
+    repeats = [r for r in tiny_search.runs if r.data.tags.get(schema.TAG_SEED_OF)]
+    students = by_role(tiny_search.runs, schema.ROLE_STUDENT)
+    assert len([r for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT]) == len(front)
+    assert {r.data.params["seed"] for r in repeats} == {"1"}
+    front_ids = {row["run_id"] for row in front}
+    assert {r.data.tags[schema.TAG_SEED_OF] for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT} == front_ids
+    twin_ids = {row["twin_run"] for row in front if row["twin_run"]}
+    assert {r.data.tags[schema.TAG_SEED_OF] for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_TWIN} == twin_ids
+    assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 4

@@ -4,21 +4,20 @@ import pytest
 from mlflow import MlflowClient
 
 from analysis import schema
-from search_helpers import TINY_TASK, by_role, kdx, runs, write_config
+from conftest import SECRETS
+from search_helpers import by_role, kdx, runs, write_config
 from workflows.experiment import load_experiment
 from workflows.tune import make_scheduler, make_searcher
 
 
-SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
-
-
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("search")
-    cfg = write_config(folder)
-    p = kdx("search", str(cfg), cwd=folder, extra_env=SECRETS)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return folder, p, runs(folder / "mlflow.db", "tiny")
+def searched(tiny_search):
+    return tiny_search.folder, tiny_search.process, tiny_search.runs
+
+
+def originals(all_runs: list) -> list:
+    """The runs the search itself made, not the repeats with other seeds."""
+    return [r for r in all_runs if not r.data.tags.get(schema.TAG_SEED_OF)]
 
 
 def test_search_logs_the_run_schema(searched):
@@ -34,8 +33,8 @@ def test_search_logs_the_run_schema(searched):
     assert {schema.TEST_ACC, schema.PARAMS, schema.LATENCY} <= set(teachers[0].data.metrics)
 
     students = by_role(all_runs, schema.ROLE_STUDENT)
-    assert len(students) == 4
-    for r in students:
+    assert len(originals(students)) == 4
+    for r in students:  # the repeats with a second seed too
         assert r.info.status == "FINISHED"
         assert r.data.tags[schema.TAG_PARENT] == parent_id
         assert r.data.tags[schema.TAG_TEACHER_RUN] == teachers[0].info.run_id
@@ -54,7 +53,7 @@ def test_search_logs_the_run_schema(searched):
 
     twins = by_role(all_runs, schema.ROLE_TWIN)
     student_archs = {r.data.tags[schema.TAG_ARCH] for r in students}
-    assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted(student_archs)  # one twin per distinct arch
+    assert sorted(t.data.tags[schema.TAG_ARCH] for t in originals(twins)) == sorted(student_archs)  # one twin per distinct arch
     for t in twins:
         assert t.info.status == "FINISHED" and t.data.tags[schema.TAG_PARENT] == parent_id
         assert t.data.params["mix.ce"] == "1.0" and "mix.kd" not in t.data.params
@@ -109,23 +108,6 @@ def test_validate_checks_and_runs_nothing(tmp_path):
     assert p.returncode == 2 and "space.student.widht" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
-def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(tmp_path):
-    cfg = write_config(tmp_path, name="fails", samples=2)
-    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}",
-                                   "  train.lr: {float: [1.0e-3, 1.0e+12], log: true}")
-    text = text.replace("  baselines: true", "  baselines: true\n  enqueue: [{train.lr: 1.0e+12, student.family: mlp, student.width: 8},"
-                                                " {train.lr: 0.01, student.family: mlp, student.width: 8}]")
-    cfg.write_text(text.replace("train: {epochs: 2, batch_size: 64}", "train: {epochs: 2, batch_size: 64, optimizer: sgd}"))
-    p = kdx("search", str(cfg), cwd=tmp_path)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "1 finished" in p.stdout and "1 failed" in p.stdout
-    students = by_role(runs(tmp_path / "mlflow.db", "fails"), schema.ROLE_STUDENT)
-    failed = [r for r in students if r.info.status == "FAILED"]
-    assert len(students) == 2 and len(failed) == 1
-    assert "TrainingDiverged" in failed[0].data.tags[schema.TAG_ERROR] and "epoch 1" in failed[0].data.tags[schema.TAG_ERROR]
-    assert float(failed[0].data.params["train.lr"]) == 1e12
-
-
 def test_bad_inputs_fail_before_anything_is_logged(tmp_path):
     cfg = write_config(tmp_path, name="early")
     p = kdx("search", str(cfg), "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path)
@@ -168,18 +150,6 @@ def test_validate_catches_missing_files_and_imports(tmp_path):
         assert p.returncode == 2 and message in p.stderr, p.stderr
 
 
-def test_dark_knowledge_controls_are_tagged(tmp_path):
-    cfg = write_config(tmp_path, name="control", samples=2)
-    text = cfg.read_text().replace("  losses.kd.temperature: {float: [1.0, 8.0], log: true}",
-                                   "  losses.kd.shuffle_nontarget: {choice: [true, false]}")
-    cfg.write_text(text.replace("  baselines: true", "  baselines: false\n  enqueue: [{losses.kd.shuffle_nontarget: true}, {losses.kd.shuffle_nontarget: false}]"))
-    p = kdx("search", str(cfg), cwd=tmp_path)
-    assert p.returncode == 0, p.stdout + p.stderr
-    students = by_role(runs(tmp_path / "mlflow.db", "control"), schema.ROLE_STUDENT)
-    tagged = {r.data.params["losses.kd.shuffle_nontarget"]: r.data.tags.get(schema.TAG_CONTROL) for r in students}
-    assert tagged == {"True": "dark_knowledge", "False": None}
-
-
 def test_progress_pickles_even_when_ray_has_swapped_print_and_logs_where_the_caller_asked(monkeypatch):
     # After a node died, Ray had replaced builtins.print and Tune failed to pickle the twins' Tuner.
     import builtins
@@ -197,28 +167,90 @@ def test_progress_pickles_even_when_ray_has_swapped_print_and_logs_where_the_cal
     assert restored.total == 4 and len(lines) == 1 and "[  1/4] trial t_1: val_acc 0.5000" in lines[0]
 
 
-TEACHER_SPACE = TINY_TASK + """
-experiment: tspace
+# One search for the cases that need their own space: a trial that diverges, the
+# dark-knowledge control, teachers the space chooses, and a loss that exists only as
+# a file the test drops into distill/losses/ (a new loss is one file: nothing else
+# in kdx names it, yet its teacher features reach the trials).
+VARIED = """
+experiment: varied
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
 student: {family: mlp, width: 8, depth: 1}
-train: {epochs: 2, batch_size: 64}
+train: {epochs: 2, batch_size: 64, optimizer: sgd}
+mix: {ce: 0.5, kd: 0.5, zz_probe: 0.1}
 space:
-  teacher.epochs: {choice: [1, 5]}      # 1: an early-stopped teacher
+  train.lr: {choice: [0.05, 1.0e+12]}
+  losses.kd.shuffle_nontarget: {choice: [false, true]}
   teacher.width: {choice: [16, 64]}
-search: {num_samples: 4, max_concurrent: 2, sampler: random, objectives: {val_acc: max}}
+  teacher.epochs: {choice: [1, 5]}      # 1: an early-stopped teacher
+search:
+  num_samples: 4
+  max_concurrent: 2
+  sampler: random
+  objectives: {val_acc: max}
+  baselines: false
+  enqueue:
+    - {train.lr: 0.05, losses.kd.shuffle_nontarget: false, teacher.width: 64, teacher.epochs: 5}   # the search's own teacher
+    - {train.lr: 0.05, losses.kd.shuffle_nontarget: true, teacher.width: 64, teacher.epochs: 5}    # the control
+    - {train.lr: 0.05, losses.kd.shuffle_nontarget: false, teacher.width: 16, teacher.epochs: 1}   # its own, early-stopped teacher
+    - {train.lr: 1.0e+12, losses.kd.shuffle_nontarget: false, teacher.width: 64, teacher.epochs: 5} # diverges
 """
 
+PROBE_LOSS = '''"""A throw-away loss written by tests/test_search.py: it must work as one file."""
+from . import register_loss
 
-def test_the_teacher_size_and_epochs_are_searchable(tmp_path):
-    (tmp_path / "t.yaml").write_text(TEACHER_SPACE)
-    cache = tmp_path / "cache"
-    p = kdx("search", "t.yaml", cwd=tmp_path, extra_env={"KDX_CACHE": str(cache)})
+
+@register_loss("zz_probe", reads=("features.embedding",))
+def zz_probe(student, teacher, target):
+    s, t = student.features["embedding"], teacher.features["embedding"].detach()  # sizes differ: compare mean squares
+    return (s.pow(2).mean(1) - t.pow(2).mean(1)).pow(2).mean()
+'''
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    from search_helpers import ROOT
+
+    folder = tmp_path_factory.mktemp("varied")
+    (folder / "varied.yaml").write_text(VARIED)
+    probe = ROOT / "distill" / "losses" / "zz_probe.py"
+    probe.write_text(PROBE_LOSS)
+    try:
+        p = kdx("search", "varied.yaml", cwd=folder, extra_env={"KDX_CACHE": str(folder / "cache")})
+    finally:
+        probe.unlink()
     assert p.returncode == 0, p.stdout + p.stderr
-    all_runs = runs(tmp_path / "mlflow.db", "tspace")
-    teacher_run = by_role(all_runs, schema.ROLE_TEACHER)[0]
-    students = by_role(all_runs, schema.ROLE_STUDENT)
-    assert len(students) == 4
+    return folder, p, by_role(runs(folder / "mlflow.db", "varied"), schema.ROLE_STUDENT)
+
+
+def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(varied):
+    _, p, students = varied
+    assert "3 finished" in p.stdout and "1 failed" in p.stdout
+    failed = [r for r in students if r.info.status == "FAILED"]
+    assert len(students) == 4 and len(failed) == 1
+    assert "TrainingDiverged" in failed[0].data.tags[schema.TAG_ERROR] and "epoch 1" in failed[0].data.tags[schema.TAG_ERROR]
+    assert float(failed[0].data.params["train.lr"]) == 1e12
+
+
+def test_dark_knowledge_controls_are_tagged(varied):
+    _, _, students = varied
+    tagged = {r.data.params["losses.kd.shuffle_nontarget"]: r.data.tags.get(schema.TAG_CONTROL) for r in students}
+    assert tagged == {"True": "dark_knowledge", "False": None}
+
+
+def test_a_loss_that_is_one_new_file_runs_in_a_search(varied):
+    _, _, students = varied
+    finished = [r for r in students if r.info.status == "FINISHED"]
+    assert len(finished) == 3
+    for r in finished:  # its term is logged, so the teacher's embedding reached every trial
+        assert r.data.params["mix.zz_probe"] == "0.1" and r.data.metrics["loss/zz_probe"] >= 0
+
+
+def test_the_teacher_size_and_epochs_are_searchable(varied):
+    folder, _, students = varied
+    teacher_run = by_role(runs(folder / "mlflow.db", "varied"), schema.ROLE_TEACHER)[0]
     expected_params = {16: 16 * 16 + 16 + 16 * 20 + 20, 64: 64 * 16 + 64 + 64 * 20 + 20}
-    for s in students:
+    for s in (r for r in students if r.info.status == "FINISHED"):
         width, epochs = int(s.data.params["teacher.width"]), int(s.data.params["teacher.epochs"])
         m = s.data.metrics
         assert m[schema.TEACHER_PARAMS] == expected_params[width]  # each student names the teacher it learned from
@@ -228,5 +260,5 @@ def test_the_teacher_size_and_epochs_are_searchable(tmp_path):
         else:
             assert schema.TAG_TEACHER_RUN not in s.data.tags and s.data.tags[schema.TAG_TEACHER_KEY] != teacher_run.data.tags[schema.TAG_TEACHER_KEY]
     combos = {(s.data.params["teacher.width"], s.data.params["teacher.epochs"]) for s in students}
-    trained = len(list((cache / "teachers").glob("*.pt")))
-    assert trained == len(combos | {("64", "5")})  # one cached teacher per distinct teacher config
+    trained = len(list((folder / "cache" / "teachers").glob("*.pt")))
+    assert trained == len(combos | {("64", "5")}) == 2  # one cached teacher per distinct teacher config
