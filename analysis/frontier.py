@@ -19,9 +19,9 @@ import pandas as pd
 
 from . import schema
 from .pareto import eligible, pareto_mask
-from .runs import Experiment, seed_stats, with_gains
+from .runs import Experiment, column, seed_stats, with_gains
 
-__all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "gain_by_arch"]
+__all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "sensitivity_keys", "gain_by_arch"]
 
 
 class FrontierInfo(NamedTuple):
@@ -44,7 +44,7 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
     front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
-    twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED")]
+    twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED") & (column(runs, "arm") == "")]
     teacher = exp.teacher
     t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
     controls = students[control & eligible(students, objectives)]
@@ -126,11 +126,17 @@ def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
 SENSITIVITY_KEYS = ("losses.kd.temperature", "mix.kd", "train.lr")
 
 
+def sensitivity_keys(info: FrontierInfo) -> list[str]:
+    """The recipe knobs that varied among the finished students."""
+    s = info.students
+    return [k for k in SENSITIVITY_KEYS if k in s and pd.to_numeric(s[k], errors="coerce").nunique() > 1]
+
+
 def plot_sensitivity(info: FrontierInfo, path: str | Path) -> list[str]:
     """Validation accuracy against each knob that varied; returns the knobs drawn."""
     plt = _pyplot()
     s = info.students
-    keys = [k for k in SENSITIVITY_KEYS if k in s and pd.to_numeric(s[k], errors="coerce").nunique() > 1]
+    keys = sensitivity_keys(info)
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         x = pd.to_numeric(s[key], errors="coerce")

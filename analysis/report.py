@@ -15,7 +15,8 @@ from distill.errors import KdxError
 
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
-from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity
+from .gains import ARMS, PROTOCOL, GainInfo, gain_info, t_critical, verdict_line
+from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity, sensitivity_keys
 from .pareto import front_hypervolume
 from .runs import Experiment
 from .store import Store
@@ -32,6 +33,9 @@ class Report:
     table: pd.DataFrame
     hypervolume: float | None
     chains: ChainInfo | None = None
+    gains: GainInfo | None = None
+    pictures: tuple[str, ...] = PICTURES  # those drawn: a picture with nothing to show is left out
+    left_out: tuple[str, ...] = ()  # why, one sentence each
 
 
 def front_table(info: FrontierInfo) -> pd.DataFrame:
@@ -81,13 +85,15 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
         f"<td>{100 * r.gain_mean:+.2f}</td><td>{_fmt(100 * r.gain_std) if r.n > 1 else ''}</td><td>{r.n}</td></tr>"
         for r in gains.itertuples())
     hv = f"{report.hypervolume:.4g}" if report.hypervolume is not None else "n/a (no reference point logged)"
-    pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in PICTURES)
+    pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures)
+    pictures += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
     sections = _control_section(info) + (_chain_section(report.chains, folder, link) if report.chains else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kdx report: {html.escape(exp.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} th{{background:#f3f3f3}} img{{max-width:100%}} figure{{margin:1em 0}}</style></head>
 <body><h1>kdx report: {html.escape(exp.name)}</h1>
+{_answer_section(report.gains, exp)}
 <p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, validation accuracy {_fmt(t.get(schema.VAL_ACC))},
 test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
 <p>{len(info.students)} finished students, {len(info.excluded)} failed or stopped early (never on the front),
@@ -105,6 +111,38 @@ A gain within about two standard deviations of zero, or a t below about 2, is se
 <table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain (points)</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
 {sections}
 </body></html>
+"""
+
+
+def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
+    """The answer first: per front size, what KD bought over the tuned twin and against the best control."""
+    if g is None:
+        mode = exp.search.settings.get("twins", "same_recipe")
+        return (f"<h2>What distillation bought</h2><p>This search measured gains against <b>same-recipe twins</b> "
+                f"(<code>search.twins: {html.escape(str(mode))}</code>): each twin kept its student's KD-tuned recipe, which "
+                "favours KD. Use <code>search.twins: tuned</code> for a gain over a tuned twin.</p>")
+    rows = "".join(
+        f"<tr><td>{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td>{html.escape(v.kd_recipe)}</td>"
+        f"<td>{html.escape(verdict_line(v))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())
+    arms = "".join(
+        f"<tr><td>{html.escape(str(a.arch))}</td><td>{html.escape(ARMS[a.arm])}</td><td>{html.escape(a.recipe)}</td><td>{a.n}</td>"
+        f"<td>{_fmt(a.test_mean)}</td><td>{_fmt(a.test_std)}</td></tr>" for a in g.arms.itertuples())
+    pairs = "".join(
+        f"<tr><td>{html.escape(str(p.arch))}</td><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(100 * p.mean)}</td>"
+        f"<td>{_fmt(100 * p.std)}</td><td>{_fmt(p.t)}</td><td>{_fmt(t_critical(p.n)) if p.n >= 2 else ''}</td>"
+        f"<td>{'yes' if p.distinguishable else 'no, within the noise'}</td></tr>" for p in g.pairs.itertuples())
+    noise = ("n/a (one seed)" if g.noise != g.noise else
+             f"{100 * g.noise:.2f} points (median std of val_acc over {g.seeds} seeds of one config); recipes closer than about "
+             f"twice that on validation are not told apart by the search")
+    return f"""<h2>What distillation bought</h2>
+<p>{html.escape(PROTOCOL.format(k=g.recipe_trials, s=g.seeds))}</p>
+<table><tr><th>arch</th><th>params</th><th>KD recipe</th><th>verdict</th><th>compute (s)</th></tr>{rows}</table>
+<p>The search objective's noise: {noise}. Compute: the teacher's training plus every run of that architecture
+(search, twins, recipes, seeds), in seconds.</p>
+<h3>The arms</h3>
+<table><tr><th>arch</th><th>arm</th><th>winner's recipe</th><th>seeds</th><th>test_acc</th><th>std</th></tr>{arms}</table>
+<h3>Paired differences (points of test accuracy)</h3>
+<table><tr><th>arch</th><th>difference</th><th>n</th><th>mean</th><th>std</th><th>t</th><th>95% critical</th><th>distinguishable</th></tr>{pairs}</table>
 """
 
 
@@ -153,8 +191,14 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students to report on")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    drawn, left_out = [], []
     for name, draw in zip(PICTURES, (plot_frontier, plot_gain_vs_ratio, plot_sensitivity)):
+        if name == "sensitivity.png" and not sensitivity_keys(info):
+            left_out.append("sensitivity.png is left out: temperature, kd weight and lr did not vary in the search.")
+            (folder / name).unlink(missing_ok=True)
+            continue
         atomic_write(folder / name, lambda p, draw=draw: draw(info, p))
+        drawn.append(name)
     objectives, reference = info.objectives, info.reference
     hv = front_hypervolume(info.students, objectives, reference) if set(objectives) <= set(reference) else None
     table = front_table(info)
@@ -163,11 +207,11 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     if chains is not None:
         atomic_write(folder / "chain.png", lambda p: plot_chains(chains, p))
         extra.append("chain.png")
-    report = Report(folder, info, table, hv, chains)
+    report = Report(folder, info, table, hv, chains, gain_info(exp), tuple(drawn), tuple(left_out))
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent_id:
         store = Store(exp.tracking_uri)
-        for name in (*PICTURES, *extra, "pareto.csv", "report.html"):
+        for name in (*drawn, *extra, "pareto.csv", "report.html"):
             store.log_artifact(exp.parent_id, folder / name, "report")
     return report

@@ -21,7 +21,8 @@ from .store import SearchRecord, Store, params_of
 
 __all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "column"]
 
-METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC)
+METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
+           schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S)
 
 
 @dataclass
@@ -64,6 +65,9 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "error": tags.get(schema.TAG_ERROR),
             "control": tags.get(schema.TAG_CONTROL, ""),
             "seed_of": tags.get(schema.TAG_SEED_OF, ""),
+            "duplicate_of": tags.get(schema.TAG_DUPLICATE_OF, ""),
+            "arm": tags.get(schema.TAG_ARM, ""),
+            "gain_arch": tags.get(schema.TAG_GAIN_ARCH, ""),
             "chain": tags.get(schema.TAG_CHAIN, ""),
             "stage": tags.get(schema.TAG_STAGE, ""),
             "lineage": tags.get(schema.TAG_LINEAGE, ""),
@@ -88,7 +92,9 @@ def with_gains(exp: Experiment) -> pd.DataFrame:
     (student minus twin test accuracy, same architecture and budget) and the
     teacher/student parameter ratio."""
     df = exp.runs
-    original = column(df, "seed_of") == ""  # repeats with other seeds are summarised by seed_stats
+    # repeats with other seeds are summarised by seed_stats; a duplicate trial is its earlier run again
+    # and the equal-budget arms (analysis.gains) are read apart
+    original = (column(df, "seed_of") == "") & (column(df, "duplicate_of") == "") & (column(df, "arm") == "")
     students = df[(df.role == schema.ROLE_STUDENT) & original].copy()
     twins = df[(df.role == schema.ROLE_TWIN) & (df.status == "FINISHED") & original]
     twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()

@@ -23,8 +23,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY",
-    "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH",
+    "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
     "VAL_ACC", "VAL_LOSS", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "WEIGHTS_ARTIFACT", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
@@ -47,6 +47,10 @@ TAG_CHAIN = "kdx.chain"  # a teacher-assistant chain's id (its trial id) on its 
 TAG_STAGE = "kdx.stage"  # an assistant's place in its chain: 1 next to the teacher
 TAG_LINEAGE = "kdx.lineage"  # run ids from the teacher down to this run's own teacher, joined by ">"
 CHAIN_DIRECT = "direct"
+TAG_ARM = "kdx.arm"  # the equal-budget gain (workflows/gain.py): kd, twin, smooth, shuffled or same_recipe
+TAG_GAIN_ARCH = "kdx.gain_arch"  # ... and the front architecture (kdx.arch) the arm measures
+TAG_CONFIG_KEY = "kdx.config_key"  # a hash of the run's role and resolved config: equal keys train the same model
+TAG_DUPLICATE_OF = "kdx.duplicate_of"  # a trial Optuna sampled again: it reports that earlier run's result and trains nothing
 TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space chose (teacher.* sampled): its cache key
 
 ROLE_SEARCH = "search"
@@ -67,9 +71,16 @@ BEST_EPOCH = "best_epoch"
 TEACHER_PARAMS = "teacher_params"
 TEACHER_VAL_ACC = "teacher_val_acc"
 TEACHER_TEST_ACC = "teacher_test_acc"
+TEACHER_TRAIN_S = "teacher_train_s"  # the seconds that teacher's training took (0: a user's checkpoint)
+# Fidelity on the test split (Stanton et al. 2021): top-1 agreement with the run's own teacher,
+# and KL(teacher || student) at T = 1. Twins are measured against the search's teacher.
+AGREEMENT = "test_agreement"
+TEACHER_KL = "test_kl"
+TRAIN_S = "train_s"  # the run's own training time, build to test evaluation
 
 # Objectives a search may name, with what a run reports for each.
-OBJECTIVES = (VAL_ACC, PARAMS, LATENCY)
+OBJECTIVES = (VAL_ACC, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
+FINAL_ONLY = (AGREEMENT, TEACHER_KL)  # measured once a run ends: a scheduler cannot read them per epoch
 
 # A student's (or teacher's) weights artifact: a folder of the safetensors file and the
 # run config that rebuilds the model (analysis.store writes and reads it).

@@ -79,8 +79,8 @@ def _chunks(items: list, n: int) -> Iterable[list]:
         yield items[i : i + n]
 
 
-def _where(role: str | None, parent: str | None, status: str | None, trial: str | None) -> str:
-    parts = []
+def _where(role: str | None, parent: str | None, status: str | None, trial: str | None, tag: tuple[str, str] | None) -> str:
+    parts = [f"tags.`{tag[0]}` = '{tag[1]}'"] if tag else []
     if role:
         parts.append(f"tags.`{schema.TAG_ROLE}` = '{role}'")
     if parent:
@@ -113,9 +113,9 @@ class Store:
         return self.client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
     def runs(self, experiment_id: str, role: str | None = None, parent: str | None = None, status: str | None = None,
-             trial: str | None = None) -> list[Run]:
-        """Every active run of the experiment that matches, all pages."""
-        where = _where(role, parent, status, trial)
+             trial: str | None = None, tag: tuple[str, str] | None = None) -> list[Run]:
+        """Every active run of the experiment that matches (`tag`: a (name, value) it carries), all pages."""
+        where = _where(role, parent, status, trial, tag)
         out, token = [], None
         while True:
             page = self.client.search_runs([experiment_id], where, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)

@@ -42,6 +42,7 @@ class TeacherInfo:
     test_acc: float
     params: int
     latency_ms: float
+    train_s: float = 0.0  # what training it cost (0 for a user's checkpoint); counted in a front point's compute
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,7 +126,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     result = run(teacher_run, data)
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
-    info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms)
+    info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 

@@ -27,7 +27,7 @@ from .init import init_from_teacher
 from .losses import LOSSES, build_loss
 from .models import Outputs, as_outputs, build_model, count_params, measure_latency
 
-__all__ = ["Teacher", "Epoch", "RunResult", "run", "evaluate", "resolve_device", "slice_outputs", "build_losses"]
+__all__ = ["Teacher", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "build_losses"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,26 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2048) -> 
         loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
     model.train(was_training)
     return correct / len(x), loss / len(x)
+
+
+@torch.no_grad()
+def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int = 2048) -> tuple[float, float]:
+    """(top-1 agreement, mean KL(teacher || student) at T = 1) on `x`: how closely the
+    student matches its teacher, which is not how accurate it is (Stanton et al. 2021,
+    "Does knowledge distillation really work?"). 1.0 and 0.0 for the teacher itself."""
+    s_was, t_was = student.training, teacher.training
+    student.eval(), teacher.eval()
+    device = next(student.parameters()).device
+    teacher = teacher.to(device)
+    agree, kl = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        s = torch.log_softmax(as_outputs(student(xb)).logits.float(), -1)
+        t = torch.log_softmax(as_outputs(teacher(xb)).logits.float(), -1)
+        agree += int((s.argmax(-1) == t.argmax(-1)).sum())
+        kl += float((t.exp() * (t - s)).sum())
+    student.train(s_was), teacher.train(t_was)
+    return agree / len(x), max(0.0, kl / len(x))
 
 
 def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None) -> RunResult:

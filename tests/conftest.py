@@ -23,13 +23,14 @@ class Searched(NamedTuple):
 
 @pytest.fixture(scope="session")
 def tiny_search(tmp_path_factory) -> Searched:
-    """One small real search (Ray, SQLite MLflow) that the schema, report, export and seed
-    tests all read: experiment 'tiny', 4 trials, a twin per architecture, and the front
-    and its twins again with a second seed; the end-of-search report in end-report/."""
+    """One small real search (Ray, SQLite MLflow) that the schema, report, export, gain and
+    seed tests all read: experiment 'tiny', 4 trials, a same-recipe twin per architecture,
+    then the equal-budget gain on the front (2 recipes per arm, 2 seeds); the
+    end-of-search report in end-report/."""
     from search_helpers import kdx, runs, write_config
 
     folder = tmp_path_factory.mktemp("tiny")
-    cfg = write_config(folder, seeds=2)
+    cfg = write_config(folder, seeds=2, twins="tuned")
     p = kdx("search", str(cfg), "--report-dir", "end-report", cwd=folder, extra_env=SECRETS)
     assert p.returncode == 0, p.stdout + p.stderr
     return Searched(folder, p, runs(folder / "mlflow.db", "tiny"))

@@ -33,14 +33,17 @@ search:
   scheduler: {scheduler}
   baselines: true
   seeds: {seeds}
+  twins: {twins}
+  recipe_trials: 2
 """
 
 
 def write_config(folder: Path, name: str = "tiny", epochs: int = 2, samples: int = 4, sampler: str = "random",
-                 objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1) -> Path:
+                 objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1,
+                 twins: str = "same_recipe") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler,
-                                seeds=seeds))
+                                seeds=seeds, twins=twins))
     return path
 
 

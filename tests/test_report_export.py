@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from analysis import schema
 from distill.cache import sha256_file
 from analysis.store import Store
-from search_helpers import by_role, kdx
+from search_helpers import by_role, kdx, runs, write_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -101,19 +101,21 @@ def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
         assert r.returncode == 2 and "no finished full-budget students" in r.stderr, r.stderr
 
 
-def test_seeds_repeat_the_front_paired_with_twins(tiny_search):
+@pytest.mark.slow  # its own search: the cheap mode (search.twins: same_recipe) with seeds
+def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
     import csv
 
-    front = list(csv.DictReader(open(tiny_search.folder / "end-report" / "pareto.csv")))
+    cfg = write_config(tmp_path, name="seeded", samples=3, epochs=2, seeds=3)
+    p = kdx("search", str(cfg), "--report-dir", "rep", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    front = list(csv.DictReader(open(tmp_path / "rep" / "pareto.csv")))
     assert front
     for row in front:
-        assert row["n_seeds"] == "2" and row["gain_n"] in ("2", "")  # every point says how many seeds stand behind it
-    repeats = [r for r in tiny_search.runs if r.data.tags.get(schema.TAG_SEED_OF)]
-    students = by_role(tiny_search.runs, schema.ROLE_STUDENT)
-    assert len([r for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT]) == len(front)
-    assert {r.data.params["seed"] for r in repeats} == {"1"}
-    front_ids = {row["run_id"] for row in front}
-    assert {r.data.tags[schema.TAG_SEED_OF] for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT} == front_ids
-    twin_ids = {row["twin_run"] for row in front if row["twin_run"]}
-    assert {r.data.tags[schema.TAG_SEED_OF] for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_TWIN} == twin_ids
-    assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 4
+        assert row["n_seeds"] == "3" and row["gain_n"] in ("3", "")  # every point says how many seeds stand behind it
+    all_runs = runs(tmp_path / "mlflow.db", "seeded")
+    repeats = [r for r in all_runs if r.data.tags.get(schema.TAG_SEED_OF)]
+    assert len([r for r in repeats if r.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT]) == 2 * len(front)
+    assert {r.data.params["seed"] for r in repeats} == {"1", "2"}
+    students = by_role(all_runs, schema.ROLE_STUDENT)
+    assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 3
+    assert "same-recipe twins" in (tmp_path / "rep" / "report.html").read_text()  # the report names the cheap mode

@@ -16,8 +16,8 @@ def searched(tiny_search):
 
 
 def originals(all_runs: list) -> list:
-    """The runs the search itself made, not the repeats with other seeds."""
-    return [r for r in all_runs if not r.data.tags.get(schema.TAG_SEED_OF)]
+    """The runs of the search proper: not the gain's arms (test_gain.py), not repeats with other seeds."""
+    return [r for r in all_runs if not r.data.tags.get(schema.TAG_SEED_OF) and not r.data.tags.get(schema.TAG_ARM)]
 
 
 def test_search_logs_the_run_schema(searched):
@@ -32,9 +32,9 @@ def test_search_logs_the_run_schema(searched):
     assert len(teachers) == 1 and teachers[0].data.tags[schema.TAG_PARENT] == parent_id
     assert {schema.TEST_ACC, schema.PARAMS, schema.LATENCY} <= set(teachers[0].data.metrics)
 
-    students = by_role(all_runs, schema.ROLE_STUDENT)
-    assert len(originals(students)) == 4
-    for r in students:  # the repeats with a second seed too
+    students = originals(by_role(all_runs, schema.ROLE_STUDENT))
+    assert len(students) == 4
+    for r in students:
         assert r.info.status == "FINISHED"
         assert r.data.tags[schema.TAG_PARENT] == parent_id
         assert r.data.tags[schema.TAG_TEACHER_RUN] == teachers[0].info.run_id
@@ -50,10 +50,12 @@ def test_search_logs_the_run_schema(searched):
         assert sorted(h.step for h in history) == [1, 2]
         assert {a.path for a in client.list_artifacts(r.info.run_id, "model")} == {"model/model.safetensors", "model/config.json"}
         assert r.data.tags[schema.TAG_ARCH].startswith(r.data.params["student.family"] + ":")
+        assert 0 <= m[schema.AGREEMENT] <= 1 and m[schema.TEACHER_KL] >= 0 and m[schema.TRAIN_S] > 0  # fidelity and cost
+        assert m[schema.TEACHER_TRAIN_S] > 0  # the teacher was trained in this session: its cost is on every student
 
-    twins = by_role(all_runs, schema.ROLE_TWIN)
+    twins = originals(by_role(all_runs, schema.ROLE_TWIN))
     student_archs = {r.data.tags[schema.TAG_ARCH] for r in students}
-    assert sorted(t.data.tags[schema.TAG_ARCH] for t in originals(twins)) == sorted(student_archs)  # one twin per distinct arch
+    assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted(student_archs)  # one twin per distinct arch
     for t in twins:
         assert t.info.status == "FINISHED" and t.data.tags[schema.TAG_PARENT] == parent_id
         assert t.data.params["mix.ce"] == "1.0" and "mix.kd" not in t.data.params

@@ -10,7 +10,7 @@ from distill.config import RunConfig
 from distill.data import load_data
 from distill.errors import ConfigError, TrainingDiverged
 from distill.teacher import Teacher, get_teacher, teacher_keys, teacher_outputs
-from distill.train import run
+from distill.train import fidelity, run
 
 
 def config(**sections):
@@ -73,6 +73,14 @@ def test_cached_outputs_train_like_an_online_teacher(setup):
     online = run(c, data, Teacher(teacher, info))
     for x, y in zip(cached.history, online.history):
         assert x.train_loss == pytest.approx(y.train_loss, rel=1e-4)
+
+
+def test_fidelity_is_agreement_one_and_kl_zero_for_the_teacher_itself(setup):
+    c, data, teacher, info = setup
+    assert fidelity(teacher, teacher, data.x_test) == (1.0, 0.0)
+    student = run(c, data, outputs_for(c, data, teacher, info)).model
+    agreement, kl = fidelity(student, teacher, data.x_test)
+    assert 0 < agreement < 1 and kl > 0
 
 
 def test_report_callback_every_epoch(setup):

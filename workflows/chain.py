@@ -36,7 +36,7 @@ from search_spaces.stages import FINAL, stage_configs
 
 from .experiment import ExperimentConfig
 from .session import SearchSummary, open_session, summarize, trial_settings
-from .trial import (Job, TrialContext, failed_report, final_metrics, log_failed, replay_finished, run_job, timing, train_logged,
+from .trial import (Job, TrialContext, failed_report, log_failed, replay_finished, run_job, timing, train_logged,
                     trial_number)
 from .tune import fit_search, run_jobs, trial_ids
 
@@ -93,16 +93,16 @@ def _run_chain(job: Job, data: Dataset, teacher: Teacher, ctx: TrialContext, pla
         stage_tags = tags | {schema.TAG_TEACHER_RUN: lineage[-1], schema.TAG_LINEAGE: ">".join(lineage)}
         stage_tags |= student_tags if last else {schema.TAG_ROLE: schema.ROLE_ASSISTANT, schema.TAG_STAGE: str(k)}
         done = train_logged(store, ctx, f"{name} student" if last else f"{name} a{k}", stage_tags, config, data, teacher,
-                            extra_params=sampled if last else None, report_epochs=False)
+                            extra_params=sampled if last else None, report_epochs=False, reference=teacher.module)
         if done is None:
             tune.report(failed_report())
             return
-        result, run_id = done
+        result, run_id, metrics = done
         lineage.append(run_id)
         train_s += result.seconds
         if not last:  # each stage teaches the next, for train.init: teacher too
             teacher = Teacher(result.model, None, model_outputs(result.model, data, list(plan.keys)))
-    tune.report(final_metrics(result) | timing(started, train_s) | {"epoch": result.epochs})
+    tune.report(metrics | timing(started, train_s) | {"epoch": result.epochs})
 
 
 def _best_chain(store: Store, experiment_id: str, parent_id: str) -> tuple[str, dict] | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from analysis.schema import OBJECTIVES, VAL_ACC
+from analysis.schema import FINAL_ONLY, OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, load_yaml, parse_dataclass, to_plain
 from distill.data import import_object, is_custom
@@ -47,13 +47,19 @@ class SearchSettings:
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
     enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
     retries: int = 2  # a trial lost to its machine (node death, OOM kill) runs again this many times
-    seeds: int = 1  # > 1: every Pareto student and its twin run again with seeds seed+1 .. seed+seeds-1 (paired)
+    seeds: int = 1  # > 1: the gain's arms (or, with twins: same_recipe, the Pareto students and their twins) at seeds seed+1 .. (paired)
+    # How the gain is measured (workflows/gain.py): "tuned" gives the front's architectures a recipe
+    # search per arm, KD and labels-only, with the same budget; "same_recipe" only pairs each student
+    # with a twin that kept its recipe (cheap, and it favours KD: the recipe was tuned for KD).
+    twins: Literal["tuned", "same_recipe"] = "tuned"
+    recipe_trials: int = 4  # per arm and front architecture, with twins: tuned
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
         check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
         check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
+        check(self.recipe_trials >= 1, "recipe_trials", f"must be >= 1, got {self.recipe_trials}")
         check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
         check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
         check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")
@@ -63,6 +69,8 @@ class SearchSettings:
             check(mode in ("max", "min"), "objectives", f"{name}: direction must be max or min, got {mode!r}")
         if self.scheduler == "asha":
             check(VAL_ACC in self.objectives, "scheduler", "asha stops trials on val_acc per epoch: add val_acc to the objectives")
+            late = [k for k in self.objectives if k in FINAL_ONLY]
+            check(not late, "scheduler", f"asha reads every objective per epoch, and {', '.join(late)} is measured once a run ends")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from distill.errors import ConfigError
 from search_spaces.space import apply, flatten, holds
 
 from .experiment import ExperimentConfig
+from .gain import recipe_jobs, seed_jobs, warm_start
 from .session import SearchSummary, open_session, summarize
 from .trial import Job, job_trial, student_trial
 from .tune import FAILED, fit_search, run_jobs, trial_ids
@@ -102,6 +103,19 @@ def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, kno
             store.delete(r.info.run_id)
 
 
+def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
+    """Both arms tuned on the front's architectures, then seeds (workflows/gain.py)."""
+    jobs = recipe_jobs(exp, s.store, s.experiment_id, s.parent_id)
+    if jobs:
+        k = exp.search.recipe_trials
+        log(f"gain: {k} recipe(s) each for KD, the tuned twin and the label-smoothing control on every front architecture ({len(jobs)} runs)")
+        run_jobs(job_trial, jobs, exp, s.storage, "recipe", log, **s.shared)
+    jobs = seed_jobs(exp, s.store, s.experiment_id, s.parent_id)
+    if jobs:
+        log(f"gain: the winners and the controls over {exp.search.seeds} seed(s) ({len(jobs)} runs)")
+        run_jobs(job_trial, jobs, exp, s.storage, "seed", log, **s.shared)
+
+
 def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None = None, log: Log = print) -> SearchSummary:
     if exp.chain is not None:
         from .chain import run_chain
@@ -109,7 +123,10 @@ def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None 
         return run_chain(exp, resume, address, log)
     with open_session(exp, resume, address, log, lambda data: reference_point(exp, data)) as s:
         t0 = time.monotonic()
-        grid = fit_search(exp, student_trial, s.ctx.base, s.storage, resume, log, **s.shared)
+        first = warm_start(exp)
+        if first:
+            log(f"warm start: {len(first)} textbook recipe(s) first ({'; '.join(', '.join(f'{k} {v:g}' for k, v in p.items()) for p in first)})")
+        grid = fit_search(exp, student_trial, s.ctx.base, s.storage, resume, log, first, **s.shared)
         s.timings["trials"] = time.monotonic() - t0
         _delete_unknown_trials(s.store, s.experiment_id, s.parent_id, trial_ids(grid))
         twins = 0
@@ -121,9 +138,13 @@ def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None 
                 done = run_jobs(job_trial, jobs, exp, s.storage, "twin", log, **s.shared)
                 twins = sum(1 for r in done if r.error is None and not r.metrics.get(FAILED))
         s.timings["twins"] = time.monotonic() - t0
-        if exp.search.seeds > 1:
+        t0 = time.monotonic()
+        if exp.search.twins == "tuned" and exp.search.baselines:  # baselines: false turns every scratch arm off
+            _measure_gain(exp, s, log)
+        elif exp.search.seeds > 1:
             jobs = _repeat_jobs(exp, s.store, s.experiment_id, s.parent_id)
             if jobs:
                 log(f"seeds: {len(jobs)} repeats of the Pareto students and their twins ({exp.search.seeds} seeds each)")
                 run_jobs(job_trial, jobs, exp, s.storage, "seed", log, **s.shared)
+        s.timings["gain"] = time.monotonic() - t0
     return summarize(exp, grid, s, twins)

@@ -31,7 +31,7 @@ from search_spaces.space import dump
 
 from .experiment import ExperimentConfig
 from .trial import TrialContext
-from .tune import FAILED, check_storage_for_cluster, init_ray, tune_path, tune_storage
+from .tune import DUPLICATE, FAILED, check_storage_for_cluster, init_ray, tune_path, tune_storage
 
 __all__ = ["SearchSummary", "Session", "open_session", "summarize", "trial_settings", "check_tracking", "output_keys"]
 
@@ -47,6 +47,7 @@ class SearchSummary:
     finished: int
     failed: int
     stopped: int
+    duplicates: int  # trials that sampled a finished config again: replayed, not trained
     twins: int
     elapsed_s: float
     best: dict
@@ -89,7 +90,7 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     run = store.start(experiment_id, exp.name, {schema.TAG_ROLE: schema.ROLE_SEARCH, schema.TAG_CONFIG_HASH: exp.config_hash})
     s = exp.search
     settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": s.sampler, "seed": s.seed,
-                "scheduler": s.scheduler, "baselines": s.baselines}
+                "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials}
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)
@@ -120,7 +121,8 @@ def summarize(exp: ExperimentConfig, grid, s: "Session", twins: int) -> SearchSu
     best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in best}
     timings = s.timings | {"train_s": sum(r.metrics.get("time_train_s", 0.0) for r in grid),
                            "other_s": sum(r.metrics.get("time_other_s", 0.0) for r in grid)}
-    return SearchSummary(exp.name, s.experiment_id, s.parent_id, len(grid), len(finished), len(failed), len(stopped),
+    duplicates = sum(1 for r in finished if r.metrics.get(DUPLICATE))
+    return SearchSummary(exp.name, s.experiment_id, s.parent_id, len(grid), len(finished), len(failed), len(stopped), duplicates,
                          twins, time.monotonic() - s.started, best, timings)
 
 

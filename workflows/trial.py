@@ -19,16 +19,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from analysis import schema
 from analysis.store import FAILED as RUN_FAILED, FINISHED, KILLED, Store
+from distill.cache import fingerprint
 from distill.config import RunConfig
 from distill.data import Dataset
 from distill.errors import KdxError
 from distill.teacher import Teacher, TeacherInfo, prepare_teacher
-from distill.train import Epoch, RunResult, run
+from distill.train import Epoch, RunResult, fidelity, run
 from search_spaces.space import apply
 
-from .tune import FAILED
+from .tune import DUPLICATE, FAILED
 
 __all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "log_failed", "final_metrics",
            "failed_report", "replay_finished", "trial_number", "timing", "teacher_metrics"]
@@ -79,18 +82,24 @@ def timing(started: float, train_s: float) -> dict:
 
 def teacher_metrics(info: TeacherInfo) -> dict:
     """A teacher as the metrics of the student runs that learned from it."""
-    return {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc}
+    return {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc,
+            schema.TEACHER_TRAIN_S: info.train_s}
 
 
-def final_metrics(result: RunResult) -> dict:
-    return {
+def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.Module | None = None) -> dict:
+    """What a finished run reports; with `reference` (its teacher) also its fidelity to it on the test split."""
+    out = {
         schema.VAL_ACC: result.val_acc,
         schema.TEST_ACC: result.test_acc,
         schema.PARAMS: result.params,
         schema.LATENCY: result.latency_ms,
         schema.BEST_EPOCH: result.best_epoch,
         schema.EPOCHS: result.epochs,
+        schema.TRAIN_S: result.seconds,
     }
+    if reference is not None and data is not None:
+        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test)
+    return out
 
 
 def student_trial(config: dict, data: Dataset = None, teacher: Teacher | None = None, ctx: TrialContext = None) -> None:
@@ -118,7 +127,7 @@ def run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext)
         schema.TAG_TRIAL: trial_id,
         schema.TAG_NODE: ray.get_runtime_context().get_node_id(),
         schema.TAG_PARENT: ctx.parent_run_id,
-        schema.TAG_SAMPLED: ",".join(job.params) if student else "",
+        schema.TAG_SAMPLED: ",".join(job.params),  # what the job set on the base config: how to run it again
         **({schema.TAG_SEED_OF: job.repeat_of} if job.repeat_of else {}),
         **({schema.TAG_TEACHER_RUN: ctx.teacher_run_id} if student and ctx.teacher_run_id else {}),
         **job.tags,
@@ -136,15 +145,19 @@ def run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext)
         log_failed(store, ctx, name, tags, params, e)
         tune.report(failed_report())
         return
+    reference = teacher.module if teacher is not None else None  # a twin's fidelity: to the search's teacher
     if job.role == schema.ROLE_TWIN:
         config, teacher = config.scratch_twin(), None
-        name = f"twin {schema.arch_id(config.student.to_dict())}"
-    done = train_logged(store, ctx, name, tags, config, data, teacher, extra_metrics=about_teacher)
+        name = job.name or f"twin {schema.arch_id(config.student.to_dict())}"
+    tags[schema.TAG_CONFIG_KEY] = fingerprint([job.role, config.to_dict()])
+    if replay_duplicate(store, ctx, name, tags, config):
+        return
+    done = train_logged(store, ctx, name, tags, config, data, teacher, extra_metrics=about_teacher, reference=reference)
     if done is None:
         tune.report(failed_report())
         return
-    result, _ = done
-    tune.report(final_metrics(result) | timing(started, result.seconds) | {"epoch": result.epochs})
+    result, _, metrics = done
+    tune.report(metrics | timing(started, result.seconds) | {"epoch": result.epochs})
 
 
 def _trial_teacher(config: RunConfig, data: Dataset, teacher: Teacher | None, ctx: TrialContext) -> tuple[Teacher | None, dict, str | None]:
@@ -177,6 +190,28 @@ def replay_finished(store: Store, ctx: TrialContext, trial_id: str) -> bool:
     return False
 
 
+def replay_duplicate(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig) -> bool:
+    """A trial whose role and resolved config (sampled params and seed included) equal a finished
+    run's trains nothing: Optuna samples a categorical point again. Its run records the earlier
+    result, tagged as a duplicate of it (kept off the front), and Tune gets that result. True if so."""
+    from ray import tune
+
+    key = tags[schema.TAG_CONFIG_KEY]
+    earlier = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, status=FINISHED, tag=(schema.TAG_CONFIG_KEY, key))
+               if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)]
+    if not earlier:
+        return False
+    first = min(earlier, key=lambda r: r.info.start_time)
+    log = store.start(ctx.experiment_id, f"{name} = {first.info.run_name}", tags | {schema.TAG_DUPLICATE_OF: first.info.run_id,
+                                                                                     schema.TAG_ARCH: schema.arch_id(config.student.to_dict())})
+    log.params(schema.flat_params(config.to_dict()))
+    m = first.data.metrics
+    log.metrics(m, step=int(m.get(schema.EPOCHS, 0)))
+    log.end(FINISHED)
+    tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
+    return True
+
+
 def log_failed(store: Store, ctx: TrialContext, name: str, tags: dict, params: dict, error: BaseException) -> None:
     """A run whose config could not be made: its params and error, FAILED."""
     log = store.start(ctx.experiment_id, name, tags)
@@ -191,11 +226,12 @@ def _epoch_metrics(e: Epoch) -> dict[str, float]:
 
 
 def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig, data: Dataset, teacher: Teacher | None,
-                 extra_params: dict | None = None, report_epochs: bool = True,
-                 extra_metrics: dict | None = None) -> tuple[RunResult, str] | None:
-    """Train `config` as one MLflow run: params, per-epoch metrics, final metrics, weights.
+                 extra_params: dict | None = None, report_epochs: bool = True, extra_metrics: dict | None = None,
+                 reference: nn.Module | None = None) -> tuple[RunResult, str, dict] | None:
+    """Train `config` as one MLflow run: params, per-epoch metrics, final metrics (fidelity
+    to `reference`, its teacher, when given), weights.
 
-    Returns (RunResult, run id), or None when the run failed for a reason a retry would
+    Returns (RunResult, run id, final metrics), or None when the run failed for a reason a retry would
     not change (logged FAILED with its error). A scheduler's stop ends the run
     KILLED and tagged stopped-early; any other error ends it FAILED and goes up,
     so Tune retries it (it may be the machine)."""
@@ -232,7 +268,8 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
         log.tags({schema.TAG_ERROR: _one_line(e)})
         log.end(RUN_FAILED)
         raise
-    log.metrics(final_metrics(result) | (extra_metrics or {}), step=epochs)
+    final = final_metrics(result, data, reference)
+    log.metrics(final | (extra_metrics or {}), step=epochs)
     log.weights(result.model.state_dict(), config.to_dict())
     log.end(FINISHED)
-    return result, log.run_id
+    return result, log.run_id, final

@@ -20,11 +20,12 @@ from search_spaces.space import define
 
 from .experiment import ExperimentConfig
 
-__all__ = ["FAILED", "init_ray", "check_storage_for_cluster", "tune_storage", "make_searcher", "make_scheduler", "fit_search",
+__all__ = ["FAILED", "DUPLICATE", "init_ray", "check_storage_for_cluster", "tune_storage", "make_searcher", "make_scheduler", "fit_search",
            "run_jobs", "trial_ids", "Progress"]
 
 Log = Callable[[str], None]
 FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
+DUPLICATE = "kdx_duplicate"  # in a trial's last result: it replayed an earlier run with the same config
 
 
 def init_ray(address: str | None) -> bool:
@@ -79,8 +80,9 @@ def _sampler(exp: ExperimentConfig):
     }[s.sampler]()
 
 
-def make_searcher(exp: ExperimentConfig, base: dict):
-    """OptunaSearch over the space; multi-objective when several objectives are named."""
+def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = ()):
+    """OptunaSearch over the space; multi-objective when several objectives are named.
+    The config's `search.enqueue` points run first, then `first` (known-good recipes)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -91,7 +93,7 @@ def make_searcher(exp: ExperimentConfig, base: dict):
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
         sampler=_sampler(exp),
-        points_to_evaluate=[dict(p) for p in exp.search.enqueue] or None,
+        points_to_evaluate=[dict(p) for p in (*exp.search.enqueue, *first)] or None,
     )
 
 
@@ -110,8 +112,9 @@ def _resources(exp: ExperimentConfig) -> dict:
     return {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
 
 
-def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log, **shared):
-    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume."""
+def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log,
+               first: list[dict] = (), **shared):
+    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume; `first`: see make_searcher."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -125,7 +128,7 @@ def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: P
         trainable,
         tune_config=tune.TuneConfig(
             # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
-            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base), max_concurrent=exp.search.max_concurrent),
+            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base, first), max_concurrent=exp.search.max_concurrent),
             scheduler=make_scheduler(exp),
             num_samples=exp.search.num_samples,
             reuse_actors=True,
@@ -193,6 +196,8 @@ class Progress(Callback):
         left = elapsed / self.count * max(0, self.total - self.count)
         if not ok or r.get(FAILED):
             what = "failed"
+        elif r.get(DUPLICATE):
+            what = "a duplicate of an earlier trial (not trained again)"
         elif r.get("epoch", self.epochs) < self.epochs:
             what = f"stopped at epoch {r.get('epoch')}"
         else:

@@ -1,0 +1,102 @@
+"""The equal-budget gain (search.twins: tuned): its arms in MLflow, the replayed duplicate, the verdict."""
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+
+from analysis import schema
+from analysis.gains import gain_info, t_critical, verdict_line
+from analysis.runs import load_runs
+from search_helpers import write_config
+from workflows.experiment import load_experiment
+from workflows.gain import TEXTBOOK, _candidates, warm_start
+
+
+def arm_runs(tiny_search, arm: str) -> list:
+    return [r for r in tiny_search.runs if r.data.tags.get(schema.TAG_ARM) == arm]
+
+
+def test_every_arm_gets_the_same_recipe_budget_then_the_seeds(tiny_search):
+    import csv
+
+    front = list(csv.DictReader(open(tiny_search.folder / "end-report" / "pareto.csv")))
+    archs = {row["arch"] for row in front}
+    assert archs and {r.data.tags[schema.TAG_GAIN_ARCH] for r in arm_runs(tiny_search, "kd")} == archs
+    for arch in archs:
+        for arm, role in (("kd", schema.ROLE_STUDENT), ("twin", schema.ROLE_TWIN), ("smooth", schema.ROLE_TWIN)):
+            mine = [r for r in arm_runs(tiny_search, arm) if r.data.tags[schema.TAG_GAIN_ARCH] == arch]
+            candidates = [r for r in mine if not r.data.tags.get(schema.TAG_SEED_OF)]
+            repeats = [r for r in mine if r.data.tags.get(schema.TAG_SEED_OF)]
+            assert len(candidates) == 2 and len(repeats) == 1, (arch, arm)  # recipe_trials 2, then seeds 2: one more seed
+            assert all(r.info.status == "FINISHED" and r.data.tags[schema.TAG_ROLE] == role for r in mine)
+            assert {r.data.params["train.epochs"] for r in mine} == {"2"}  # the search's budget, every arm
+            assert repeats[0].data.params["seed"] == "1"
+            best = max(candidates, key=lambda r: (r.data.metrics[schema.VAL_ACC], -r.info.start_time))
+            assert repeats[0].data.tags[schema.TAG_SEED_OF] == best.info.run_id  # the winner on validation goes on
+        for control in ("shuffled", "same_recipe"):
+            mine = [r for r in arm_runs(tiny_search, control) if r.data.tags[schema.TAG_GAIN_ARCH] == arch]
+            assert sorted(r.data.params["seed"] for r in mine) == ["0", "1"]
+        shuffled = [r for r in arm_runs(tiny_search, "shuffled") if r.data.tags[schema.TAG_GAIN_ARCH] == arch]
+        assert all(r.data.params["losses.kd.shuffle_nontarget"] == "True" for r in shuffled)
+    for r in arm_runs(tiny_search, "twin"):
+        assert r.data.params["losses.ce.label_smoothing"] == "0.0" and "mix.kd" not in r.data.params
+    assert all(float(r.data.params["losses.ce.label_smoothing"]) > 0 for r in arm_runs(tiny_search, "smooth"))
+
+
+def test_a_config_that_already_ran_is_replayed_not_trained(tiny_search):
+    """The KD arm's first candidate is the front student's own recipe: the same config, so the
+    earlier result is reported and logged as a duplicate, and nothing trains (no weights)."""
+    client = MlflowClient(f"sqlite:///{tiny_search.folder / 'mlflow.db'}")
+    by_id = {r.info.run_id: r for r in tiny_search.runs}
+    firsts = [r for r in arm_runs(tiny_search, "kd") if " #1 = " in r.info.run_name]  # named after the run it repeats
+    assert firsts
+    for r in firsts:
+        earlier = by_id[r.data.tags[schema.TAG_DUPLICATE_OF]]
+        assert earlier.data.tags[schema.TAG_ROLE] == schema.ROLE_STUDENT and not earlier.data.tags.get(schema.TAG_ARM)
+        assert r.data.tags[schema.TAG_CONFIG_KEY] == earlier.data.tags[schema.TAG_CONFIG_KEY]
+        assert r.data.metrics[schema.VAL_ACC] == earlier.data.metrics[schema.VAL_ACC]
+        assert client.list_artifacts(r.info.run_id, "model") == []  # nothing was trained
+
+
+def test_the_report_and_the_summary_open_with_the_answer(tiny_search):
+    info = gain_info(load_runs(f"sqlite:///{tiny_search.folder / 'mlflow.db'}", "tiny"))
+    assert info is not None and info.recipe_trials == 2 and info.seeds == 2
+    assert set(info.arms.arm) == {"kd", "twin", "smooth", "shuffled", "same_recipe"}
+    assert (info.arms.n == 2).all() and math.isfinite(info.noise)
+    for v in info.verdicts.itertuples():
+        assert v.gain_n == 2 and v.best_control in ("twin", "smooth", "shuffled") and v.compute_s > 0
+    out = tiny_search.process.stdout
+    assert "what distillation bought" in out and "over the tuned twin" in out and "objective noise" in out
+    assert out.index("what distillation bought") < out.index("Pareto front:")
+    page = (tiny_search.folder / "end-report" / "report.html").read_text()
+    assert page.index("What distillation bought") < page.index("The Pareto front") and "Equal-budget protocol" in page
+
+
+def test_verdicts_say_when_a_difference_is_noise():
+    assert t_critical(5) == pytest.approx(2.776, abs=1e-3) and t_critical(1) == math.inf
+    row = dict(arch="mlp:w8", params=100, kd_recipe="", gain_n=5, gain_mean=0.01, gain_std=0.02, gain_t=1.1, gain_distinguishable=False,
+               best_control="smooth", vs_control_mean=0.03, vs_control_std=0.01, vs_control_t=6.7, vs_control_distinguishable=True)
+    line = verdict_line(type("V", (), row))
+    assert "within the noise (|t| < 2.78)" in line and "KD beats it" in line
+    one = verdict_line(type("V", (), {**row, "gain_n": 1}))
+    assert "one seed" in one
+
+
+def test_the_search_starts_from_the_textbook_recipes(tmp_path):
+    cfg = write_config(tmp_path)  # the space samples losses.kd.temperature in [1, 8]
+    exp = load_experiment(str(cfg))
+    assert warm_start(exp) == [{"losses.kd.temperature": 4.0}, {"losses.kd.temperature": 8.0}]  # T 20 clipped; the base is T 4 again
+
+
+def test_recipe_candidates_start_from_the_known_good_and_are_reproducible(tmp_path):
+    import numpy as np
+
+    exp = load_experiment(str(write_config(tmp_path)))
+    own = {"losses.kd.temperature": 2.5, "mix.kd": 0.5, "mix.ce": 0.5, "train.lr": 0.02}
+    kd = _candidates(exp, "kd", own, 6, np.random.default_rng(0))
+    assert kd[0] == own and kd[1] == {**TEXTBOOK[0], "train.lr": exp.run.train.lr} and len(kd) == 6
+    assert kd == _candidates(exp, "kd", own, 6, np.random.default_rng(0))
+    assert all(math.isclose(c["mix.ce"] + c["mix.kd"], 1.0) for c in kd[4:])
+    twin = _candidates(exp, "twin", own, 3, np.random.default_rng(0))
+    assert twin[0]["train.lr"] == exp.run.train.lr and all(c["losses.ce.label_smoothing"] == 0 for c in twin)
