@@ -53,6 +53,7 @@ class SearchSettings:
     # with a twin that kept its recipe (cheap, and it favours KD: the recipe was tuned for KD).
     twins: Literal["tuned", "same_recipe"] = "tuned"
     recipe_trials: int = 4  # per arm and front architecture, with twins: tuned
+    gain_archs: int = 0  # with twins: tuned, at most this many front architectures, spread over its sizes (0: all)
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
@@ -60,6 +61,7 @@ class SearchSettings:
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
         check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
         check(self.recipe_trials >= 1, "recipe_trials", f"must be >= 1, got {self.recipe_trials}")
+        check(self.gain_archs >= 0, "gain_archs", f"must be >= 0 (0: every front architecture), got {self.gain_archs}")
         check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
         check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
         check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")

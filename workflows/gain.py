@@ -65,7 +65,8 @@ def warm_start(exp: ExperimentConfig) -> list[dict]:
 
 
 def _front_archs(exp: ExperimentConfig, store: Store) -> list[tuple[str, dict, dict]]:
-    """(arch id, student.* params, the front student's sampled params) per distinct front architecture."""
+    """(arch id, student.* params, the front student's sampled params) per distinct front architecture,
+    smallest first; with `search.gain_archs` N, N of them spread evenly from the smallest to the largest."""
     from analysis.frontier import frontier_info
     from analysis.runs import load_runs
 
@@ -77,6 +78,9 @@ def _front_archs(exp: ExperimentConfig, store: Store) -> list[tuple[str, dict, d
         params = params_of(store.get(row["run_id"]))
         out.append((row["arch"], {k: v for k, v in params.items() if k.startswith("student.")},
                     {k: params[k] for k in row["sampled"] if k in params}))
+    n = exp.search.gain_archs
+    if n and len(out) > n:
+        out = [out[i] for i in sorted({round(j * (len(out) - 1) / max(1, n - 1)) for j in range(n)})]
     return out
 
 
