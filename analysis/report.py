@@ -43,8 +43,11 @@ def front_table(info: FrontierInfo) -> pd.DataFrame:
     f = info.front
     sampled = sorted({k for keys in f.get("sampled", []) for k in keys})
     cols = ["run_id", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, schema.TEST_ACC, "twin_test_acc", "gain", "ratio", "twin_run",
-            "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t"]
+            "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t", schema.AGREEMENT, schema.TEACHER_KL]
     table = f[[c for c in cols if c in f]].copy()
+    if schema.TRAIN_S in f:  # the compute behind the point: its teacher's training and its own (Busbridge et al. 2025)
+        teacher_s = f[schema.TEACHER_TRAIN_S].astype(float).fillna(0.0) if schema.TEACHER_TRAIN_S in f else 0.0
+        table["compute_s"] = f[schema.TRAIN_S].astype(float) + teacher_s
     for key in sampled:
         table[key] = f[key] if key in f else None
     table.insert(0, "pareto", [f"P{k}" for k in range(1, len(f) + 1)])
@@ -100,8 +103,9 @@ test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
 {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))}: {len(info.front)} students;
 hypervolume {hv} against the reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
-<p>Chosen on validation accuracy; test accuracy shown for reporting only. Gain = student minus its scratch twin
-(same architecture and budget, labels only), in test accuracy. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
+<p>Chosen on validation accuracy; test accuracy shown for reporting only. Gain here = student minus its
+<b>same-recipe</b> twin (same architecture, budget and recipe, labels only), in test accuracy: the twin kept a recipe
+tuned for KD, so this gain favours KD; the section above, where present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 {pictures}
 <h2>Gains with spread</h2>
@@ -193,8 +197,13 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     folder.mkdir(parents=True, exist_ok=True)
     drawn, left_out = [], []
     for name, draw in zip(PICTURES, (plot_frontier, plot_gain_vs_ratio, plot_sensitivity)):
+        why = None
         if name == "sensitivity.png" and not sensitivity_keys(info):
-            left_out.append("sensitivity.png is left out: temperature, kd weight and lr did not vary in the search.")
+            why = "sensitivity.png is left out: temperature, kd weight and lr did not vary in the search."
+        elif name == "gain_vs_ratio.png" and gain_by_arch(info.students).empty and info.controls.empty:
+            why = "gain_vs_ratio.png is left out: no student has a finished scratch twin (search.baselines: false, or the twins did not run)."
+        if why:
+            left_out.append(why)
             (folder / name).unlink(missing_ok=True)
             continue
         atomic_write(folder / name, lambda p, draw=draw: draw(info, p))

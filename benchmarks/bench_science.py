@@ -218,9 +218,9 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
     # DistilBERT's headline on our data: <= 60% of the teacher's parameters, >= 97% of its accuracy. The
     # student is picked on validation among both KD recipes at every small-enough size; its test accuracy is reported.
     val = lambda i, a: statistics.mean(res[(i, a, s)][0] for s in range(seeds))  # noqa: E731
-    candidates = [(val(i, a), i, a) for i in params if params[i] <= 0.6 * info.params for a in ("textbook KD", "searched KD")]
-    if candidates:
-        _, i, a = max(candidates)
+    small_enough = [(val(i, a), i, a) for i in params if params[i] <= 0.6 * info.params for a in ("textbook KD", "searched KD")]
+    if small_enough:
+        _, i, a = max(small_enough)
         kept = statistics.mean(acc(i, a)) / info.test_acc
         print(f"<= 60% of the teacher: {arch(setup['students'][i])} with the {a} recipe ({100 * params[i] / info.params:.0f}% of the "
               f"teacher's parameters, best on validation) keeps {100 * kept:.1f}% of its test accuracy "

@@ -169,8 +169,8 @@ def test_progress_pickles_even_when_ray_has_swapped_print_and_logs_where_the_cal
     assert restored.total == 4 and len(lines) == 1 and "[  1/4] trial t_1: val_acc 0.5000" in lines[0]
 
 
-# One search for the cases that need their own space: a trial that diverges, the
-# dark-knowledge control, teachers the space chooses, and a loss that exists only as
+# One search for the cases that need their own space: a trial that diverges, one
+# sampled twice at once, the dark-knowledge control, teachers the space chooses, and a loss that exists only as
 # a file the test drops into distill/losses/ (a new loss is one file: nothing else
 # in kdx names it, yet its teacher features reach the trials).
 VARIED = """
@@ -186,13 +186,14 @@ space:
   teacher.width: {choice: [16, 64]}
   teacher.epochs: {choice: [1, 5]}      # 1: an early-stopped teacher
 search:
-  num_samples: 4
+  num_samples: 5
   max_concurrent: 2
   sampler: random
   objectives: {val_acc: max}
   baselines: false
   enqueue:
     - {train.lr: 0.05, losses.kd.shuffle_nontarget: false, teacher.width: 64, teacher.epochs: 5}   # the search's own teacher
+    - {train.lr: 0.05, losses.kd.shuffle_nontarget: false, teacher.width: 64, teacher.epochs: 5}   # the same, at the same time
     - {train.lr: 0.05, losses.kd.shuffle_nontarget: true, teacher.width: 64, teacher.epochs: 5}    # the control
     - {train.lr: 0.05, losses.kd.shuffle_nontarget: false, teacher.width: 16, teacher.epochs: 1}   # its own, early-stopped teacher
     - {train.lr: 1.0e+12, losses.kd.shuffle_nontarget: false, teacher.width: 64, teacher.epochs: 5} # diverges
@@ -227,9 +228,9 @@ def varied(tmp_path_factory):
 
 def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(varied):
     _, p, students = varied
-    assert "3 finished" in p.stdout and "1 failed" in p.stdout
+    assert "4 finished (1 of them duplicates" in p.stdout and "1 failed" in p.stdout
     failed = [r for r in students if r.info.status == "FAILED"]
-    assert len(students) == 4 and len(failed) == 1
+    assert len(students) == 5 and len(failed) == 1
     assert "TrainingDiverged" in failed[0].data.tags[schema.TAG_ERROR] and "epoch 1" in failed[0].data.tags[schema.TAG_ERROR]
     assert float(failed[0].data.params["train.lr"]) == 1e12
 
@@ -240,9 +241,23 @@ def test_dark_knowledge_controls_are_tagged(varied):
     assert tagged == {"True": "dark_knowledge", "False": None}
 
 
+def test_a_point_sampled_twice_at_once_trains_once(varied):
+    """Two workers get the same config at the same moment: the run begun first trains, the
+    other waits for it and records its result as a duplicate, with no weights of its own."""
+    folder, _, students = varied
+    dup = [r for r in students if r.data.tags.get(schema.TAG_DUPLICATE_OF)]
+    assert len(dup) == 1
+    first = next(r for r in students if r.info.run_id == dup[0].data.tags[schema.TAG_DUPLICATE_OF])
+    assert dup[0].data.tags[schema.TAG_CONFIG_KEY] == first.data.tags[schema.TAG_CONFIG_KEY] and first.info.start_time <= dup[0].info.start_time
+    assert dup[0].data.metrics[schema.TEST_ACC] == first.data.metrics[schema.TEST_ACC]
+    assert MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").list_artifacts(dup[0].info.run_id, "model") == []
+    trained = [r for r in students if not r.data.tags.get(schema.TAG_DUPLICATE_OF)]
+    assert len({r.data.tags[schema.TAG_CONFIG_KEY] for r in trained}) == len(trained)  # nothing trained twice
+
+
 def test_a_loss_that_is_one_new_file_runs_in_a_search(varied):
     _, _, students = varied
-    finished = [r for r in students if r.info.status == "FINISHED"]
+    finished = [r for r in students if r.info.status == "FINISHED" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)]
     assert len(finished) == 3
     for r in finished:  # its term is logged, so the teacher's embedding reached every trial
         assert r.data.params["mix.zz_probe"] == "0.1" and r.data.metrics["loss/zz_probe"] >= 0

@@ -149,7 +149,7 @@ def _print_gains(g) -> None:
 
 
 def _print_front(table) -> None:
-    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain (points)", "arch")]
+    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain vs same-recipe twin", "arch")]
     for _, r in table.iterrows():
         gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds

@@ -95,16 +95,20 @@ def _candidates(exp: ExperimentConfig, arm: str, own: dict, k: int, rng: np.rand
     lr, wd = base.train.lr, base.train.weight_decay
     kd = base.losses.get("kd")
     if arm == "kd":
-        fixed = [own, *({**t, "train.lr": lr} for t in TEXTBOOK),
-                 {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": base.mix.get("kd", 0.9),
-                  "mix.ce": base.mix.get("ce", 0.1), "train.lr": lr}]
+        defaults = {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": base.mix.get("kd", 0.9),
+                    "mix.ce": base.mix.get("ce", 0.1), "train.lr": lr}
+        fixed = [own, *({**t, "train.lr": lr} for t in TEXTBOOK), defaults]
     elif arm == "twin":
-        fixed = [{"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.0}]
+        defaults = {"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.0}
+        fixed = [defaults]
     else:
-        fixed = [{"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.1}]  # Szegedy et al. 2016's 0.1
-    out = []
-    for c in fixed:
-        if c not in out:
+        defaults = {"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.1}  # Szegedy et al. 2016's 0.1
+        fixed = [defaults]
+    out, seen = [], []
+    for c in fixed:  # the front student's recipe is often a textbook one: the same recipe is not run twice
+        recipe = {k: c.get(k, v) for k, v in defaults.items()}
+        if recipe not in seen:
+            seen.append(recipe)
             out.append(c)
     while len(out) < k:
         recipe = {"train.lr": _draw(rng, lr / 10, lr * 10)}

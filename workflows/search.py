@@ -108,7 +108,8 @@ def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
     jobs = recipe_jobs(exp, s.store, s.experiment_id, s.parent_id)
     if jobs:
         k = exp.search.recipe_trials
-        log(f"gain: {k} recipe(s) each for KD, the tuned twin and the label-smoothing control on every front architecture ({len(jobs)} runs)")
+        archs = len({j.tags[schema.TAG_GAIN_ARCH] for j in jobs})
+        log(f"gain: {k} recipe(s) each for KD, the tuned twin and the label-smoothing control on {archs} front architecture(s) ({len(jobs)} runs)")
         run_jobs(job_trial, jobs, exp, s.storage, "recipe", log, **s.shared)
     jobs = seed_jobs(exp, s.store, s.experiment_id, s.parent_id)
     if jobs:

@@ -85,6 +85,7 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
         if parent.data.tags.get(schema.TAG_CONFIG_HASH) != exp.config_hash:
             raise ConfigError(f"experiment '{exp.name}' ran a different config; --resume needs the same config and overrides (or pick another --name)")
         store.set_status(parent.info.run_id, RUNNING)
+        store.end_running(experiment_id, parent.info.run_id)  # nothing runs yet: whatever says RUNNING was cut off by the kill
         log(f"resuming search run {parent.info.run_id}")
         return parent.info.run_id
     run = store.start(experiment_id, exp.name, {schema.TAG_ROLE: schema.ROLE_SEARCH, schema.TAG_CONFIG_HASH: exp.config_hash})

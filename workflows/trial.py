@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from analysis import schema
-from analysis.store import FAILED as RUN_FAILED, FINISHED, KILLED, Store
+from analysis.store import FAILED as RUN_FAILED, FINISHED, KILLED, RUNNING, RunLog, Store
 from distill.cache import fingerprint
 from distill.config import RunConfig
 from distill.data import Dataset
@@ -33,7 +33,7 @@ from search_spaces.space import apply
 
 from .tune import DUPLICATE, FAILED
 
-__all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "log_failed", "final_metrics",
+__all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "start_unless_duplicate", "log_failed", "final_metrics",
            "failed_report", "replay_finished", "trial_number", "timing", "teacher_metrics"]
 
 
@@ -150,9 +150,10 @@ def run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext)
         config, teacher = config.scratch_twin(), None
         name = job.name or f"twin {schema.arch_id(config.student.to_dict())}"
     tags[schema.TAG_CONFIG_KEY] = fingerprint([job.role, config.to_dict()])
-    if replay_duplicate(store, ctx, name, tags, config):
+    log = start_unless_duplicate(store, ctx, name, tags, config)
+    if log is None:
         return
-    done = train_logged(store, ctx, name, tags, config, data, teacher, extra_metrics=about_teacher, reference=reference)
+    done = train_logged(store, ctx, name, tags, config, data, teacher, extra_metrics=about_teacher, reference=reference, log=log)
     if done is None:
         tune.report(failed_report())
         return
@@ -190,26 +191,50 @@ def replay_finished(store: Store, ctx: TrialContext, trial_id: str) -> bool:
     return False
 
 
-def replay_duplicate(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig) -> bool:
-    """A trial whose role and resolved config (sampled params and seed included) equal a finished
-    run's trains nothing: Optuna samples a categorical point again. Its run records the earlier
-    result, tagged as a duplicate of it (kept off the front), and Tune gets that result. True if so."""
+def _tagged(config: RunConfig, tags: dict) -> dict:
+    """The tags every run of `config` carries: its architecture, and a control's mark."""
+    kd = config.losses.get("kd")
+    if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
+        tags = tags | {schema.TAG_CONTROL: "dark_knowledge"}  # a diagnostic, never a front member
+    return tags | {schema.TAG_ARCH: schema.arch_id(config.student.to_dict())}
+
+
+def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig,
+                           wait_s: float = 600.0) -> RunLog | None:
+    """The trial's run, begun, or None when it was a duplicate and has been recorded as one.
+
+    A trial whose role and resolved config (sampled params and seed included) equal
+    another run's trains nothing: Optuna samples a categorical point again, often to two
+    workers at once. The run begun first (start time, then id) trains; a later one waits
+    for it (at most `wait_s`, in case its worker died), then records that run's result,
+    tagged as its duplicate (kept off the front), and reports it to Tune."""
     from ray import tune
 
     key = tags[schema.TAG_CONFIG_KEY]
-    earlier = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, status=FINISHED, tag=(schema.TAG_CONFIG_KEY, key))
-               if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)]
-    if not earlier:
-        return False
-    first = min(earlier, key=lambda r: r.info.start_time)
-    log = store.start(ctx.experiment_id, f"{name} = {first.info.run_name}", tags | {schema.TAG_DUPLICATE_OF: first.info.run_id,
-                                                                                     schema.TAG_ARCH: schema.arch_id(config.student.to_dict())})
+    log = store.start(ctx.experiment_id, name, _tagged(config, tags))
     log.params(schema.flat_params(config.to_dict()))
+    deadline = time.monotonic() + wait_s
+    while True:
+        same = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, tag=(schema.TAG_CONFIG_KEY, key))
+                if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)
+                and r.info.status in (FINISHED, RUNNING)]
+        mine = next((r for r in same if r.info.run_id == log.run_id), None)
+        earlier = [r for r in same if mine is not None and (r.info.start_time, r.info.run_id) < (mine.info.start_time, mine.info.run_id)]
+        first = min(earlier, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+        if first is None:
+            return log
+        if first.info.status == FINISHED:
+            break
+        if time.monotonic() > deadline:
+            return log  # the earlier one stalls: train this one after all
+        time.sleep(1.0)
     m = first.data.metrics
+    log.tags({schema.TAG_DUPLICATE_OF: first.info.run_id})
     log.metrics(m, step=int(m.get(schema.EPOCHS, 0)))
     log.end(FINISHED)
+    store.client.update_run(log.run_id, name=f"{name} = {first.info.run_name}")
     tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
-    return True
+    return None
 
 
 def log_failed(store: Store, ctx: TrialContext, name: str, tags: dict, params: dict, error: BaseException) -> None:
@@ -227,9 +252,9 @@ def _epoch_metrics(e: Epoch) -> dict[str, float]:
 
 def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig, data: Dataset, teacher: Teacher | None,
                  extra_params: dict | None = None, report_epochs: bool = True, extra_metrics: dict | None = None,
-                 reference: nn.Module | None = None) -> tuple[RunResult, str, dict] | None:
+                 reference: nn.Module | None = None, log: RunLog | None = None) -> tuple[RunResult, str, dict] | None:
     """Train `config` as one MLflow run: params, per-epoch metrics, final metrics (fidelity
-    to `reference`, its teacher, when given), weights.
+    to `reference`, its teacher, when given), weights; into `log` when the run is begun already.
 
     Returns (RunResult, run id, final metrics), or None when the run failed for a reason a retry would
     not change (logged FAILED with its error). A scheduler's stop ends the run
@@ -237,12 +262,11 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
     so Tune retries it (it may be the machine)."""
     from ray import tune
 
-    arch = schema.arch_id(config.student.to_dict())
-    kd = config.losses.get("kd")
-    if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
-        tags = tags | {schema.TAG_CONTROL: "dark_knowledge"}  # a diagnostic, never a front member
-    log = store.start(ctx.experiment_id, name, tags | {schema.TAG_ARCH: arch})
-    log.params(schema.flat_params(config.to_dict()) | (extra_params or {}))
+    if log is None:
+        log = store.start(ctx.experiment_id, name, _tagged(config, tags))
+        log.params(schema.flat_params(config.to_dict()))
+    if extra_params:
+        log.params(extra_params)
     epochs = config.train.epochs
     objectives: dict = {}
 
