@@ -19,7 +19,7 @@ import pandas as pd
 from . import schema
 from .runs import Experiment, column, paired
 
-__all__ = ["GainInfo", "gain_info", "ARMS", "PROTOCOL", "verdict_line", "t_critical"]
+__all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical"]
 
 ARMS = {
     "kd": "KD, recipe searched",
@@ -76,10 +76,13 @@ def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
 
 
 def _arm_runs(df: pd.DataFrame, arch: str, arm: str) -> pd.DataFrame:
-    """The arm's runs over seeds: a searched arm's winner and its repeats; a control's runs."""
+    """The arm's runs over seeds: a searched arm's winner and its repeats; a control's runs
+    (those of the current KD winner)."""
     mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     if arm not in SEARCHED:
-        return mine.drop_duplicates("seed", keep="last")
+        kd = _arm_runs(df, arch, "kd")
+        winner = kd.run_id.iloc[0] if not kd.empty else None
+        return mine[column(mine, "control_of") == winner].drop_duplicates("seed", keep="last")
     candidates = mine[column(mine, "seed_of") == ""]
     if candidates.empty:
         return candidates
@@ -88,7 +91,7 @@ def _arm_runs(df: pd.DataFrame, arch: str, arm: str) -> pd.DataFrame:
 
 
 def gain_info(exp: Experiment) -> GainInfo | None:
-    """None when the search measured no gain this way (`search.twins: same_recipe`, or nothing finished)."""
+    """None when the search measured no gain this way (see `no_gain_reason`)."""
     df = exp.runs
     if "arm" not in df or (column(df, "arm") == "").all():
         return None
@@ -118,8 +121,9 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         mine = pd.DataFrame([a for a in arms if a["arch"] == arch]).set_index("arm")
         present = [c for c in CONTROLS if c in test]
         best = max(present, key=lambda c: mine.loc[c, "test_mean"]) if present else None
-        compute = float(df[(df.arch == arch) | (column(df, "gain_arch") == arch)].get(schema.TRAIN_S, pd.Series(dtype=float)).fillna(0).sum())
-        teacher_s = float(df.get(schema.TEACHER_TRAIN_S, pd.Series([0.0])).max() or 0.0)
+        trained = df[((df.arch == arch) | (column(df, "gain_arch") == arch)) & (column(df, "duplicate_of") == "")]  # a replay cost nothing
+        compute = float(trained[schema.TRAIN_S].fillna(0).sum()) if schema.TRAIN_S in trained else 0.0
+        teacher_s = float(np.nan_to_num(df.get(schema.TEACHER_TRAIN_S, pd.Series([0.0])).max()))
         gain = paired(test["kd"], test.get("twin", {}))
         vs = paired(test["kd"], test[best]) if best else paired({}, {})
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
@@ -134,6 +138,16 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
                     int(settings.get("seeds", 1) or 1))
+
+
+def no_gain_reason(settings: dict) -> str:
+    """Why a search has no tuned gain to report, in words."""
+    if settings.get("twins", "base_recipe") != "tuned":
+        return ("measured against base-recipe twins only (search.twins: base_recipe): one twin per architecture with the "
+                "base config's settings on labels only, while the student's recipe was searched; this favours KD")
+    if str(settings.get("baselines", "True")) == "False":
+        return "no gain was measured: search.baselines is false, so no scratch arm ran"
+    return "no gain was measured: no front architecture has a finished KD arm (its runs failed or have not run yet)"
 
 
 def _points(x: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ from distill.errors import KdxError
 
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
-from .gains import ARMS, PROTOCOL, GainInfo, gain_info, t_critical, verdict_line
+from .gains import ARMS, PROTOCOL, GainInfo, gain_info, no_gain_reason, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity, sensitivity_keys
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -35,6 +35,7 @@ class Report:
     chains: ChainInfo | None = None
     gains: GainInfo | None = None
     pictures: tuple[str, ...] = PICTURES  # those drawn: a picture with nothing to show is left out
+    settings: dict = field(default_factory=dict)  # the search run's settings (search.*)
     left_out: tuple[str, ...] = ()  # why, one sentence each
 
 
@@ -104,8 +105,9 @@ test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
 hypervolume {hv} against the reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
 <p>Chosen on validation accuracy; test accuracy shown for reporting only. Gain here = student minus its
-<b>same-recipe</b> twin (same architecture, budget and recipe, labels only), in test accuracy: the twin kept a recipe
-tuned for KD, so this gain favours KD; the section above, where present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
+<b>base-recipe</b> twin (same architecture and budget, the base config's settings, labels only), in test accuracy:
+the student's recipe was searched and the twin's was not, so this gain favours KD; the section above, where
+present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 {pictures}
 <h2>Gains with spread</h2>
@@ -121,10 +123,7 @@ A gain within about two standard deviations of zero, or a t below about 2, is se
 def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
     """The answer first: per front size, what KD bought over the tuned twin and against the best control."""
     if g is None:
-        mode = exp.search.settings.get("twins", "same_recipe")
-        return (f"<h2>What distillation bought</h2><p>This search measured gains against <b>same-recipe twins</b> "
-                f"(<code>search.twins: {html.escape(str(mode))}</code>): each twin kept its student's KD-tuned recipe, which "
-                "favours KD. Use <code>search.twins: tuned</code> for a gain over a tuned twin.</p>")
+        return f"<h2>What distillation bought</h2><p>{html.escape(no_gain_reason(exp.search.settings))}.</p>"
     rows = "".join(
         f"<tr><td>{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td>{html.escape(v.kd_recipe)}</td>"
         f"<td>{html.escape(verdict_line(v))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())
@@ -216,7 +215,8 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     if chains is not None:
         atomic_write(folder / "chain.png", lambda p: plot_chains(chains, p))
         extra.append("chain.png")
-    report = Report(folder, info, table, hv, chains, gain_info(exp), tuple(drawn), tuple(left_out))
+    report = Report(folder, info, table, hv, chains, gains=gain_info(exp), pictures=tuple(drawn), left_out=tuple(left_out),
+                    settings=dict(exp.search.settings))
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent_id:

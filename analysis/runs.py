@@ -68,6 +68,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "duplicate_of": tags.get(schema.TAG_DUPLICATE_OF, ""),
             "arm": tags.get(schema.TAG_ARM, ""),
             "gain_arch": tags.get(schema.TAG_GAIN_ARCH, ""),
+            "control_of": tags.get(schema.TAG_CONTROL_OF, ""),
             "chain": tags.get(schema.TAG_CHAIN, ""),
             "stage": tags.get(schema.TAG_STAGE, ""),
             "lineage": tags.get(schema.TAG_LINEAGE, ""),

@@ -27,6 +27,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 
+from distill.parsing import yaml_float
+
 from . import schema
 
 __all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING"]
@@ -40,7 +42,7 @@ _SEARCH, _REF = "search.", "ref."  # prefixes of the search run's params: its se
 def parse_param(text: str) -> Any:
     """A logged param back to the value it was: 13, 0.5, true, null, [1, 2], or the text itself."""
     try:
-        return yaml.safe_load(text)
+        return yaml_float(yaml.safe_load(text))  # YAML 1.1 reads 1e-05 (no dot) as a string
     except yaml.YAMLError:
         return text
 

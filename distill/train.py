@@ -143,7 +143,8 @@ def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int 
     s_was, t_was = student.training, teacher.training
     student.eval(), teacher.eval()
     device = next(student.parameters()).device
-    teacher = teacher.to(device)
+    home = next(teacher.parameters(), torch.empty(0)).device  # the shared teacher goes back where it was
+    teacher.to(device)
     agree, kl = 0, 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
@@ -152,6 +153,7 @@ def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int 
         agree += int((s.argmax(-1) == t.argmax(-1)).sum())
         kl += float((t.exp() * (t - s)).sum())
     student.train(s_was), teacher.train(t_was)
+    teacher.to(home)
     return agree / len(x), max(0.0, kl / len(x))
 
 

@@ -24,7 +24,7 @@ class Searched(NamedTuple):
 @pytest.fixture(scope="session")
 def tiny_search(tmp_path_factory) -> Searched:
     """One small real search (Ray, SQLite MLflow) that the schema, report, export, gain and
-    seed tests all read: experiment 'tiny', 4 trials, a same-recipe twin per architecture,
+    seed tests all read: experiment 'tiny', 4 trials, a base-recipe twin per architecture,
     then the equal-budget gain on the front (2 recipes per arm, 2 seeds); the
     end-of-search report in end-report/."""
     from search_helpers import kdx, runs, write_config

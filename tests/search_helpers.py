@@ -40,7 +40,7 @@ search:
 
 def write_config(folder: Path, name: str = "tiny", epochs: int = 2, samples: int = 4, sampler: str = "random",
                  objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1,
-                 twins: str = "same_recipe") -> Path:
+                 twins: str = "base_recipe") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler,
                                 seeds=seeds, twins=twins))

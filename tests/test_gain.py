@@ -100,3 +100,16 @@ def test_recipe_candidates_start_from_the_known_good_and_are_reproducible(tmp_pa
     assert all(math.isclose(c["mix.ce"] + c["mix.kd"], 1.0) for c in kd[4:])
     twin = _candidates(exp, "twin", own, 3, np.random.default_rng(0))
     assert twin[0]["train.lr"] == exp.run.train.lr and all(c["losses.ce.label_smoothing"] == 0 for c in twin)
+
+
+def test_resuming_a_finished_search_changes_no_run(tiny_search):
+    """--resume on the finished search: its trials, twins and every arm are found done; nothing
+    is deleted (the gain's runs are not unknown trials) and nothing is queued again (candidates
+    are known by their kdx.candidate tag, not by a name a replay changes)."""
+    from search_helpers import kdx, runs
+
+    before = {r.info.run_id for r in runs(tiny_search.folder / "mlflow.db", "tiny")}
+    p = kdx("search", "tiny.yaml", "--resume", "--report-dir", "resumed-report", cwd=tiny_search.folder)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "gain:" not in p.stdout and "scratch twins:" not in p.stdout  # no phase had anything left to run
+    assert {r.info.run_id for r in runs(tiny_search.folder / "mlflow.db", "tiny")} == before

@@ -101,7 +101,7 @@ def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
         assert r.returncode == 2 and "no finished full-budget students" in r.stderr, r.stderr
 
 
-@pytest.mark.slow  # its own search: the cheap mode (search.twins: same_recipe) with seeds
+@pytest.mark.slow  # its own search: the cheap mode (search.twins: base_recipe) with seeds
 def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
     import csv
 
@@ -118,4 +118,4 @@ def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
     assert {r.data.params["seed"] for r in repeats} == {"1", "2"}
     students = by_role(all_runs, schema.ROLE_STUDENT)
     assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 3
-    assert "same-recipe twins" in (tmp_path / "rep" / "report.html").read_text()  # the report names the cheap mode
+    assert "base-recipe twins" in (tmp_path / "rep" / "report.html").read_text()  # the report names the cheap mode

@@ -104,7 +104,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         from analysis.runs import load_runs
 
         report = write_report(load_runs(exp.tracking_uri, exp.name), Path(args.report_dir or f"kdx-report-{exp.name}"))
-        _print_gains(report.gains)
+        _print_gains(report.gains, report.settings)
         print("\nPareto front:")
         _print_front(report.table)
         if report.chains is not None:
@@ -125,7 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     report = write_report(_experiment_runs(args), args.out, ui_url=args.ui_url)
-    _print_gains(report.gains)
+    _print_gains(report.gains, report.settings)
     _print_front(report.table)
     if report.chains is not None:
         _print_chains(report.chains)
@@ -133,12 +133,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_gains(g) -> None:
+def _print_gains(g, settings: dict) -> None:
     """The answer first: per front size, the gain over the tuned twin and against the best control."""
-    from analysis.gains import verdict_line
+    from analysis.gains import no_gain_reason, verdict_line
 
     if g is None:
-        print("\ngains: against same-recipe twins only (search.twins: same_recipe), which favours KD")
+        print(f"\ngains: {no_gain_reason(settings)}")
         return
     print(f"\nwhat distillation bought (test accuracy, paired by seed; KD, tuned twin and label smoothing each searched "
           f"with {g.recipe_trials} recipe(s) per architecture):")
@@ -149,7 +149,7 @@ def _print_gains(g) -> None:
 
 
 def _print_front(table) -> None:
-    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain vs same-recipe twin", "arch")]
+    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain vs base-recipe twin", "arch")]
     for _, r in table.iterrows():
         gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds

@@ -47,11 +47,12 @@ class SearchSettings:
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
     enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
     retries: int = 2  # a trial lost to its machine (node death, OOM kill) runs again this many times
-    seeds: int = 1  # > 1: the gain's arms (or, with twins: same_recipe, the Pareto students and their twins) at seeds seed+1 .. (paired)
+    seeds: int = 1  # > 1: the gain's arms (or, with twins: base_recipe, the Pareto students and their twins) at seeds seed+1 .. (paired)
     # How the gain is measured (workflows/gain.py): "tuned" gives the front's architectures a recipe
-    # search per arm, KD and labels-only, with the same budget; "same_recipe" only pairs each student
-    # with a twin that kept its recipe (cheap, and it favours KD: the recipe was tuned for KD).
-    twins: Literal["tuned", "same_recipe"] = "tuned"
+    # search per arm, KD and labels-only, with the same budget; "base_recipe" only pairs each student
+    # with one twin per architecture trained with the base config's settings on labels only (cheap;
+    # the student's recipe was searched and the twin's was not, which favours KD).
+    twins: Literal["tuned", "base_recipe"] = "tuned"
     recipe_trials: int = 4  # per arm and front architecture, with twins: tuned
     gain_archs: int = 0  # with twins: tuned, at most this many front architectures, spread over its sizes (0: all)
 

@@ -24,7 +24,7 @@ Runs pair by seed (same init and batch order). Every run carries `kdx.arm` and
 `kdx.gain_arch`; analysis.gains reads them back. The random draws come from a
 generator seeded by the search seed, so a resumed search asks for the same
 candidates, and a candidate equal to a run already made (the front student's
-own recipe, its same-recipe twin) is replayed, not trained again (trial.py).
+own recipe; a same-recipe control equal to the architecture's base-recipe twin) is replayed, not trained again (trial.py).
 """
 
 from __future__ import annotations
@@ -128,16 +128,15 @@ def _tags(arm: str, arch: str) -> dict:
 
 def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
     """Phase 1: every front architecture's k candidates per searched arm, minus those finished."""
-    done = {(r.data.tags.get(schema.TAG_GAIN_ARCH), r.data.tags.get(schema.TAG_ARM), r.info.run_name)
+    done = {(r.data.tags.get(schema.TAG_GAIN_ARCH), r.data.tags.get(schema.TAG_ARM), r.data.tags.get(schema.TAG_CANDIDATE))
             for r in store.keep_finished(_arm_runs(store, experiment_id, parent_id, repeats=False))}
     rng = np.random.default_rng(exp.search.seed)
     jobs = []
     for arch, shape, own in _front_archs(exp, store):
         for arm, role in SEARCHED_ARMS.items():
             for i, recipe in enumerate(_candidates(exp, arm, own, exp.search.recipe_trials, rng), 1):
-                name = f"{arm} {arch} #{i}"
-                if (arch, arm, name) not in done:
-                    jobs.append(Job(role, {**shape, **recipe}, tags=_tags(arm, arch), name=name))
+                if (arch, arm, str(i)) not in done:
+                    jobs.append(Job(role, {**shape, **recipe}, tags=_tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)}, name=f"{arm} {arch} #{i}"))
     return jobs
 
 
@@ -164,7 +163,7 @@ def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
     """Phase 2: the winners at the other seeds, and the KD winner's two controls at every seed, minus those done."""
     won = winners(_arm_runs(store, experiment_id, parent_id, repeats=False))
     repeated = store.repeats_done(experiment_id, parent_id)
-    controls = {(r.data.tags[schema.TAG_GAIN_ARCH], r.data.tags[schema.TAG_ARM], int(params_of(r)["seed"]))
+    controls = {(r.data.tags.get(schema.TAG_CONTROL_OF), r.data.tags[schema.TAG_ARM], int(params_of(r)["seed"]))
                 for r in store.keep_finished([r for r in _arm_runs(store, experiment_id, parent_id, repeats=True)
                                               if r.data.tags[schema.TAG_ARM] in CONTROL_ARMS])}
     seeds = range(exp.run.seed, exp.run.seed + exp.search.seeds)
@@ -179,7 +178,8 @@ def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
             continue
         for control, role in CONTROL_ARMS.items():
             extra = {"losses.kd.shuffle_nontarget": True} if control == "shuffled" else {}
-            for seed in seeds:
-                if (arch, control, seed) not in controls:
-                    jobs.append(Job(role, recipe | extra, seed=seed, tags=_tags(control, arch), name=f"{control} {arch} seed {seed}"))
+            for seed in seeds:  # keyed by the winner: should it change on a resume, its controls follow
+                if (run.info.run_id, control, seed) not in controls:
+                    jobs.append(Job(role, recipe | extra, seed=seed, tags=_tags(control, arch) | {schema.TAG_CONTROL_OF: run.info.run_id},
+                                    name=f"{control} {arch} seed {seed}"))
     return jobs

@@ -99,7 +99,8 @@ def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, kno
     so every trial Tune and Optuna know has exactly one run."""
     store.end_running(experiment_id, parent_id)
     for r in store.runs(experiment_id, role=schema.ROLE_STUDENT, parent=parent_id):
-        if r.data.tags.get(schema.TAG_TRIAL) not in known and not r.data.tags.get(schema.TAG_SEED_OF):
+        t = r.data.tags
+        if t.get(schema.TAG_TRIAL) not in known and not t.get(schema.TAG_SEED_OF) and not t.get(schema.TAG_ARM):  # the gain's runs are not trials
             store.delete(r.info.run_id)
 
 
