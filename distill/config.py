@@ -178,8 +178,13 @@ class RunConfig:
         }
 
     @property
+    def distills(self) -> bool:
+        """A weighted term other than cross-entropy reads the teacher."""
+        return any(w > 0 for name, w in self.mix.items() if name != "ce")
+
+    @property
     def needs_teacher(self) -> bool:
-        return any(w > 0 for name, w in self.mix.items() if name != "ce") or self.train.init == "teacher"
+        return self.distills or self.train.init == "teacher"
 
     def scratch_twin(self) -> "RunConfig":
         """The same student, data, budget and seed, trained on labels only, from a random start."""

@@ -182,8 +182,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         student = student.to(device)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-        uses_teacher = any(name != "ce" and w > 0 for name, w in config.mix.items())
-        t_module = teacher.module if teacher is not None and uses_teacher else None
+        t_module = teacher.module if teacher is not None and config.distills else None
         cached = teacher.outputs if t_module is not None else None
         online = t_module is not None and cached is None
         if online:

@@ -213,21 +213,21 @@ def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dic
     key = tags[schema.TAG_CONFIG_KEY]
     log = store.start(ctx.experiment_id, name, _tagged(config, tags))
     log.params(schema.flat_params(config.to_dict()))
-    deadline = time.monotonic() + wait_s
-    while True:
-        same = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, tag=(schema.TAG_CONFIG_KEY, key))
-                if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)
-                and r.info.status in (FINISHED, RUNNING)]
-        mine = next((r for r in same if r.info.run_id == log.run_id), None)
-        earlier = [r for r in same if mine is not None and (r.info.start_time, r.info.run_id) < (mine.info.start_time, mine.info.run_id)]
-        first = min(earlier, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
-        if first is None:
-            return log
-        if first.info.status == FINISHED:
-            break
+    same = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, tag=(schema.TAG_CONFIG_KEY, key))
+            if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)
+            and r.info.status in (FINISHED, RUNNING)]
+    mine = next((r for r in same if r.info.run_id == log.run_id), None)
+    earlier = [r for r in same if mine is not None and (r.info.start_time, r.info.run_id) < (mine.info.start_time, mine.info.run_id)]
+    first = min(earlier, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+    deadline, pause = time.monotonic() + wait_s, 0.5
+    while first is not None and first.info.status == RUNNING:  # one run to watch: ask for it alone, less often as it goes
         if time.monotonic() > deadline:
-            return log  # the earlier one stalls: train this one after all
-        time.sleep(1.0)
+            return log  # the earlier one stalls (its worker may be gone): train this one after all
+        time.sleep(pause)
+        pause = min(2 * pause, 5.0)
+        first = store.get(first.info.run_id)
+    if first is None or first.info.status != FINISHED:
+        return log  # none earlier, or it failed: this one trains
     m = first.data.metrics
     log.tags({schema.TAG_DUPLICATE_OF: first.info.run_id})
     log.metrics(m, step=int(m.get(schema.EPOCHS, 0)))
