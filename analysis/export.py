@@ -29,7 +29,6 @@ from distill.cache import sha256_file
 from distill.config import RunConfig
 from distill.data import Dataset, load_data
 from distill.errors import KdxError
-from distill.models import build_model
 
 from . import schema
 from .frontier import frontier_info
@@ -214,7 +213,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             if key not in datasets:  # every student of a search has the same data: load it once
                 datasets[key] = load_data(config.data)
             data = datasets[key]
-            model = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
+            model = config.student.build(data.input_shape, data.num_classes, "student")
             model.load_state_dict(load_file(str(weights)))
             model.eval()
             folder = tmp / "out"

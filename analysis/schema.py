@@ -98,9 +98,10 @@ def loss_metric(term: str) -> str:
 
 
 def arch_id(student: Mapping[str, Any]) -> str:
-    """'mlp:depth=2,width=32' from a student section (family plus shape options)."""
-    shape = ",".join(f"{k}={student[k]}" for k in sorted(student) if k != "family")
-    return f"{student['family']}:{shape}"
+    """'mlp:depth=2,width=32' from a student section (family plus shape options; a factory's
+    name plus its kwargs)."""
+    shape = ",".join(f"{k}={student[k]}" for k in sorted(student) if k not in ("family", "factory", "features"))
+    return f"{student.get('family') or student.get('factory')}:{shape}"
 
 
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

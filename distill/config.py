@@ -19,10 +19,12 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
 
+from .augment import AugmentConfig
 from .data import DATASETS, is_custom
 from .errors import ConfigError, check
 from .losses import LOSSES
-from .models import MODELS
+from .models import MODELS, build_model
+from .models.factory import build_factory, check_factory
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
 from .registry import Registry
 
@@ -52,6 +54,7 @@ class DataConfig:
     name: str = "mnist1d"
     val_fraction: float = 0.1
     seed: int = 0  # fixed apart from the run seed: every trial sees the same split
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training batches only; drawn from the run seed
     options: Any = options_field(default=None)
 
     def __post_init__(self) -> None:
@@ -59,7 +62,8 @@ class DataConfig:
 
     def to_dict(self) -> dict:
         opts = self.options if isinstance(self.options, dict) else to_plain(self.options)
-        return {"name": self.name, "val_fraction": self.val_fraction, "seed": self.seed, **(opts or {})}
+        aug = {"augment": self.augment.to_dict()} if self.augment.active else {}  # none: the dict (and config hashes) as before
+        return {"name": self.name, "val_fraction": self.val_fraction, "seed": self.seed, **aug, **(opts or {})}
 
     @classmethod
     def split(cls, own: dict, path: str) -> type | None:
@@ -76,17 +80,37 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A registered model `family` and its shape options (width, depth, ...)."""
+    """A registered model `family` and its shape options (width, depth, ...), or a
+    user's `factory` ("package.module:function") and the keyword arguments it takes;
+    see `distill.models.factory`."""
 
-    family: str
-    options: Any = options_field()
+    family: str = ""
+    options: Any = options_field(default_factory=dict)  # always set by the parser (the family's options, or the factory's kwargs)
+    factory: str | None = None
+    features: list[str] = field(default_factory=list)  # a factory model's module paths whose outputs feature losses read
+
+    def __post_init__(self) -> None:
+        check(bool(self.family) != bool(self.factory), "family", "give a model family or a factory, one of the two")
+        check(not self.factory or ":" in self.factory, "factory", f"expected 'package.module:function', got {self.factory!r}")
+        check(not self.features or bool(self.factory), "features", "names modules of a factory's model; kdx's families expose their own")
+        if self.factory:
+            check_factory(self.factory, self.options, self.features)  # imports it: a wrong kwarg fails here, before any work
 
     def to_dict(self) -> dict:
+        if self.factory:
+            return {"factory": self.factory, **({"features": list(self.features)} if self.features else {}), **self.options}
         return {"family": self.family, **to_plain(self.options)}
 
     @classmethod
-    def split(cls, own: dict, path: str) -> type:
+    def split(cls, own: dict, path: str) -> type | None:
+        if own.get("factory"):
+            return None  # the factory's kwargs, checked against its signature (check_factory)
         return MODELS.get(own.get("family"), f"{path}.family").options
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, path: str = "model") -> "nn.Module":
+        if self.factory:
+            return build_factory(self.factory, self.options, self.features, input_shape, num_classes, path)
+        return build_model(self.family, self.options, input_shape, num_classes, path)
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,12 @@ class TeacherConfig:
         default_factory=lambda: parse_dataclass(ModelConfig, {"family": "cnn", "width": 64, "depth": 3}, "teacher"))
     checkpoint: str | None = None
     factory: str | None = None
+    # What the student learns from: "cached", the teacher's outputs on each training sample,
+    # computed once per search (exact only without augmentation); "online", the frozen
+    # teacher run on every augmented batch; "views", `views` augmented views per sample,
+    # made once per search with their crop/flip, that trials replay (FKD, Shen & Xing 2022).
+    outputs: Literal["cached", "online", "views"] = "cached"
+    views: int = 8
     epochs: int = 60
     lr: float = 3e-3
     batch_size: int = 128
@@ -113,9 +143,14 @@ class TeacherConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(not self.factory or ":" in self.factory, "factory", f"expected 'package.module:function', got {self.factory!r}")
+        check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
 
     def to_dict(self) -> dict:
         return {**self.model.to_dict(), **{k: getattr(self, k) for k in self._OWN}}
+
+    def training_dict(self) -> dict:
+        """What makes the teacher's weights (how its outputs reach a student does not)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("outputs", "views")}
 
 
 TeacherConfig._OWN = tuple(section_keys(TeacherConfig))
@@ -129,7 +164,9 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    milestones: list[int] = field(default_factory=list)  # step: epochs after which lr is multiplied by gamma (CIFAR: 150, 180, 210)
+    gamma: float = 0.1
     epoch_policy: Literal["last", "best_val"] = "last"  # never best-on-test
     threads: int = 1  # one thread per tiny run was steadier under load (STACK.md)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -142,6 +179,9 @@ class TrainConfig:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        check(all(isinstance(m, int) and m >= 1 for m in self.milestones), "milestones", f"must be epochs >= 1, got {self.milestones}")
+        check(self.schedule == "step" or not self.milestones, "milestones", "only mean something with schedule: step")
 
 
 def _default_losses() -> dict:
@@ -165,6 +205,14 @@ class RunConfig:
         for name, weight in self.mix.items():
             check(weight >= 0, f"mix.{name}", f"weight must be >= 0, got {weight}")
         check(any(w > 0 for w in self.mix.values()), "mix", "at least one loss weight must be > 0")
+        aug, outputs = self.data.augment, self.teacher.outputs
+        if self.distills:
+            check(not (aug.active and outputs == "cached"), "teacher.outputs",
+                  "cached outputs are the teacher's on un-augmented samples, which data.augment changes; "
+                  "use online (the teacher runs on each augmented batch) or views (stored augmented views)")
+            check(not (outputs == "views" and not aug.active), "teacher.outputs", "views of un-augmented data are all the same: use cached")
+            check(aug.replayable or outputs != "views", "teacher.outputs",
+                  "views replay crop and flip only; data.augment noise, mixup and cutmix need teacher.outputs: online")
 
     def to_dict(self) -> dict:
         return {
@@ -247,8 +295,9 @@ def _option_keys(registry: Registry) -> list[str]:
     return sorted({k for name in registry.names() for k in section_keys(registry.get(name, "").options)})
 
 
-def check_key(key: str, custom_data: bool = False) -> None:
-    """Fail unless some run config has dotted `key` (whatever the family or dataset)."""
+def check_key(key: str, custom_data: bool = False, custom_student: bool = False) -> None:
+    """Fail unless some run config has dotted `key` (whatever the family or dataset). With a
+    user's data function or student factory, their sections take the function's own arguments."""
     parts = key.split(".")
     head, rest = parts[0], parts[1:]
     model_keys = section_keys(ModelConfig) + _option_keys(MODELS)
@@ -266,7 +315,12 @@ def check_key(key: str, custom_data: bool = False) -> None:
         raise unknown_key(head, "", section_keys(RunConfig))
     if not rest:
         raise ConfigError(f"'{key}' is a section, not a value")
-    if head == "data" and custom_data:
+    if (head == "data" and custom_data) or (head == "student" and custom_student):
+        return
+    if head == "data" and rest[0] == "augment":
+        aug = section_keys(AugmentConfig)
+        if len(rest) != 2 or rest[1] not in aug:
+            raise unknown_key(".".join(rest[1:]) or "?", "data.augment", aug)
         return
     if rest[0] not in valid[head]:
         raise unknown_key(rest[0], head, valid[head])

@@ -3,9 +3,11 @@ fixed seed; `load_data` carves the validation split out of the training set,
 so nothing is ever picked on the test split.
 
 Samples are float32 of shape `input_shape` (channels first: (1, 40) for
-MNIST-1D, (1, 8, 8) for digits, (64,) for hgmm), labels int64. Everything
-lives in memory: these datasets are small, and batching by slicing tensors is
-far faster than a per-sample DataLoader (STACK.md).
+MNIST-1D, (1, 8, 8) for digits, (64,) for hgmm, (3, 32, 32) for CIFAR),
+labels int64. The built-in datasets live in memory: batching by slicing
+tensors is far faster than a per-sample DataLoader (STACK.md). A user's
+`.npy` files larger than memory stay on disk as `distill.files.Mapped` views
+whose batches are read as they are asked for.
 """
 
 from __future__ import annotations
@@ -34,16 +36,17 @@ class Arrays:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    identity: str = ""  # what the options do not say about the data (a file's size and time): part of the cache key
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: Tensor
+    x_train: Tensor | Any  # or a `distill.files.Mapped` view on a .npy file: indexing reads the rows asked for
     y_train: Tensor
-    x_val: Tensor
+    x_val: Tensor | Any
     y_val: Tensor
-    x_test: Tensor
+    x_test: Tensor | Any
     y_test: Tensor
     num_classes: int
     input_shape: tuple[int, ...]
@@ -116,6 +119,52 @@ def digits(opts: DigitsOptions, seed: int) -> Arrays:
 
 
 @dataclass(frozen=True)
+class ShiftedDigitsOptions:
+    """sklearn's 8x8 digits, each pasted at a random place on a larger canvas of noise.
+
+    A small image task that runs offline in seconds and where augmentation
+    matters: every training digit is seen at one position only, so a network
+    that reads positions (cnn's flattened head) must learn each digit at each
+    place from few samples, unless random crops shift them around."""
+
+    canvas: int = 16  # side of the square canvas; the digit is 8x8
+    noise: float = 0.1  # std of the Gaussian background (digit pixels are 0..1)
+    test_fraction: float = 0.2
+    copies: int = 1  # each digit pasted this many times (at independent places): a larger training set
+
+    def __post_init__(self) -> None:
+        check(self.canvas >= 8, "canvas", f"must be >= 8 (the digits are 8x8), got {self.canvas}")
+        check(self.noise >= 0, "noise", f"must be >= 0, got {self.noise}")
+        check(0.0 < self.test_fraction < 1.0, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        check(self.copies >= 1, "copies", f"must be >= 1, got {self.copies}")
+
+
+@register_dataset("shifted_digits", ShiftedDigitsOptions)
+def shifted_digits(opts: ShiftedDigitsOptions, seed: int) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    digits8 = (d.data / 16.0).astype(np.float32).reshape(-1, 8, 8)
+    order = np.random.default_rng(seed).permutation(len(digits8))
+    n_test = int(round(len(order) * opts.test_fraction))
+    rng = np.random.default_rng([seed, 3])
+
+    def paste(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.repeat(idx, opts.copies)
+        n, room = len(idx), opts.canvas - 8 + 1
+        x = rng.normal(0.0, opts.noise, (n, opts.canvas, opts.canvas)).astype(np.float32)
+        top, left = rng.integers(0, room, n), rng.integers(0, room, n)
+        rows = top[:, None, None] + np.arange(8)[None, :, None]
+        cols = left[:, None, None] + np.arange(8)[None, None, :]
+        x[np.arange(n)[:, None, None], rows, cols] += digits8[idx]
+        return x[:, None], d.target[idx]
+
+    x_test, y_test = paste(order[:n_test])
+    x_train, y_train = paste(order[n_test:])
+    return Arrays(x_train, y_train, x_test, y_test)
+
+
+@dataclass(frozen=True)
 class HGMMOptions:
     """Hierarchical Gaussian mixture: classes of one superclass share a centre,
     so a teacher's wrong-class probabilities carry structure (dark knowledge)."""
@@ -156,40 +205,6 @@ def hgmm(opts: HGMMOptions, seed: int) -> Arrays:
     x_train, y_train = draw(opts.train_per_class)
     x_test, y_test = draw(opts.test_per_class)
     return Arrays(x_train, y_train, x_test, y_test)
-
-
-@dataclass(frozen=True)
-class CifarOptions:
-    root: str = ""  # a folder holding cifar-10-batches-py / cifar-100-python; default <KDX_CACHE>/cifar
-    download: bool = False  # nothing downloads unless asked
-
-
-def _cifar(opts: CifarOptions, which: str) -> Arrays:
-    try:
-        import torchvision
-    except Exception as e:  # ImportError, or torchvision built for another torch
-        raise DataError(f"data.name: {which} needs torchvision, which did not import ({e.__class__.__name__}); install the 'vision' extra: pip install 'kdx[vision]'") from None
-    root = opts.root or str(cache_dir("cifar"))
-    cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
-    try:
-        train = cls(root, train=True, download=opts.download)
-        test = cls(root, train=False, download=opts.download)
-    except RuntimeError:
-        raise DataError(f"data.root: no {which} files in {root}; put the python-version archive there, extracted, or set data.download=true") from None
-    mean = train.data.mean(axis=(0, 1, 2)) / 255.0
-    std = train.data.std(axis=(0, 1, 2)) / 255.0
-    as_x = lambda a: (((a / 255.0) - mean) / std).astype(np.float32).transpose(0, 3, 1, 2)  # noqa: E731
-    return Arrays(as_x(train.data), np.asarray(train.targets), as_x(test.data), np.asarray(test.targets))
-
-
-@register_dataset("cifar10", CifarOptions)
-def cifar10(opts: CifarOptions, seed: int) -> Arrays:
-    return _cifar(opts, "cifar10")
-
-
-@register_dataset("cifar100", CifarOptions)
-def cifar100(opts: CifarOptions, seed: int) -> Arrays:
-    return _cifar(opts, "cifar100")
 
 
 # --- a user's own dataset --------------------------------------------------------------
@@ -256,15 +271,20 @@ def load_data(cfg: Any) -> Dataset:
     val, train = order[:n_val], order[n_val:]
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     opts = cfg.options if isinstance(cfg.options, dict) else asdict(cfg.options)
+    from .files import as_samples
+
     return Dataset(
         name=cfg.name,
-        x_train=t(arrays.x_train[train]),
+        x_train=as_samples(arrays.x_train, train),
         y_train=t(y_train[train]),
-        x_val=t(arrays.x_train[val]),
+        x_val=as_samples(arrays.x_train, val),
         y_val=t(y_train[val]),
-        x_test=t(arrays.x_test),
+        x_test=as_samples(arrays.x_test),
         y_test=t(y_test),
         num_classes=num_classes,
         input_shape=tuple(arrays.x_train.shape[1:]),
-        key=fingerprint([cfg.name, cfg.val_fraction, cfg.seed, opts]),
+        key=fingerprint([cfg.name, cfg.val_fraction, cfg.seed, opts] + ([arrays.identity] if arrays.identity else [])),
     )
+
+
+from . import files  # noqa: E402,F401  (registers cifar10, cifar100 and arrays)

@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 __all__ = ["init_from_teacher", "layer_map"]
 
-_STACK = re.compile(r"^(layers|blocks)\.(\d+)\.(.+)$")  # the layer lists of our families
+_STACK = re.compile(r"^(layers|blocks|layer\d+|block\d+\.layer)\.(\d+)\.(.+)$")  # the layer lists of our families (a resnet has one per stage)
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:

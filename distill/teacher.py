@@ -25,11 +25,12 @@ from .config import RunConfig
 from .data import Dataset, import_object
 from .errors import ConfigError
 from .losses import teacher_reads
-from .models import Outputs, as_outputs, build_model, count_params, measure_latency
-from .train import Teacher, evaluate, run
+from .models import Outputs, as_outputs, count_params, measure_latency
+from .augment import Augmenter, apply_view
+from .train import Teacher, TeacherViews, evaluate, run
 
-__all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "model_outputs", "teacher_keys",
-           "check_teacher_source"]
+__all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
+           "teacher_keys", "check_teacher_source"]
 
 Log = Callable[[str], None]
 
@@ -74,7 +75,7 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
         if not isinstance(model, nn.Module):
             raise ConfigError(f"teacher.factory: {t.factory} returned {type(model).__name__}, not a torch module")
     else:
-        model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
+        model = t.model.build(data.input_shape, data.num_classes, "teacher")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -103,7 +104,8 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
     t = config.teacher
     if t.checkpoint:
         return _load_checkpoint(config, data)
-    key = fingerprint([t.to_dict(), data.key])
+    augment = [config.data.augment.to_dict()] if config.data.augment.active else []  # a teacher trains on augmented batches too
+    key = fingerprint([t.training_dict(), data.key, *augment])
     folder = cache_dir("teachers")
     with locked(folder / f"{key}.lock"):
         return _train_or_load(config, data, key, folder, log)
@@ -111,7 +113,7 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
 
 def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log: Log) -> tuple[nn.Module, TeacherInfo]:
     t = config.teacher
-    model = build_model(t.model.family, t.model.options, data.input_shape, data.num_classes, "teacher")
+    model = t.model.build(data.input_shape, data.num_classes, "teacher")
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
@@ -151,9 +153,13 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
 
 
 @torch.no_grad()
-def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int) -> dict[str, torch.Tensor]:
+def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int,
+                  view: Callable[[torch.Tensor, slice], torch.Tensor] = lambda x, rows: x) -> dict[str, torch.Tensor]:
+    """The model's outputs over the training set, batch by batch; `view(x, rows)` augments a batch first."""
     model = _frozen(model.cpu())
-    parts = [_select(as_outputs(model(data.x_train[i : i + batch_size])), keys) for i in range(0, len(data.x_train), batch_size)]
+    n = len(data.x_train)
+    parts = [_select(as_outputs(model(view(data.x_train[i : i + batch_size], slice(i, min(i + batch_size, n))))), keys)
+             for i in range(0, n, batch_size)]
     flat = {"logits": torch.cat([p.logits for p in parts])}
     for kind in ("features", "attentions"):
         for name in getattr(parts[0], kind):
@@ -185,8 +191,36 @@ def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: 
 
 
 
+def teacher_views(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], config: RunConfig,
+                  batch_size: int = 1024) -> TeacherViews:
+    """`teacher.views` crop/flip views of every training sample, drawn once (seeded by
+    teacher.seed), with the teacher's outputs on each: made once and cached, like the
+    plain outputs, so every trial of a search replays the same views (FKD)."""
+    augment, k = config.data.augment, config.teacher.views
+    kinds = sorted(_kinds(keys))
+    path = cache_dir("outputs") / f"views-{fingerprint([info.key, data.key, kinds, augment.to_dict(), k, config.teacher.seed])}.pt"
+    flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if flat is None:
+        draw = Augmenter(augment, seed=config.teacher.seed)
+        views = [draw.draw_view(len(data.x_train), data.input_shape) for _ in range(k)]
+        per_view = [_flat_outputs(teacher, data, keys, batch_size, lambda x, rows, v=v: apply_view(x, v.index(rows), augment.crop))
+                    for v in views]
+        flat = {name: torch.stack([p[name] for p in per_view]) for name in per_view[0]}
+        flat |= {"view.offsets": torch.stack([v.offsets for v in views]), "view.flip": torch.stack([v.flip for v in views])}
+        save_checked(path, lambda p: torch.save(flat, p))
+    offsets, flip = flat.pop("view.offsets"), flat.pop("view.flip")
+    return TeacherViews(offsets, flip, _unflat(flat), augment.crop)
+
+
 def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = None, log: Log = print) -> Teacher:
-    """The run's teacher with its outputs cached over the training set: what `run` learns from.
+    """The run's teacher as `run` learns from it (`teacher.outputs`): with its outputs cached
+    over the training set, with its stored views, or alone to run on each batch (online).
     `keys` default to what the config's losses read; a search passes what any of its trials may."""
     module, info = get_teacher(config, data, log=log)
-    return Teacher(module, info, teacher_outputs(module, info, data, keys or teacher_keys(config)))
+    keys = keys or teacher_keys(config)
+    mode = config.teacher.outputs
+    if mode == "online":
+        return Teacher(module, info)
+    if mode == "views":
+        return Teacher(module, info, views=teacher_views(module, info, data, keys, config))
+    return Teacher(module, info, teacher_outputs(module, info, data, keys))

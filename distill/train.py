@@ -1,11 +1,22 @@
 """One distillation run: `run(config, data, teacher, report=callback) -> RunResult`.
 
-The `Teacher` carries the frozen module and, usually, its cached outputs over
-the training set (full-length tensors, the fast path: the teacher never runs
-during training); without them the module runs on every batch in eval mode.
-Batches are slices of in-memory tensors. Every loss term is summed into one
-epoch figure, and the run stops with `TrainingDiverged` as soon as an epoch's
-loss is not finite.
+What the student learns from is `teacher.outputs` in the config, and the
+`Teacher` carries it:
+- cached: the frozen module's outputs over the training set (full-length
+  tensors, the fast path: the teacher never runs during training). Exact only
+  without augmentation, which the config enforces.
+- online: the module runs on every (augmented) batch, in eval mode, without
+  gradients, on the trial's device (under bf16 autocast when train.bf16).
+- views: K stored crop/flip views per sample and the teacher's outputs on each
+  (`TeacherViews`); every epoch each sample is shown one of its views, picked
+  by the run seed, and the student sees exactly that view (FKD).
+A Teacher without outputs runs online whatever the config says.
+
+Batches are slices of in-memory tensors, or rows read from a memory-mapped
+file (`distill.files.Mapped`). Augmentation (`data.augment`) is drawn per batch
+on the device from the run seed. Every loss term is summed into one epoch
+figure, and the run stops with `TrainingDiverged` as soon as an epoch's loss
+is not finite.
 """
 
 from __future__ import annotations
@@ -20,25 +31,48 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .augment import Augmenter, View, apply_view
+from .cache import fingerprint
 from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
 from .losses import LOSSES, build_loss
-from .models import Outputs, as_outputs, build_model, count_params, measure_latency
+from .models import Outputs, as_outputs, count_params, measure_latency
 
-__all__ = ["Teacher", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "build_losses"]
+__all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs",
+           "build_losses"]
+
+
+@dataclass(frozen=True, eq=False)
+class TeacherViews:
+    """K stored crop/flip views of each of the N training samples and the teacher's outputs on them."""
+
+    offsets: Tensor  # (K, N, S) window starts, as `distill.augment.View`
+    flip: Tensor  # (K, N)
+    outputs: Outputs  # every tensor (K, N, ...)
+    crop: int
+
+    @property
+    def count(self) -> int:
+        return self.offsets.shape[0]
+
+    def pick(self, which: Tensor, rows: Tensor) -> tuple[View, Outputs]:
+        """Sample rows[i]'s view which[i]: the view to replay and the teacher's outputs on it."""
+        at = (which, rows)
+        return View(self.offsets[at], self.flip[at]), slice_outputs(self.outputs, at)
 
 
 @dataclass(frozen=True)
 class Teacher:
     """What a student learns from: the frozen module, what is known of it (a
     `distill.teacher.TeacherInfo`, None for a chain's assistant), and its outputs
-    over the training set (None: the module runs on every batch)."""
+    over the training set or its stored views (neither: the module runs on every batch)."""
 
     module: nn.Module
     info: Any = None
     outputs: Outputs | None = None
+    views: TeacherViews | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +116,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def slice_outputs(out: Outputs, idx: Tensor | slice) -> Outputs:
+def slice_outputs(out: Outputs, idx: Tensor | slice | tuple) -> Outputs:
     return Outputs(
         out.logits[idx],
         {k: v[idx] for k, v in out.features.items()},
@@ -117,6 +151,19 @@ def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Opti
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+
+
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
+    if cfg.schedule == "step":  # stepped once per epoch: lr *= gamma after each milestone epoch
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
+    return None
+
+
+def _stream_seed(seed: int, what: str) -> int:
+    """A seed of its own for each random stream of a run (shuffle, augmentation), all from the run seed."""
+    return int(fingerprint([seed, what]), 16) % (2**63)
 
 
 @torch.no_grad()
@@ -165,7 +212,8 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
     depend on its weights). With `train.init: teacher` the student starts from
     the teacher module's layers. With `epoch_policy: best_val` the weights of
     the best validation epoch are kept (ties go to the earlier epoch); the test
-    split is evaluated once, at the end.
+    split is evaluated once, at the end. A mixed batch (mixup, cutmix) scores
+    every term as lam * term(y) + (1 - lam) * term(y_mixed).
     """
     started = time.perf_counter()
     cfg = config.train
@@ -174,62 +222,89 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
     torch.set_num_threads(cfg.threads)
     try:
         torch.manual_seed(config.seed)
-        student = build_model(config.student.family, config.student.options, data.input_shape, data.num_classes, "student")
+        student = config.student.build(data.input_shape, data.num_classes, "student")
         if cfg.init == "teacher":
             if teacher is None:
                 raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
             init_from_teacher(student, teacher.module.cpu())
         student = student.to(device)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
-        x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+        in_memory = isinstance(data.x_train, Tensor)
+        x_train = data.x_train.to(device) if in_memory else data.x_train  # a Mapped file: batches are read as they come
+        y_train = data.y_train.to(device)
+        n = len(y_train)
         t_module = teacher.module if teacher is not None and config.distills else None
-        cached = teacher.outputs if t_module is not None else None
-        online = t_module is not None and cached is None
-        if online:
+        mode = None if t_module is None else config.teacher.outputs
+        if mode == "cached" and teacher.outputs is None:
+            mode = "online"  # a bare module: run it on each batch
+        if mode == "views" and teacher.views is None:
+            raise ValueError("teacher.outputs is views, but the teacher was given without its views (distill.teacher.prepare_teacher makes them)")
+        cached = _outputs_to(teacher.outputs, device) if mode == "cached" else None
+        views = teacher.views if mode == "views" else None
+        if cached is not None and len(cached.logits) != n:
+            raise ValueError(f"teacher outputs cover {len(cached.logits)} samples, the training set {n}")
+        if views is not None:
+            if views.offsets.shape[1] != n:
+                raise ValueError(f"teacher views cover {views.offsets.shape[1]} samples, the training set {n}")
+            views = TeacherViews(views.offsets.to(device), views.flip.to(device), _outputs_to(views.outputs, device), views.crop)
+        if mode == "online":
             t_module.eval().to(device)
             for p in t_module.parameters():
                 p.requires_grad_(False)
-        elif cached is not None:
-            if len(cached.logits) != len(x_train):
-                raise ValueError(f"teacher outputs cover {len(cached.logits)} samples, the training set {len(x_train)}")
-            cached = _outputs_to(cached, device)
+        augment = config.data.augment
+        augmenter = Augmenter(augment, _stream_seed(config.seed, "augment"), device) if augment.active and mode != "views" else None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
 
         @torch.no_grad()
         def teacher_batch(xb: Tensor) -> Outputs:
-            return as_outputs(t_module(xb))
+            with autocast:
+                return as_outputs(t_module(xb))
 
-        probe = slice(0, min(2, len(x_train)))
+        probe = slice(0, min(2, n))
         with torch.no_grad():
-            t_probe = teacher_batch(x_train[probe]) if online else slice_outputs(cached, probe) if cached is not None else None
-            terms = build_losses(config, student(x_train[probe]), t_probe)
+            x_probe = x_train[probe].to(device)
+            t_probe = {"online": lambda: teacher_batch(x_probe), "cached": lambda: slice_outputs(cached, probe),
+                       "views": lambda: slice_outputs(views.outputs, (0, probe)), None: lambda: None}[mode]()
+            terms = build_losses(config, student(x_probe), t_probe)
         for module in terms.values():
             module.to(device)
         weights = {name: config.mix[name] for name in terms}
         params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
         optimizer = _optimizer(cfg, params)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.schedule == "cosine" else None
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+        scheduler = _scheduler(cfg, optimizer)
         generator = torch.Generator().manual_seed(config.seed)
 
         history: list[Epoch] = []
         best_acc, best_epoch, best_state = -1.0, 0, None
-        n = len(x_train)
         mix = torch.tensor(list(weights.values()), device=device)
         for epoch in range(1, cfg.epochs + 1):
             student.train()
             # Shuffle once per epoch, then take batches as views: one gather per
-            # tensor per epoch instead of one per batch.
+            # tensor per epoch instead of one per batch (a mapped file is read per batch).
             order = torch.randperm(n, generator=generator).to(device)
-            xs, ys = x_train[order], y_train[order]
-            ts = slice_outputs(cached, order) if cached is not None else None
+            xs = x_train[order] if in_memory else None
+            ys = y_train[order]
+            ts, epoch_view = slice_outputs(cached, order) if cached is not None else None, None
+            if views is not None:  # each sample shows one of its stored views this epoch
+                which = torch.randint(views.count, (n,), generator=generator).to(device)
+                epoch_view, ts = views.pick(which, order)
             batch_values = []
             for start in range(0, n, cfg.batch_size):
                 stop = min(start + cfg.batch_size, n)
-                xb, yb = xs[start:stop], ys[start:stop]
-                t_out = teacher_batch(xb) if online else (slice_outputs(ts, slice(start, stop)) if ts is not None else None)
+                rows = slice(start, stop)
+                xb = xs[rows] if in_memory else x_train[order[rows]].to(device)
+                yb, y_mixed, lam = ys[rows], None, 1.0
+                if epoch_view is not None:
+                    xb = apply_view(xb, epoch_view.index(rows), views.crop)
+                elif augmenter is not None:
+                    batch = augmenter(xb, yb)
+                    xb, y_mixed, lam = batch.x, batch.y_mixed, batch.lam
+                t_out = teacher_batch(xb) if mode == "online" else (slice_outputs(ts, rows) if ts is not None else None)
                 with autocast:
                     s_out = student(xb)
                     values = torch.stack([loss(s_out, t_out, yb).float() for loss in terms.values()])
+                    if y_mixed is not None:
+                        values = lam * values + (1 - lam) * torch.stack([loss(s_out, t_out, y_mixed).float() for loss in terms.values()])
                 total = mix @ values
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()

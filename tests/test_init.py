@@ -6,14 +6,15 @@ import torch
 from distill.config import RunConfig
 from distill.data import load_data
 from distill.errors import ConfigError
-from distill.init import init_from_teacher, layer_map
+from distill.init import _STACK, init_from_teacher, layer_map
 from distill.job import distill_once
 from distill.models import MODELS, build_model
 from distill.teacher import get_teacher
 from search_helpers import kdx, runs
 from distill.train import run
 
-SHAPES = {"mlp": {"width": 16}, "cnn": {"width": 8}, "transformer": {"dim": 16, "heads": 2}}
+SHAPES = {"mlp": {"width": 16}, "cnn": {"width": 8}, "transformer": {"dim": 16, "heads": 2}, "resnet": {}, "wrn": {"width": 1}}
+DEPTHS = {"resnet": (26, 14), "wrn": (28, 16)}  # 4 and 2 blocks per stage (6n+2, 6n+4)
 
 
 def _model(family, depth, **extra):
@@ -31,21 +32,21 @@ def test_layer_map_takes_every_other_layer_at_half_depth():
 @pytest.mark.parametrize("family", sorted(MODELS.names()))
 def test_every_family_starts_from_every_other_teacher_layer(family):
     torch.manual_seed(0)
-    teacher, student = _model(family, 4), _model(family, 2)
+    deep, shallow = DEPTHS.get(family, (4, 2))
+    teacher, student = _model(family, deep), _model(family, shallow)
     copied = init_from_teacher(student, teacher)
     s, t = student.state_dict(), teacher.state_dict()
-    stack = next(k.split(".")[0] for k in s if k.startswith(("layers.", "blocks.")))
+    stacks = set()
     for key in copied:
-        parts = key.split(".")
-        if parts[0] == stack:
-            source = ".".join([stack, str(2 * int(parts[1])), *parts[2:]])
-        else:
-            source = key
+        m = _STACK.match(key)
+        source = f"{m.group(1)}.{2 * int(m.group(2))}.{m.group(3)}" if m else key
+        stacks |= {m.group(1)} if m else set()
         assert torch.equal(s[key], t[source]), key
-    assert any(k.startswith(f"{stack}.1.") for k in copied)  # the second student layer came from the third teacher layer
-    assert "head.bias" in copied
+    assert stacks and all(any(k.startswith(f"{stack}.1.") for k in copied) for stack in stacks)  # the second layer came from the third
+    head = "fc" if family in ("resnet", "wrn") else "head"
+    assert f"{head}.bias" in copied
     if family != "cnn":  # a CNN's head sees a longer sequence when fewer blocks downsample it: its weight does not fit
-        assert "head.weight" in copied
+        assert f"{head}.weight" in copied
 
 
 def test_a_student_nothing_fits_is_a_clear_error():

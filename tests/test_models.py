@@ -58,7 +58,7 @@ def size_knob(family: str) -> str:
 
 
 def test_registry_has_the_documented_families():
-    assert {"mlp", "cnn", "transformer"} <= set(FAMILIES)
+    assert {"mlp", "cnn", "transformer", "resnet", "wrn"} <= set(FAMILIES)
 
 
 # --- generated over every family x input kind ---------------------------------
@@ -80,7 +80,9 @@ def test_outputs_contract(family, shape):
     assert blocks, "a model must expose at least one named intermediate block"
     assert len(set(names)) == len(names)
     opts = options(family)
-    if hasattr(opts, "depth"):
+    if family in ("resnet", "wrn"):  # depth counts layers (6n+2, 6n+4); the features are the three stages
+        assert blocks == ["stage1", "stage2", "stage3"]
+    elif hasattr(opts, "depth"):
         assert len(blocks) == opts.depth
     for name, f in out.features.items():
         assert f.shape[0] == BATCH, name

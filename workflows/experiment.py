@@ -21,7 +21,7 @@ from typing import Literal
 
 from analysis.schema import FINAL_ONLY, OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
-from distill.config import RunConfig, apply_overrides, load_yaml, parse_dataclass, to_plain
+from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, to_plain
 from distill.data import import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
 from distill.teacher import check_teacher_source
@@ -206,7 +206,8 @@ def load_experiment(
         space = load_space(raw.get("space"), Path(path).parent, check=stage_check(chain.assistants))
         validate_stages(space, bases)
     elif raw.get("space") is not None or need_space:
-        space = load_space(raw.get("space"), Path(path).parent)
+        key_check = lambda key: check_key(key, is_custom(run.data.name), bool(run.student.factory))  # noqa: E731
+        space = load_space(raw.get("space"), Path(path).parent, check=key_check)
         validate(space, base)
     keys = {p.key for p in space}
     for i, point in enumerate(search.enqueue):
@@ -227,7 +228,8 @@ def describe(exp: ExperimentConfig) -> str:
     """What `kdx validate` prints."""
     lines = [
         f"experiment {exp.name!r} from {exp.source}",
-        f"  data {exp.run.data.name}, teacher {exp.run.teacher.model.family}, base student {exp.run.student.family}",
+        f"  data {exp.run.data.name}, teacher {exp.run.teacher.factory or exp.run.teacher.model.family}, "
+        f"base student {exp.run.student.factory or exp.run.student.family}",
         f"  mix {exp.run.mix}",
         f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.search.sampler}, "
         f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",

@@ -34,7 +34,7 @@ def reference_point(exp: ExperimentConfig, data) -> dict[str, float]:
     """The hypervolume reference, fixed before any trial: chance accuracy and the
     size and latency of the largest student the space can make (every numeric
     entry at its high end, every combination of choices, up to 256)."""
-    from distill.models import build_model, count_params, measure_latency
+    from distill.models import count_params, measure_latency
 
     choices = [p for p in exp.space if p.kind == "choice"]
     largest, size = None, -1
@@ -49,7 +49,7 @@ def reference_point(exp: ExperimentConfig, data) -> dict[str, float]:
             student = apply(params, exp.base).student
         except ConfigError:
             continue
-        model = build_model(student.family, student.options, data.input_shape, data.num_classes, "student")
+        model = student.build(data.input_shape, data.num_classes, "student")
         if count_params(model) > size:
             largest, size = model, count_params(model)
     ref = {schema.VAL_ACC: 1.0 / data.num_classes}

@@ -85,4 +85,4 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
     return 1000.0 * statistics.median(times)
 
 
-from . import cnn, mlp, transformer  # noqa: E402,F401  (registers the families)
+from . import cnn, mlp, resnet, transformer  # noqa: E402,F401  (registers the families)
