@@ -104,6 +104,7 @@ class ModelConfig:
     @classmethod
     def split(cls, own: dict, path: str) -> type | None:
         if own.get("factory"):
+            own["family"] = ""  # a factory section takes no family from the section's default (student: mlp)
             return None  # the factory's kwargs, checked against its signature (check_factory)
         return MODELS.get(own.get("family"), f"{path}.family").options
 

@@ -265,7 +265,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             x_probe = x_train[probe].to(device)
             t_probe = {"online": lambda: teacher_batch(x_probe), "cached": lambda: slice_outputs(cached, probe),
                        "views": lambda: slice_outputs(views.outputs, (0, probe)), None: lambda: None}[mode]()
-            terms = build_losses(config, student(x_probe), t_probe)
+            terms = build_losses(config, as_outputs(student(x_probe)), t_probe)
         for module in terms.values():
             module.to(device)
         weights = {name: config.mix[name] for name in terms}
@@ -301,7 +301,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                     xb, y_mixed, lam = batch.x, batch.y_mixed, batch.lam
                 t_out = teacher_batch(xb) if mode == "online" else (slice_outputs(ts, rows) if ts is not None else None)
                 with autocast:
-                    s_out = student(xb)
+                    s_out = as_outputs(student(xb))  # a user's model may return bare logits
                     values = torch.stack([loss(s_out, t_out, yb).float() for loss in terms.values()])
                     if y_mixed is not None:
                         values = lam * values + (1 - lam) * torch.stack([loss(s_out, t_out, y_mixed).float() for loss in terms.values()])

@@ -85,6 +85,7 @@ class _Gather:
     def __call__(self, module: nn.Module, args: Any, output: Any) -> Outputs:
         out = as_outputs(output)
         feats = {**out.features, **{n: self.store[n] for n in self.names if n in self.store}}
+        self.store.clear()  # hold no activations between calls (and a deepcopy of the model has none to copy)
         if "embedding" in feats:  # what the classifier reads, last and flat as in kdx's families
             feats["embedding"] = feats.pop("embedding").flatten(1)
         return Outputs(out.logits, feats, out.attentions)
@@ -106,7 +107,8 @@ def _tap(model: nn.Module, features: list[str], key: str) -> None:
 def build_factory(spec: str, kwargs: dict, features: list[str], input_shape: tuple[int, ...], num_classes: int, key: str) -> nn.Module:
     """The user's model, its forward returning `Outputs` with the named features when any are listed."""
     try:
-        given = factory_kwargs(_import(spec), spec, kwargs, tuple(input_shape), num_classes)
+        fn = _import(spec)
+        given = factory_kwargs(fn, spec, kwargs, tuple(input_shape), num_classes)
     except InvalidValue as e:
         raise ConfigError(f"{key}.{e.key}: {e}") from None
     try:
