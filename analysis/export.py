@@ -29,6 +29,7 @@ from distill.cache import sha256_file
 from distill.config import RunConfig
 from distill.data import Dataset, load_data
 from distill.errors import KdxError
+from distill.models import as_outputs
 
 from . import schema
 from .frontier import frontier_info
@@ -59,7 +60,7 @@ class LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
+        return as_outputs(self.model(x)).logits  # a user's factory model may return bare logits
 
 
 def _download(store: Store, run_id: str, tmp: Path) -> tuple[RunConfig, Path]:

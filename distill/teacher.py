@@ -122,7 +122,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
     train = dataclasses.replace(
         config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-        optimizer="adam", schedule="constant", epoch_policy="best_val", init="random",  # picked on validation, never test
+        optimizer="adam", schedule="constant", milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
     )
     teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
     result = run(teacher_run, data)
