@@ -33,13 +33,15 @@ Ray's and Tune's folders) goes to a temporary folder that is removed at the end.
 Every figure comes from one run of each contender (no repeats): read the ratios,
 not the absolute seconds, and rerun a section (`--sections 2`) if one looks off.
 
-On a GPU machine (about 3 minutes on one H200; the sections print their elapsed
-time, and --n / --n-views / --epochs trim a rerun):
+On a GPU machine (an estimated 3 minutes on one H200, under 5 expected; not yet
+measured on one: the sections print their elapsed time, and --n / --n-views /
+--epochs / --sections trim a rerun; section 3 reuses the teacher that section 1
+trained, and trains its own when section 1 is skipped):
 
     .venv/bin/python benchmarks/gpu_check.py [--sections 1,2,3] [--n 10000] [--n-views 3000]
 
-On a CPU, to check that the script works (tiny sizes, about a minute; bf16 is a
-no-op there, since kdx's autocast is CUDA-only):
+On a CPU, to check that the script works (tiny sizes, about 90 s on 2 cores, most
+of it Ray's start-up; bf16 is a no-op there, since kdx's autocast is CUDA-only):
 
     .venv/bin/python benchmarks/gpu_check.py --cpu-smoke
 """

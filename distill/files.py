@@ -99,10 +99,10 @@ def _records(raw: bytes, label_bytes: int, name: str) -> tuple[np.ndarray, np.nd
     return rec[:, label_bytes:].reshape(-1, 3, 32, 32), rec[:, label_bytes - 1].astype(np.int64)  # the fine label is the last label byte
 
 
-def _read_parts(root: Path, which: str) -> tuple[list[bytes], list[bytes]]:
+def _read_parts(root: Path, which: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
     archive, folder, train, test = _CIFAR[which][:4]
     if (root / folder).is_dir():
-        read = lambda name: (root / folder / name).read_bytes()  # noqa: E731
+        read = lambda name: (name, (root / folder / name).read_bytes())  # noqa: E731
         missing = [n for n in train + test if not (root / folder / n).is_file()]
         if missing:
             raise DataError(f"data.root: {root / folder} has no {missing[0]}")
@@ -113,7 +113,7 @@ def _read_parts(root: Path, which: str) -> tuple[list[bytes], list[bytes]]:
             missing = [n for n in train + test if n not in members]
             if missing:
                 raise DataError(f"data.root: {root / archive} has no {missing[0]}")
-            read = lambda name: tar.extractfile(members[name]).read()  # noqa: E731
+            read = lambda name: (name, tar.extractfile(members[name]).read())  # noqa: E731
             return [read(n) for n in train], [read(n) for n in test]
     pickled = [p for p in _PICKLED[which] if (root / p).exists()]
     if pickled:
@@ -140,8 +140,8 @@ def read_cifar(root: str | Path, which: Literal["cifar10", "cifar100"]) -> tuple
     """(x_train, y_train, x_test, y_test) as uint8 (N, 3, 32, 32) images and int64 labels."""
     train, test = _read_parts(Path(root), which)
     label_bytes = _CIFAR[which][4]
-    tr = [_records(raw, label_bytes, which) for raw in train]
-    te = [_records(raw, label_bytes, which) for raw in test]
+    tr = [_records(raw, label_bytes, name) for name, raw in train]
+    te = [_records(raw, label_bytes, name) for name, raw in test]
     return (np.concatenate([x for x, _ in tr]), np.concatenate([y for _, y in tr]),
             np.concatenate([x for x, _ in te]), np.concatenate([y for _, y in te]))
 
@@ -203,7 +203,7 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e).lower():
+        if "pickle" in str(e).lower() or "python objects" in str(e).lower():  # "Array can't be memory-mapped: Python objects in dtype"
             raise DataError(f"data.path: '{path}' holds pickled data, which kdx does not load (unpickling runs code from the file); "
                             "save plain arrays with numpy.save") from None
         raise DataError(f"data.path: '{path}' is not a .npy array ({e})") from None

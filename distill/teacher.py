@@ -80,8 +80,10 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):  # Lightning-style, and RepDistiller's {'model': ..., 'accuracy': ...}
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     try:
         model.load_state_dict(state)
     except Exception as e:

@@ -216,8 +216,6 @@ def test_cifar_truncated_batch_is_a_clear_error(tmp_path, cut):
     assert "not whole CIFAR records of 3073 bytes" in msg and str(len(raw) - cut) in msg
 
 
-@pytest.mark.xfail(strict=True, reason="files._records is passed the dataset name ('cifar10'), not the file's: "
-                                       "the truncated-record error does not say which .bin is damaged")
 def test_cifar_truncated_batch_error_names_the_file(tmp_path):
     folder = write_cifar(tmp_path)
     raw = (folder / "data_batch_3.bin").read_bytes()
@@ -295,8 +293,6 @@ def test_arrays_with_pickled_objects_are_refused_without_unpickling(tmp_path, fo
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="files._load with mmap: an object-dtype .npy makes numpy say \"Array can't be "
-                                       "memory-mapped\", which _load reports as \"is not a .npy array\" without naming pickle")
 def test_pickled_x_npy_under_mmap_always_says_pickle(tmp_path):
     marker = tmp_path / "unpickled"
     arrays = make_arrays(n_train=4, n_test=4)

@@ -246,3 +246,31 @@ def test_cached_outputs_on_a_teacher_are_ignored_by_an_online_config():
     t = prepare_teacher(cfg, data, log=lambda s: None)
     wrong = Teacher(t.module, t.info, outputs=None)
     assert run(cfg, data, wrong).history
+
+
+def test_the_cifar100_example_is_a_valid_experiment(tmp_path, monkeypatch):
+    from workflows.experiment import load_experiment
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / "resnet32x4.pth").write_bytes(b"")  # only its presence is checked before a run
+    exp = load_experiment(str(ROOT / "examples" / "cifar100_resnet.yaml"))
+    run_cfg = exp.run
+    assert (run_cfg.student.family, run_cfg.student.options.depth, run_cfg.student.options.width) == ("resnet", 8, 4)
+    assert (run_cfg.teacher.model.options.depth, run_cfg.teacher.outputs) == (32, "online")
+    t = run_cfg.train
+    assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size, t.epochs, t.milestones) == ("sgd", 0.05, 0.9, 5e-4, 64, 240, [150, 180, 210])
+    assert run_cfg.data.augment.crop == 4 and run_cfg.data.augment.flip and run_cfg.mix == {"ce": 0.1, "kd": 0.9}
+
+
+def test_a_repdistiller_style_checkpoint_loads_into_the_resnet_family(tmp_path):
+    from distill.models import build_model
+    from distill.teacher import get_teacher
+
+    cfg = config(teacher={"family": "resnet", "depth": 8, "width": 1, "checkpoint": str(tmp_path / "ckpt_epoch_240.pth")})
+    data = load_data(cfg.data)
+    saved = build_model("resnet", cfg.teacher.model.options, data.input_shape, data.num_classes)
+    torch.save({"epoch": 240, "model": saved.state_dict(), "accuracy": 71.5}, tmp_path / "ckpt_epoch_240.pth")
+    module, info = get_teacher(cfg, data)
+    assert info.source == "checkpoint"
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), saved.state_dict().values()))
