@@ -1,8 +1,8 @@
 """What augmentation and a view-consistent teacher do on the built-in image task.
 
 `shifted_digits` (sklearn's 8x8 digits pasted at 2 random places on a 16x16 canvas
-of noise, each copy one sample) with a resnet8 student (`--student cnn`: a plain
-CNN of width 16, 2 blocks, no normalisation) and one CNN teacher (width 64, 3 blocks, trained with the same crop) for every
+of noise, each copy one sample) with a CNN student (width 16, 2 blocks, no
+normalisation; `--student resnet8` for a CIFAR ResNet) and one CNN teacher (width 64, 3 blocks, trained with the same crop) for every
 KD arm, so the arms differ only in what the student sees and what the teacher
 is asked on:
 
@@ -12,7 +12,7 @@ is asked on:
   KD online + aug    crop; the teacher runs on each augmented batch (consistent)
   KD views + aug     crop; 8 stored views per sample with the teacher's outputs (FKD)
 
-Protocol: every arm tunes its own lr (resnet8 {0.03, 0.1, 0.3}, cnn also 0.01; SGD momentum
+Protocol: every arm tunes its own lr (cnn {0.01, 0.03, 0.1, 0.3}, resnet8 {0.03, 0.1, 0.3}; SGD momentum
 0.9, weight decay 5e-4, cosine, as CIFAR recipes do) on validation
 accuracy averaged over two selection seeds (100, 101), which are not reported;
 KD keeps T 4, ce 0.1 / kd 0.9. Then test accuracy over `--seeds` seeds (0 ..),
@@ -21,7 +21,7 @@ their t. Epoch time is the median seconds per epoch of the reported runs (one
 torch thread each, two runs at a time: ratios within this run, not absolute
 figures); the views' one-off cost is timed separately.
 
-    .venv/bin/python benchmarks/bench_vision.py [--seeds 5] [--epochs 15] [--student resnet8|cnn]
+    .venv/bin/python benchmarks/bench_vision.py [--seeds 5] [--epochs 30] [--student cnn|resnet8]
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import os
 import statistics
+import tempfile
 import time
 
 import torch
@@ -42,11 +44,15 @@ from distill.train import run
 DATA = {"name": "shifted_digits", "canvas": 16, "noise": 0.1, "copies": 2}  # each digit at 2 places: a test split of ~720
 CROP = {"crop": 4}
 TEACHER = {"family": "cnn", "width": 64, "depth": 3, "epochs": 40, "lr": 3e-3}
-STUDENTS = {  # the cnn has no normalisation: at the lr validation picks, a seed in five can collapse to chance
-    "resnet8": ({"family": "resnet", "depth": 8, "width": 1}, (0.03, 0.1, 0.3)),
+STUDENTS = {
+    # Position matters to it (a flattened head), so the crop does too; no normalisation: at the
+    # lr validation picks, a seed in five can collapse to chance (the wins column shows it).
     "cnn": ({"family": "cnn", "width": 16, "depth": 2}, (0.01, 0.03, 0.1, 0.3)),
+    # Global pooling makes it nearly shift-invariant: it beats the CNN teacher from scratch
+    # (97-98% validation), and distilling caps it near the teacher's 88%.
+    "resnet8": ({"family": "resnet", "depth": 8, "width": 1}, (0.03, 0.1, 0.3)),
 }
-STUDENT, LRS = STUDENTS["resnet8"]
+STUDENT, LRS = STUDENTS["cnn"]
 SELECTION_SEEDS = (100, 101)
 ARMS = {  # name: (augment, teacher.outputs or None for labels only)
     "scratch": (False, None),
@@ -90,15 +96,16 @@ def paired(a: list[float], b: list[float]) -> str:
     d = [x - y for x, y in zip(a, b)]
     mean, sd = statistics.mean(d), statistics.stdev(d)
     t = mean / (sd / math.sqrt(len(d))) if sd > 0 else float("nan")
-    return f"{100 * mean:+6.2f} ± {100 * sd:4.2f} points (t {t:5.1f}, {len(d)} pairs)"
+    wins = sum(x > 0 for x in d)
+    return f"{100 * mean:+6.2f} ± {100 * sd:5.2f} points (t {t:5.1f}; higher on {wins} of {len(d)} seeds)"
 
 
 def main() -> None:
     global _DATA
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--student", choices=sorted(STUDENTS), default="resnet8")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--student", choices=sorted(STUDENTS), default="cnn")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     started = time.time()
@@ -108,9 +115,14 @@ def main() -> None:
     teacher_cfg = config("KD online + aug", LRS[0], 0, args.epochs)
     _DATA = load_data(teacher_cfg.data)
     module, info = get_teacher(teacher_cfg, _DATA, log=print)  # trained once, with the crop
-    t0 = time.perf_counter()
-    views = teacher_views(module, info, _DATA, ["logits"], config("KD views + aug", LRS[0], 0, args.epochs))
-    views_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as fresh:  # timed on an empty cache: made, not read back
+        home, os.environ["KDX_CACHE"] = os.environ.get("KDX_CACHE"), fresh
+        try:
+            t0 = time.perf_counter()
+            views = teacher_views(module, info, _DATA, ["logits"], config("KD views + aug", LRS[0], 0, args.epochs))
+            views_s = time.perf_counter() - t0
+        finally:
+            os.environ.pop("KDX_CACHE") if home is None else os.environ.__setitem__("KDX_CACHE", home)
     _TEACHERS.update({"cached": Teacher(module, info, teacher_outputs(module, info, _DATA, ["logits"])),
                       "online": Teacher(module, info), "views": Teacher(module, info, views=views)})
     print(f"shifted_digits: {len(_DATA.y_train)} train / {len(_DATA.y_val)} val / {len(_DATA.y_test)} test, input {_DATA.input_shape}; "

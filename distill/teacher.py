@@ -1,5 +1,8 @@
-"""The teacher: trained once (cross-entropy) or loaded from a user's checkpoint,
-then run once over the training set to cache the outputs the losses read.
+"""The teacher: trained once (cross-entropy, on augmented batches when the data
+augments) or loaded from a user's checkpoint, then, per `teacher.outputs`, run
+once over the training set to cache the outputs the losses read (cached), over
+K stored crop/flip views of it (views), or handed over alone to run on every
+batch of a trial (online).
 
 Both caches live under the kdx cache folder, keyed by a hash of what made
 them (teacher config and data, or the checkpoint's own sha256), written
@@ -20,14 +23,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .augment import Augmenter, apply_view
 from .cache import cache_dir, fingerprint, load_checked, locked, save_checked, sha256_file
 from .config import RunConfig
 from .data import Dataset, import_object
 from .errors import ConfigError
 from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, measure_latency
-from .augment import Augmenter, apply_view
-from .train import Teacher, TeacherViews, evaluate, run
+from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
            "teacher_keys", "check_teacher_source"]
@@ -157,11 +160,18 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
 @torch.no_grad()
 def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int,
                   view: Callable[[torch.Tensor, slice], torch.Tensor] = lambda x, rows: x) -> dict[str, torch.Tensor]:
-    """The model's outputs over the training set, batch by batch; `view(x, rows)` augments a batch first."""
-    model = _frozen(model.cpu())
+    """The model's outputs over the training set, batch by batch, on a GPU when there is one
+    (kept on the CPU); `view(x, rows)` augments a batch first."""
+    device = resolve_device("auto")
+    model = _frozen(model).to(device)
     n = len(data.x_train)
-    parts = [_select(as_outputs(model(view(data.x_train[i : i + batch_size], slice(i, min(i + batch_size, n))))), keys)
-             for i in range(0, n, batch_size)]
+    try:
+        parts = []
+        for i in range(0, n, batch_size):
+            x = view(data.x_train[i : i + batch_size].to(device), slice(i, min(i + batch_size, n)))
+            parts.append(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys))
+    finally:
+        model.cpu()  # the shared teacher ships to trials from the CPU
     flat = {"logits": torch.cat([p.logits for p in parts])}
     for kind in ("features", "attentions"):
         for name in getattr(parts[0], kind):

@@ -40,7 +40,7 @@ from .init import init_from_teacher
 from .losses import LOSSES, build_loss
 from .models import Outputs, as_outputs, count_params, measure_latency
 
-__all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs",
+__all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "outputs_to",
            "build_losses"]
 
 
@@ -124,7 +124,7 @@ def slice_outputs(out: Outputs, idx: Tensor | slice | tuple) -> Outputs:
     )
 
 
-def _outputs_to(out: Outputs, device: torch.device) -> Outputs:
+def outputs_to(out: Outputs, device: torch.device) -> Outputs:
     return Outputs(
         out.logits.to(device),
         {k: v.to(device) for k, v in out.features.items()},
@@ -239,14 +239,14 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             mode = "online"  # a bare module: run it on each batch
         if mode == "views" and teacher.views is None:
             raise ValueError("teacher.outputs is views, but the teacher was given without its views (distill.teacher.prepare_teacher makes them)")
-        cached = _outputs_to(teacher.outputs, device) if mode == "cached" else None
+        cached = outputs_to(teacher.outputs, device) if mode == "cached" else None
         views = teacher.views if mode == "views" else None
         if cached is not None and len(cached.logits) != n:
             raise ValueError(f"teacher outputs cover {len(cached.logits)} samples, the training set {n}")
         if views is not None:
             if views.offsets.shape[1] != n:
                 raise ValueError(f"teacher views cover {views.offsets.shape[1]} samples, the training set {n}")
-            views = TeacherViews(views.offsets.to(device), views.flip.to(device), _outputs_to(views.outputs, device), views.crop)
+            views = TeacherViews(views.offsets.to(device), views.flip.to(device), outputs_to(views.outputs, device), views.crop)
         if mode == "online":
             t_module.eval().to(device)
             for p in t_module.parameters():

@@ -100,8 +100,9 @@ def _run_chain(job: Job, data: Dataset, teacher: Teacher, ctx: TrialContext, pla
         result, run_id, metrics = done
         lineage.append(run_id)
         train_s += result.seconds
-        if not last:  # each stage teaches the next, for train.init: teacher too
-            teacher = Teacher(result.model, None, model_outputs(result.model, data, list(plan.keys)))
+        if not last:  # each stage teaches the next, for train.init: teacher too; online under augmentation
+            online = config.teacher.outputs == "online"
+            teacher = Teacher(result.model, None, None if online else model_outputs(result.model, data, list(plan.keys)))
     tune.report(metrics | timing(started, train_s) | {"epoch": result.epochs})
 
 

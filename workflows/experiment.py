@@ -199,6 +199,8 @@ def load_experiment(
             raise ConfigError(f"search.objectives: a chain search maximises the student's val_acc (its size is fixed); set {{val_acc: max}}, got {search.objectives}")
         if search.scheduler != "none":
             raise ConfigError("search.scheduler: a chain reports once, after its last stage; use scheduler: none")
+        if run.teacher.outputs == "views":
+            raise ConfigError("teacher.outputs: a chain's assistants teach online (each is trained inside the chain, so no views of it are stored); use online")
     space: list[Param] = []
     if chain is not None:
         if raw.get("space") is None:
@@ -228,7 +230,8 @@ def describe(exp: ExperimentConfig) -> str:
     """What `kdx validate` prints."""
     lines = [
         f"experiment {exp.name!r} from {exp.source}",
-        f"  data {exp.run.data.name}, teacher {exp.run.teacher.factory or exp.run.teacher.model.family}, "
+        f"  data {exp.run.data.name}" + (f" (augment {exp.run.data.augment.to_dict()})" if exp.run.data.augment.active else "")
+        + f", teacher {exp.run.teacher.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
         f"base student {exp.run.student.factory or exp.run.student.family}",
         f"  mix {exp.run.mix}",
         f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.search.sampler}, "
