@@ -12,8 +12,8 @@ line `SECTION n FAILED: ...` and the next one runs; the exit code is 1 if any fa
      (K = 4 crop/flip views per sample, FKD) against the online teacher. The one-off
      cost of making the views (`prepare_teacher`, the teacher already trained and
      cached), the epoch time of each, their ratio and after how many epochs the views
-     pay for themselves. At the time of writing kdx makes the views with the teacher
-     on the CPU (distill/teacher.py), so this section uses a smaller training set.
+     pay for themselves. kdx makes the views on the GPU when there is one
+     (distill/teacher.py); this section still uses a smaller training set (--n-views).
   3. Trials per minute of `kdx search` run the way a user runs it (a subprocess of
      `python -m workflows.cli search`, CUDA_VISIBLE_DEVICES as it is): 4 trials of a
      student.width choice (resnet8xw, w = 1..4, online resnet32x4 teacher, 2 epochs
@@ -93,7 +93,7 @@ def cifar_like(n: int = 10000, classes: int = 100, seed: int = 0):
 class Sizes:
     device: str
     n: int  # training samples of sections 1 and 3 (before the 10% validation split)
-    n_views: int  # section 2's, smaller: its views are made on the CPU
+    n_views: int  # section 2's, smaller: K views of every sample are made before it trains
     classes: int
     epochs: int  # per run in sections 1 and 2; the first is dropped
     student: dict
