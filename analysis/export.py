@@ -14,6 +14,8 @@ re-run replaces them whole; registering again reuses existing versions.
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -222,9 +224,29 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
             files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
             card = _card(exp, row.to_dict(), config, data.input_shape, label, files)
-            (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
+            (folder / "card.json").write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False))
             _replace_folder(folder, final)
         exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))
+    _drop_stale(out, {e.folder.name for e in exported})
     if register:
         _register(store.client, register, exported, info)
     return exported
+
+
+def _json_safe(value):
+    """NaN and infinities as null: JSON has no NaN (a missing twin is NaN in the runs table)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _drop_stale(out: Path, kept: set[str]) -> None:
+    """An export folder holds this export only: earlier exports' student folders (pN-<run id>,
+    with a card.json) that are not in it are removed; anything else there is left alone."""
+    for folder in out.iterdir():
+        if folder.is_dir() and folder.name not in kept and re.fullmatch(r"p\d+-[0-9a-f]{8}", folder.name) and (folder / "card.json").is_file():
+            shutil.rmtree(folder)

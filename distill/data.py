@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -257,15 +258,59 @@ def _custom(name: str, options: dict, seed: int) -> Arrays:
 # --- loading ----------------------------------------------------------------------------------
 
 
+def _labels(y: np.ndarray, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"data: {name} must be one integer label per sample, got shape {y.shape}")
+    if y.dtype.kind not in "iub":
+        whole = y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+        if not whole:
+            bad = y[~(np.isfinite(y) & (y == np.round(y)))][:3] if y.dtype.kind == "f" else y[:3]
+            raise DataError(f"data: {name} must hold integer class labels 0..C-1, got {', '.join(map(str, bad))}")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DataError(f"data: labels must be integers 0..C-1; {name} has {', '.join(map(str, np.unique(y[y < 0])[:3]))} "
+                        f"(its labels run {y.min()}..{y.max()})")
+    return y
+
+
+def _finite(x: Any, name: str, chunk: int = 4096) -> None:
+    """Every input value finite, checked in chunks (a memory-mapped file is read once, never whole)."""
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start : start + chunk])
+        if part.dtype.kind in "fc" and not np.isfinite(part).all():
+            bad = int(np.argwhere(~np.isfinite(part.reshape(len(part), -1)).all(axis=1))[0, 0]) + start
+            raise DataError(f"data: {name} has NaN or infinite values (the first in sample {bad})")
+
+
+def check_arrays(arrays: Arrays) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked labels (int64) and the class count: labels 0..C-1 and at least two classes,
+    inputs finite, as many labels as samples. Classes no label uses are a warning line."""
+    y_train, y_test = _labels(arrays.y_train, "y_train"), _labels(arrays.y_test, "y_test")
+    for split, x, y in (("train", arrays.x_train, y_train), ("test", arrays.x_test, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"data: x_{split} has {len(x)} samples, y_{split} {len(y)} labels")
+        if len(y) == 0:
+            raise DataError(f"data: the {split} split is empty")
+        _finite(x, f"x_{split}")
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise DataError(f"data: y_train has one class only ({classes[0]}): there is nothing to classify")
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    unused = sorted(set(range(num_classes)) - set(classes.tolist()))
+    if unused:
+        print(f"warning: data: classes {', '.join(map(str, unused[:10]))}{' ...' if len(unused) > 10 else ''} of 0..{num_classes - 1} "
+              "have no training sample; the model still has an output for each", file=sys.stderr)
+    return y_train, y_test, num_classes
+
+
 def load_data(cfg: Any) -> Dataset:
     """Build the dataset a `DataConfig` names, with its train/val split."""
     if is_custom(cfg.name):
         arrays = _custom(cfg.name, cfg.options or {}, cfg.seed)
     else:
         arrays = DATASETS.get(cfg.name, "data.name").build(cfg.options, cfg.seed)
-    y_train = arrays.y_train.astype(np.int64)
-    y_test = arrays.y_test.astype(np.int64)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    y_train, y_test, num_classes = check_arrays(arrays)
     order = np.random.default_rng([cfg.seed, 2]).permutation(len(y_train))
     n_val = max(1, int(round(len(order) * cfg.val_fraction)))
     val, train = order[:n_val], order[n_val:]

@@ -14,8 +14,8 @@ eval mode with gradients off; anything a user hands over is loaded with
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,9 +27,10 @@ from .augment import Augmenter, apply_view
 from .cache import cache_dir, fingerprint, load_checked, locked, save_checked, sha256_file
 from .config import RunConfig
 from .data import Dataset, import_object
-from .errors import ConfigError
+from .errors import ConfigError, InvalidValue
 from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, measure_latency
+from .models.factory import build_factory
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
@@ -71,28 +72,45 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     if not path.is_file():
         raise ConfigError(f"teacher.checkpoint: no such file '{path}'")
     if t.factory:
-        factory = import_object(t.factory, "teacher.factory")
-        accepted = inspect.signature(factory).parameters
-        kwargs = {k: v for k, v in (("input_shape", data.input_shape), ("num_classes", data.num_classes)) if k in accepted}
-        model = factory(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"teacher.factory: {t.factory} returned {type(model).__name__}, not a torch module")
+        model = build_factory(t.factory, {}, [], data.input_shape, data.num_classes, "teacher")
     else:
         model = t.model.build(data.input_shape, data.num_classes, "teacher")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+        first = _ANSI.sub("", str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only ({e.__class__.__name__}: {first})") from None
     for wrapper in ("state_dict", "model"):  # Lightning-style, and RepDistiller's {'model': ..., 'accuracy': ...}
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    try:
-        model.load_state_dict(state)
-    except Exception as e:
-        raise ConfigError(f"teacher.checkpoint: '{path}' does not fit the teacher model ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"teacher.checkpoint: '{path}' is not a state dict (a mapping of names to tensors); save model.state_dict()")
+    _fit(model, state, path)
     key = fingerprint([sha256_file(path), t.factory, t.model.to_dict(), data.key])
     return _frozen(model), _info(model, data, key, "checkpoint")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _fit(model: nn.Module, state: dict, path: Path) -> None:
+    """Load `state` strictly; a mismatch names the first missing, unexpected or misshapen key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or misshapen:
+        more = lambda keys: f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""  # noqa: E731
+        parts = ([f"missing '{missing[0]}'{more(missing)}"] if missing else []) + \
+                ([f"unexpected '{unexpected[0]}'{more(unexpected)}"] if unexpected else []) + \
+                ([f"'{misshapen[0]}' is {tuple(state[misshapen[0]].shape)} in the file, {tuple(own[misshapen[0]].shape)} in the model"
+                  f"{more(misshapen)}"] if misshapen else [])
+        raise ConfigError(f"teacher.checkpoint: '{path}' does not fit the teacher model: {'; '.join(parts)}")
+    try:
+        model.load_state_dict(state)
+    except Exception as e:  # a dtype the model cannot take, say; torch's text may carry terminal colours
+        raise ConfigError(f"teacher.checkpoint: '{path}' does not fit the teacher model ({_ANSI.sub('', str(e)).splitlines()[0][:300]})") from None
 
 
 def check_teacher_source(config: RunConfig) -> None:
@@ -101,7 +119,12 @@ def check_teacher_source(config: RunConfig) -> None:
     if t.checkpoint and not Path(t.checkpoint).is_file():
         raise ConfigError(f"teacher.checkpoint: no such file '{t.checkpoint}'")
     if t.factory:
-        import_object(t.factory, "teacher.factory")
+        from .models.factory import factory_kwargs
+
+        try:
+            factory_kwargs(import_object(t.factory, "teacher.factory"), t.factory, {})
+        except InvalidValue as e:
+            raise ConfigError(f"teacher.{e.key}: {e}") from None
 
 
 def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:

@@ -73,9 +73,20 @@ def test_export_round_trip_and_registry(searched):
     for alias in ("most-accurate", "smallest", "pareto-1"):
         assert client.get_model_version_by_alias("rep-students", alias).run_id in {v.run_id for v in versions}
 
+    def no_nan(text):
+        raise AssertionError(f"card.json holds {text}, which is not JSON")
+
+    for f in folders:
+        json.loads((f / "card.json").read_text(), parse_constant=no_nan)  # strict: null, never NaN
     before = {f.name: sha256_file(f / "model.safetensors") for f in folders}
+    stale = folder / "shipped" / "p9-deadbeef"  # an earlier export's student, no longer on the front
+    stale.mkdir()
+    (stale / "card.json").write_text("{}")
+    (folder / "shipped" / "notes.txt").write_text("mine")
     again = kdx("export", "--experiment", "tiny", "--out", "shipped", "--register", "rep-students", cwd=folder)
     assert again.returncode == 0, again.stderr
+    assert not stale.exists() and (folder / "shipped" / "notes.txt").read_text() == "mine"  # replaced whole; a user's file stays
+    (folder / "shipped" / "notes.txt").unlink()
     assert {f.name: sha256_file(f / "model.safetensors") for f in sorted((folder / "shipped").iterdir())} == before
     assert len(client.search_model_versions("name = 'rep-students'")) == len(folders)  # idempotent
     assert not [p for p in (folder / "shipped").iterdir() if p.name.startswith(".")]
@@ -119,3 +130,10 @@ def test_seeds_repeat_the_front_paired_with_twins(tmp_path):
     students = by_role(all_runs, schema.ROLE_STUDENT)
     assert len([r for r in students if not r.data.tags.get(schema.TAG_SEED_OF)]) == 3
     assert "base-recipe twins" in (tmp_path / "rep" / "report.html").read_text()  # the report names the cheap mode
+
+
+def test_a_card_writes_null_for_what_is_missing():
+    from analysis.export import _json_safe
+
+    card = {"twin_run": float("nan"), "metrics": {"gain": float("inf"), "ok": 0.5}, "seeds": [1.0, float("-inf")]}
+    assert json.dumps(_json_safe(card), allow_nan=False) == '{"twin_run": null, "metrics": {"gain": null, "ok": 0.5}, "seeds": [1.0, null]}'

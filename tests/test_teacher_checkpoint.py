@@ -100,3 +100,30 @@ def test_validate_reports_a_checkpoint_that_does_not_fit(tmp_path, data):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     p = subprocess.run([sys.executable, "-m", "workflows.cli", "validate", str(tmp_path / "c.yaml")], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and "does not fit the teacher model" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_first_missing_unexpected_and_misshapen_keys(tmp_path, data):
+    c = config({"family": "mlp", "width": 32, "depth": 1})
+    state = build_model("mlp", c.teacher.model.options, data.input_shape, data.num_classes).state_dict()
+    first = next(iter(state))
+    wrong = {k: v for k, v in state.items() if k != first} | {"extra.weight": torch.zeros(1), "extra.bias": torch.zeros(1)}
+    torch.save(wrong, tmp_path / "t.pt")
+    with pytest.raises(ConfigError) as e:
+        get_teacher(config({"family": "mlp", "width": 32, "depth": 1, "checkpoint": str(tmp_path / "t.pt")}), data)
+    assert str(e.value).endswith(f"does not fit the teacher model: missing '{first}'; unexpected 'extra.weight' (and 1 more)")
+    with pytest.raises(ConfigError, match=r"'layers.0.weight' is \(32, 64\) in the file, \(16, 64\) in the model"):
+        torch.save(state, tmp_path / "t.pt")
+        get_teacher(config({"family": "mlp", "width": 16, "depth": 1, "checkpoint": str(tmp_path / "t.pt")}), data)
+
+
+def test_a_teacher_factory_needing_an_argument_kdx_does_not_pass_is_one_line(tmp_path, monkeypatch, data):
+    from distill.teacher import check_teacher_source
+
+    (tmp_path / "needy.py").write_text("def build(num_classes, hidden):\n    import torch\n    return torch.nn.Linear(64, num_classes)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save({}, tmp_path / "t.pt")
+    c = config({"checkpoint": str(tmp_path / "t.pt"), "factory": "needy:build"})
+    with pytest.raises(ConfigError, match=r"^teacher\.hidden: needy:build needs argument 'hidden', which the config does not give$"):
+        check_teacher_source(c)
+    with pytest.raises(ConfigError, match=r"^teacher\.hidden: needy:build needs argument 'hidden'"):
+        get_teacher(c, data)
