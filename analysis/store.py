@@ -133,6 +133,10 @@ class Store:
         run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
         return RunLog(self.client, run.info.run_id)
 
+    def log(self, run_id: str) -> "RunLog":
+        """A RunLog onto a run that exists (another process began it)."""
+        return RunLog(self.client, run_id)
+
     def set_status(self, run_id: str, status: str) -> None:
         if status == RUNNING:
             self.client.update_run(run_id, status=RUNNING)

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from analysis import schema
-from analysis.store import Store, params_of
+from analysis.store import KILLED, RUNNING, Store, params_of
 from distill.errors import ConfigError
 from search_spaces.space import apply, flatten, holds
 
@@ -92,6 +92,24 @@ def _repeat_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent
     return jobs
 
 
+def _close_stopped(store: Store, experiment_id: str, parent_id: str, grid, epochs: int) -> int:
+    """Trials a scheduler stopped whose run is still RUNNING (Tune may end the trial's process
+    before its own end-of-run logging): KILLED, tagged stopped-early, with the last objectives
+    Tune saw, never an error. Returns how many were closed here."""
+    closed = 0
+    for result in grid:
+        m = result.metrics or {}
+        if result.error is not None or m.get(FAILED) or m.get("epoch", epochs) >= epochs or "trial_id" not in m:
+            continue
+        for r in store.runs(experiment_id, parent=parent_id, trial=m["trial_id"], status=RUNNING):
+            log = store.log(r.info.run_id)
+            log.tags({schema.TAG_STOPPED: "true"})
+            log.metrics({k: m[k] for k in schema.OBJECTIVES if k in m}, step=int(m["epoch"]))
+            log.end(KILLED)
+            closed += 1
+    return closed
+
+
 def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, known: set[str]) -> None:
     """After a resumed search: runs still RUNNING belong to trials that will never
     report, and student runs of trials that Tune's last snapshot did not know
@@ -130,6 +148,7 @@ def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None 
             log(f"warm start: {len(first)} textbook recipe(s) first ({'; '.join(', '.join(f'{k} {v:g}' for k, v in p.items()) for p in first)})")
         grid = fit_search(exp, student_trial, s.ctx.base, s.storage, resume, log, first, **s.shared)
         s.timings["trials"] = time.monotonic() - t0
+        _close_stopped(s.store, s.experiment_id, s.parent_id, grid, exp.run.train.epochs)
         _delete_unknown_trials(s.store, s.experiment_id, s.parent_id, trial_ids(grid))
         twins = 0
         t0 = time.monotonic()

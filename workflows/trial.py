@@ -272,8 +272,11 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
 
     def on_epoch(e: Epoch) -> None:
         objectives.update({schema.VAL_ACC: e.val_acc, schema.PARAMS: e.params, schema.LATENCY: e.latency_ms}, epoch=e.epoch)
-        log.metrics(_epoch_metrics(e), step=e.epoch)
-        if report_epochs and ctx.report_every_epoch and e.epoch < epochs:
+        reporting = report_epochs and ctx.report_every_epoch and e.epoch < epochs
+        # Flushed before a scheduler sees the epoch: a stop may end this process before the
+        # except-branch below has written anything; the driver then closes the run (search.py).
+        log.metrics(_epoch_metrics(e), step=e.epoch, flush=reporting)
+        if reporting:
             tune.report(dict(objectives))
 
     try:
