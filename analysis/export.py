@@ -202,7 +202,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
     info = frontier_info(exp)
     if info.front.empty:
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
-    store = Store(exp.tracking_uri)
+    store = Store(exp.tracking_uri, create=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     exported, datasets = [], {}

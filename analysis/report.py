@@ -220,7 +220,7 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent_id:
-        store = Store(exp.tracking_uri)
+        store = Store(exp.tracking_uri, create=False)
         for name in (*drawn, *extra, "pareto.csv", "report.html"):
             store.log_artifact(exp.parent_id, folder / name, "report")
     return report

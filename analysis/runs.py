@@ -41,7 +41,7 @@ class Experiment:
 
 
 def load_runs(tracking_uri: str, experiment: str) -> Experiment:
-    store = Store(tracking_uri)
+    store = Store(tracking_uri, create=False)  # a read never makes a store
     try:
         exp = store.client.get_experiment_by_name(experiment)
     except Exception as e:

@@ -27,6 +27,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 
+from distill.cache import locked
+from distill.errors import KdxError
 from distill.parsing import yaml_float
 
 from . import schema
@@ -94,12 +96,29 @@ def _where(role: str | None, parent: str | None, status: str | None, trial: str 
     return " and ".join(parts)
 
 
-class Store:
-    """One tracking URI: experiments, runs and their artifacts."""
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for a server or another backend)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
-    def __init__(self, uri: str):
+
+class Store:
+    """One tracking URI: experiments, runs and their artifacts.
+
+    A SQLite store is opened under a lock file beside it: MLflow creates (and migrates) the
+    database on first touch, and two processes doing that at once race (STACK.md; one dies in
+    alembic). With `create=False` (what reads do) a missing database is an error, never made."""
+
+    def __init__(self, uri: str, create: bool = True):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        path = sqlite_path(uri)
+        if path is not None and not create and not path.is_file():
+            raise KdxError(f"--tracking-uri: no MLflow store at {path} (nothing has been logged there)")
+        if path is None:
+            self.client = MlflowClient(tracking_uri=uri)
+            return
+        with locked(path.with_name(path.name + ".lock")):  # the client's first touch creates and migrates: one process at a time
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
 
     # --- experiments and runs ---------------------------------------------------
 

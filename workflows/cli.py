@@ -186,7 +186,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from .experiment import absolute_uri, default_tracking_uri
 
+    from analysis.store import Store
+
     uri = absolute_uri(args.tracking_uri or default_tracking_uri())
+    Store(uri, create=False)  # mlflow ui would make a missing store, racing a search that is starting
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
