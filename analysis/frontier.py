@@ -33,14 +33,29 @@ class FrontierInfo(NamedTuple):
     objectives: dict[str, str]
     reference: dict[str, float]
     controls: pd.DataFrame  # dark-knowledge controls (shuffled non-target targets): drawn beside the gains, never on the front
+    running: pd.DataFrame  # students still training (a search read while it runs): neither finished nor failed
+    search_running: bool  # the search run itself is still RUNNING
+    chance: pd.DataFrame  # finished students no better than chance (the reference's val_acc): never on the front
+    same_model: pd.DataFrame  # finished students whose config equals an earlier one's (kdx.config_key): counted once
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
     objectives, reference = exp.search.objectives, exp.search.reference
     students = with_gains(exp)
     control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
+    running = students["status"] == "RUNNING"
     ok = eligible(students, objectives) & ~control
-    on_front = pareto_mask(students[~control], objectives).reindex(students.index, fill_value=False)
+    # The same model twice (a space of fixed values, a choice sampled again before the duplicate
+    # check saw it) is one point: the earliest run stands for it.
+    key = column(students, "config_key").fillna("").astype(str)
+    same = pd.Series(False, index=students.index)
+    same[ok] = key[ok].duplicated(keep="first") & (key[ok] != "")
+    # A student no better than chance (lr 1000: loss 4.7e7 but finite) is not a trade-off
+    # worth shipping: the hypervolume's reference marks chance.
+    chance_acc = reference.get(schema.VAL_ACC)
+    at_chance = ok & ~same & (students[schema.VAL_ACC] <= chance_acc) if chance_acc is not None else ok & False
+    candidates = ~control & ~same & ~at_chance
+    on_front = pareto_mask(students[candidates], objectives).reindex(students.index, fill_value=False)
     front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
     front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
@@ -48,7 +63,11 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     teacher = exp.teacher
     t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
     controls = students[control & eligible(students, objectives)]
-    return FrontierInfo(t, students[ok], twins, front, students[~ok & ~control], objectives, reference, controls)
+    search = runs[runs.run_id == exp.parent_id] if exp.parent_id else runs.iloc[0:0]
+    search_running = bool(len(search)) and search.iloc[0]["status"] == "RUNNING"
+    keep = ok & ~same & ~at_chance
+    return FrontierInfo(t, students[keep], twins, front, students[~ok & ~control & ~running], objectives, reference, controls,
+                        students[running & ~control], search_running, students[at_chance], students[same])
 
 
 def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:

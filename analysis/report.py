@@ -100,8 +100,8 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} th{{background:#
 {_answer_section(report.gains, exp)}
 <p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, validation accuracy {_fmt(t.get(schema.VAL_ACC))},
 test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
-<p>{len(info.students)} finished students, {len(info.excluded)} failed or stopped early (never on the front),
-{len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))}: {len(info.front)} students;
+{f"<p><b>{html.escape(running_note(info))}.</b></p>" if running_note(info) else ""}
+<p>{counts_line(info)}, {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))}: {len(info.front)} students;
 hypervolume {hv} against the reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
 <p>Chosen on validation accuracy; test accuracy shown for reporting only. Gain here = student minus its
@@ -188,10 +188,31 @@ over seeds, differences paired by seed (points), t = mean / (std / &radic;n).</p
 """
 
 
+def running_note(info) -> str:
+    """'' for a search that ended; else what is still running, so a snapshot is read as one."""
+    if not info.search_running and info.running.empty:
+        return ""
+    return (f"the search is still running ({len(info.running)} student(s) training): this is a snapshot" if info.search_running
+            else f"{len(info.running)} student run(s) still say RUNNING (a search cut off without --resume?)")
+
+
+def counts_line(info) -> str:
+    """How the students divide: finished, running, failed or stopped, and what is set apart."""
+    parts = [f"{len(info.students)} finished students"]
+    if not info.running.empty:
+        parts.append(f"{len(info.running)} still running")
+    parts.append(f"{len(info.excluded)} failed or stopped early (never on the front)")
+    if not info.same_model.empty:
+        parts.append(f"{len(info.same_model)} the same model as an earlier run (counted once)")
+    if not info.chance.empty:
+        parts.append(f"{len(info.chance)} no better than chance (never on the front)")
+    return ", ".join(parts)
+
+
 def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0.1:5000", log_to_mlflow: bool = True) -> Report:
     info = frontier_info(exp)
     if info.students.empty:
-        raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students to report on")
+        raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students to report on" + (running_note(info) and f" yet; {running_note(info)}"))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     drawn, left_out = [], []

@@ -66,6 +66,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "control": tags.get(schema.TAG_CONTROL, ""),
             "seed_of": tags.get(schema.TAG_SEED_OF, ""),
             "duplicate_of": tags.get(schema.TAG_DUPLICATE_OF, ""),
+            "config_key": tags.get(schema.TAG_CONFIG_KEY, ""),
             "arm": tags.get(schema.TAG_ARM, ""),
             "gain_arch": tags.get(schema.TAG_GAIN_ARCH, ""),
             "control_of": tags.get(schema.TAG_CONTROL_OF, ""),

@@ -80,3 +80,29 @@ def test_dark_knowledge_controls_are_drawn_apart_and_never_on_the_front(exp, tmp
     assert info.controls.iloc[0]["gain"] == pytest.approx(0.50 - 0.55)
     plot_gain_vs_ratio(info, tmp_path / "g.png")
     assert (tmp_path / "g.png").read_bytes().startswith(PNG)
+
+
+def test_a_search_read_while_it_runs_counts_running_as_running(exp):
+    from analysis.report import counts_line, running_note
+
+    runs = exp.runs.copy()
+    runs.loc[runs.run_id == "p", "status"] = "RUNNING"
+    runs = pd.concat([runs, pd.DataFrame([row("s7", "student", "mlp:w16", status="RUNNING", t=7)])], ignore_index=True)
+    info = frontier_info(Experiment(exp.name, exp.experiment_id, exp.tracking_uri, runs, exp.parent_id, exp.search))
+    assert info.search_running and list(info.running.run_id) == ["s7"] and "s7" not in set(info.excluded.run_id)
+    assert running_note(info) == "the search is still running (1 student(s) training): this is a snapshot"
+    assert counts_line(info).startswith("4 finished students, 1 still running, 2 failed or stopped early")
+    assert running_note(frontier_info(exp)) == ""
+
+
+def test_the_front_holds_a_model_once_and_nothing_at_chance(exp):
+    runs = exp.runs.copy()
+    runs["config_key"] = ""
+    runs.loc[runs.run_id == "s1", "config_key"] = "k1"
+    extra = [row("s1b", "student", "mlp:w8", val=0.60, test=0.58, params=500, t=8, config_key="k1"),  # s1 again, trained again
+             row("c1", "student", "mlp:w2", val=0.10, test=0.09, params=50, t=9, config_key="k9")]  # at chance (reference 0.1)
+    runs = pd.concat([runs, pd.DataFrame(extra)], ignore_index=True)
+    info = frontier_info(Experiment(exp.name, exp.experiment_id, exp.tracking_uri, runs, exp.parent_id, exp.search))
+    assert list(info.front.run_id) == ["s1", "s2"]  # not s1b beside s1; not c1, though it is the smallest
+    assert list(info.same_model.run_id) == ["s1b"] and list(info.chance.run_id) == ["c1"]
+    assert {"s1b", "c1"}.isdisjoint(set(info.students.run_id))

@@ -122,9 +122,12 @@ def _experiment_runs(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    from analysis.report import counts_line, running_note, write_report
 
     report = write_report(_experiment_runs(args), args.out, ui_url=args.ui_url)
+    if running_note(report.info):
+        print(f"note: {running_note(report.info)}")
+    print(counts_line(report.info))
     _print_gains(report.gains, report.settings)
     _print_front(report.table)
     if report.chains is not None:
@@ -172,8 +175,15 @@ def _print_chains(c) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from analysis.export import export_front
 
+    from analysis.frontier import frontier_info
+    from analysis.report import running_note
+
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    exported = export_front(_experiment_runs(args), args.out, formats=formats, register=args.register)
+    exp = _experiment_runs(args)
+    note = running_note(frontier_info(exp))
+    if note:
+        print(f"note: {note}; the front exported is today's")
+    exported = export_front(exp, args.out, formats=formats, register=args.register)
     for e in exported:
         version = f", registered {args.register} v{e.version}" if e.version else ""
         print(f"{e.label}: {e.folder} ({', '.join(e.files)}; test_acc {e.test_acc:.4f} reproduced by every format{version})")
