@@ -135,7 +135,17 @@ def _reload_safetensors(model: nn.Module, path: Path) -> nn.Module:
     return LogitsOnly(fresh).eval()
 
 
-def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int, ...], label: str, files: dict[str, str]) -> dict:
+LOAD_SAFETENSORS = """import json
+from safetensors.torch import load_file
+from distill.config import RunConfig
+card = json.load(open('card.json'))
+model = RunConfig.from_dict(card['config']).student.build(tuple(card['input']['shape'][1:]), card['num_classes'])
+model.load_state_dict(load_file('model.safetensors'))
+model.eval()  # model(x).logits for kdx's families; a factory's model returns what it returns"""
+
+
+def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int, ...], num_classes: int, label: str,
+          files: dict[str, str]) -> dict:
     teacher = exp.teacher or {}
     return {
         "name": f"{exp.name}/{label}",
@@ -150,12 +160,12 @@ def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int,
                     "twin_run": row.get("twin_run")},
         "config": config.to_dict(),
         "input": {"shape": ["batch", *input_shape], "dtype": "float32"},
+        "num_classes": num_classes,
         "files": {name: {"sha256": digest} for name, digest in files.items()},
         "how_to_load": {
             "model.pt2": "torch.export.load('model.pt2').module()(x)  # x: float32 (batch, *input shape) -> logits",
             "model.onnx": "onnxruntime.InferenceSession('model.onnx').run(None, {'x': x})[0]",
-            "model.safetensors": "distill.models.build_model(family, options, input_shape, num_classes).load_state_dict("
-                                 "safetensors.torch.load_file('model.safetensors')); config in this card",
+            "model.safetensors": LOAD_SAFETENSORS,  # python, run in this folder with kdx installed
         },
     }
 
@@ -223,7 +233,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             folder.mkdir()
             _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
             files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
-            card = _card(exp, row.to_dict(), config, data.input_shape, label, files)
+            card = _card(exp, row.to_dict(), config, data.input_shape, data.num_classes, label, files)
             (folder / "card.json").write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False))
             _replace_folder(folder, final)
         exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))

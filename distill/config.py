@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
@@ -35,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "apply_overrides",
+    "resolve_paths",
     "with_values",
     "check_key",
     "yaml_float",
@@ -147,7 +149,8 @@ class TeacherConfig:
         check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
 
     def to_dict(self) -> dict:
-        return {**self.model.to_dict(), **{k: getattr(self, k) for k in self._OWN}}
+        model = {} if self.factory else self.model.to_dict()  # a factory's teacher: no unused registry defaults
+        return {**model, **{k: getattr(self, k) for k in self._OWN}}
 
     def training_dict(self) -> dict:
         """What makes the teacher's weights (how its outputs reach a student does not)."""
@@ -281,6 +284,24 @@ def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         set_value(out, key, value, f"--set {item!r}")
+    return out
+
+
+PATH_KEYS = ("teacher.checkpoint", "data.root", "data.path")  # file and folder names a config can hold
+
+
+def resolve_paths(data: Mapping, folder: str | Path) -> dict:
+    """A copy of a config read from a file in `folder` with its relative paths (PATH_KEYS, and
+    `space:` files elsewhere) taken from that folder: one rule, wherever kdx is run from."""
+    out = copy.deepcopy(dict(data))
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        node = out.get(section)
+        value = node.get(name) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[name] = str(Path(folder) / value)
+        elif isinstance(value, str) and value.startswith("~"):
+            node[name] = str(Path(value).expanduser())
     return out
 
 

@@ -73,6 +73,21 @@ def test_export_round_trip_and_registry(searched):
     for alias in ("most-accurate", "smallest", "pareto-1"):
         assert client.get_model_version_by_alias("rep-students", alias).run_id in {v.run_id for v in versions}
 
+    for f in folders:  # each card's loading snippets work as written, in the card's folder
+        card = json.loads((f / "card.json").read_text())
+        here = os.getcwd()
+        try:
+            os.chdir(f)
+            scope: dict = {}
+            exec(card["how_to_load"]["model.safetensors"], scope)
+            x = torch.randn(3, *card["input"]["shape"][1:])
+            with torch.no_grad():
+                expected = torch.export.load("model.pt2").module()(x)
+                assert torch.allclose(scope["model"](x).logits, expected, atol=1e-5)
+                assert torch.allclose(eval(card["how_to_load"]["model.pt2"].split("  #")[0], {"torch": torch, "x": x}), expected)
+        finally:
+            os.chdir(here)
+
     def no_nan(text):
         raise AssertionError(f"card.json holds {text}, which is not JSON")
 

@@ -251,10 +251,12 @@ def test_cached_outputs_on_a_teacher_are_ignored_by_an_online_config():
 def test_the_cifar100_example_is_a_valid_experiment(tmp_path, monkeypatch):
     from workflows.experiment import load_experiment
 
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "teachers").mkdir()
     (tmp_path / "teachers" / "resnet32x4.pth").write_bytes(b"")  # only its presence is checked before a run
-    exp = load_experiment(str(ROOT / "examples" / "cifar100_resnet.yaml"))
+    (tmp_path / "cifar100_resnet.yaml").write_text((ROOT / "examples" / "cifar100_resnet.yaml").read_text())
+    monkeypatch.chdir(ROOT)  # elsewhere: relative paths are read from the config's folder
+    exp = load_experiment(str(tmp_path / "cifar100_resnet.yaml"))
+    assert exp.run.teacher.checkpoint == str(tmp_path / "teachers" / "resnet32x4.pth") and exp.run.data.options.root == str(tmp_path / "data")
     run_cfg = exp.run
     assert (run_cfg.student.family, run_cfg.student.options.depth, run_cfg.student.options.width) == ("resnet", 8, 4)
     assert (run_cfg.teacher.model.options.depth, run_cfg.teacher.outputs) == (32, "online")

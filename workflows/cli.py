@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 def _load_run_config(path: str, overrides: list[str]):
-    from distill.config import RunConfig, apply_overrides, load_yaml
+    from pathlib import Path
+
+    from distill.config import RunConfig, apply_overrides, load_yaml, resolve_paths
 
     from .experiment import EXPERIMENT_KEYS  # sections `kdx run` accepts and leaves to `kdx search`
 
-    raw = apply_overrides(load_yaml(path), overrides)
+    raw = resolve_paths(apply_overrides(load_yaml(path), overrides), Path(path).resolve().parent)
     return RunConfig.from_dict(raw, ignore=EXPERIMENT_KEYS)
 
 

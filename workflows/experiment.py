@@ -21,7 +21,7 @@ from typing import Literal
 
 from analysis.schema import FINAL_ONLY, OBJECTIVES, VAL_ACC
 from distill.cache import fingerprint
-from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, to_plain
+from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, resolve_paths, to_plain
 from distill.data import import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
 from distill.teacher import check_teacher_source
@@ -165,7 +165,7 @@ def load_experiment(
     need_space: bool = True,
 ) -> ExperimentConfig:
     """Read and check an experiment config; command-line flags win over the file."""
-    raw = apply_overrides(load_yaml(path), list(overrides))
+    raw = resolve_paths(apply_overrides(load_yaml(path), list(overrides)), Path(path).resolve().parent)
     base = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
     if smoke:  # a tiny budget end to end: same code path, minutes become seconds
         base = apply_overrides(base, ["train.epochs=2", "teacher.epochs=3"])
