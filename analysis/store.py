@@ -96,6 +96,21 @@ def _where(role: str | None, parent: str | None, status: str | None, trial: str 
     return " and ".join(parts)
 
 
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from distill.errors import ConfigError
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError) as e:
+        raise ConfigError(f"--tracking-uri: cannot reach the MLflow server at {uri} ({getattr(e, 'reason', e)})") from None
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI (None for a server or another backend)."""
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
@@ -110,6 +125,7 @@ class Store:
 
     def __init__(self, uri: str, create: bool = True):
         self.uri = uri
+        check_tracking(uri)  # a server that is down: one line now, not MLflow's retries later
         path = sqlite_path(uri)
         if path is not None and not create and not path.is_file():
             raise KdxError(f"--tracking-uri: no MLflow store at {path} (nothing has been logged there)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,9 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError):  # torch's text goes on to explain how to load it unsafely: not ours to suggest
+            raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only: it holds pickled objects beyond tensors "
+                              "(a whole model?); save model.state_dict() instead") from None
         first = _ANSI.sub("", str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise ConfigError(f"teacher.checkpoint: '{path}' does not load as weights only ({e.__class__.__name__}: {first})") from None
     for wrapper in ("state_dict", "model"):  # Lightning-style, and RepDistiller's {'model': ..., 'accuracy': ...}

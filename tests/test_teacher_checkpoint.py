@@ -127,3 +127,11 @@ def test_a_teacher_factory_needing_an_argument_kdx_does_not_pass_is_one_line(tmp
         check_teacher_source(c)
     with pytest.raises(ConfigError, match=r"^teacher\.hidden: needy:build needs argument 'hidden'"):
         get_teacher(c, data)
+
+
+def test_a_pickled_whole_module_is_refused_without_terminal_escapes(tmp_path, data):
+    model = build_model("mlp", config({"family": "mlp", "width": 32, "depth": 1}).teacher.model.options, data.input_shape, data.num_classes)
+    torch.save(model, tmp_path / "whole.pt")  # the module itself, pickled: weights_only refuses it
+    with pytest.raises(ConfigError) as e:
+        get_teacher(config({"family": "mlp", "width": 32, "depth": 1, "checkpoint": str(tmp_path / "whole.pt")}), data)
+    assert "does not load as weights only" in str(e.value) and "\x1b" not in str(e.value) and "\\x1b" not in str(e.value)

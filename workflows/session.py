@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import yaml
 
 from analysis import schema
-from analysis.store import FINISHED, RUNNING, Store, search_params
+from analysis.store import FINISHED, RUNNING, Store, check_tracking, search_params
 from distill.config import with_values
 from distill.data import Dataset, load_data
 from distill.errors import ConfigError
@@ -33,7 +33,7 @@ from .experiment import ExperimentConfig
 from .trial import TrialContext
 from .tune import DUPLICATE, FAILED, check_storage_for_cluster, init_ray, tune_path, tune_storage
 
-__all__ = ["SearchSummary", "Session", "open_session", "summarize", "trial_settings", "check_tracking", "output_keys"]
+__all__ = ["SearchSummary", "Session", "open_session", "summarize", "trial_settings", "TrackingWatch", "output_keys"]
 
 Log = Callable[[str], None]
 
@@ -66,17 +66,43 @@ def output_keys(exp: ExperimentConfig) -> list[str]:
     return teacher_reads({n for n, w in exp.run.mix.items() if w > 0} | spaced)
 
 
-def check_tracking(uri: str) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+class TrackingWatch:
+    """Watches a tracking server while a search runs: when it stops answering, the search
+    stops within seconds, as a kill would (Tune's last snapshot stands, the trials in flight
+    are rerun by --resume), with one line naming the server, instead of every MLflow call
+    of every trial retrying against it."""
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-    except (urllib.error.URLError, OSError) as e:
-        raise ConfigError(f"--tracking-uri: cannot reach the MLflow server at {uri} ({getattr(e, 'reason', e)})") from None
+    def __init__(self, uri: str, every_s: float = 3.0, misses: int = 2):
+        import threading
+
+        self.uri, self.every_s, self.misses = uri, every_s, misses
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="kdx-tracking-watch", daemon=True)
+
+    def __enter__(self) -> "TrackingWatch":
+        if self.uri.startswith(("http://", "https://")):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        import os
+        import sys
+
+        missed = 0
+        while not self._done.wait(self.every_s):
+            try:
+                check_tracking(self.uri, timeout=self.every_s)
+                missed = 0
+            except ConfigError as e:
+                missed += 1
+                if missed >= self.misses and not self._done.is_set():
+                    print(f"kdx: error: tracking: the MLflow server at {self.uri} stopped answering ({str(e).rsplit('(', 1)[-1].rstrip(')')}) "
+                          f"at {time.strftime('%H:%M:%S')}; the search stopped with its state saved: start the server again and run the "
+                          "same command with --resume", file=sys.stderr, flush=True)
+                    os._exit(2)  # Ray's processes share this one's fate; nothing here may wait on the server
 
 
 def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume: bool, log: Log, reference: dict) -> str:
@@ -156,8 +182,7 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     and the trials' context. On a clean exit the parent run is FINISHED; Ray is shut down
     if this process started it. `reference(data)` is the hypervolume reference logged on the parent."""
     started = time.monotonic()
-    check_tracking(exp.tracking_uri)
-    store = Store(exp.tracking_uri)
+    store = Store(exp.tracking_uri)  # a server that is down is refused here, in seconds
     try:
         experiment_id = store.experiment_id(exp.name, create=False)
     except Exception as e:
@@ -183,7 +208,8 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
         ctx = TrialContext(with_values(exp.base, trial_settings(exp)), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha", teacher_config=exp.run.teacher.to_dict(),
                            output_keys=tuple(keys))
-        yield Session(store, experiment_id, parent_id, storage, ctx, data, teacher, started, {"setup": time.monotonic() - started})
+        with TrackingWatch(exp.tracking_uri):
+            yield Session(store, experiment_id, parent_id, storage, ctx, data, teacher, started, {"setup": time.monotonic() - started})
     finally:
         if started_ray:
             import ray

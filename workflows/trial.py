@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from analysis import schema
-from analysis.store import FAILED as RUN_FAILED, FINISHED, KILLED, RUNNING, RunLog, Store
+from analysis.store import FAILED as RUN_FAILED, FINISHED, KILLED, RUNNING, RunLog, Store, check_tracking
 from distill.cache import fingerprint
 from distill.config import RunConfig
 from distill.data import Dataset
@@ -112,7 +112,30 @@ def job_trial(config: dict, data: Dataset = None, teacher: Teacher | None = None
     run_job(config["job"], data, teacher, ctx)
 
 
-def run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext) -> None:
+def _tracking_lost(uri: str) -> bool:
+    try:
+        check_tracking(uri, timeout=3.0)
+        return False
+    except KdxError:
+        return True
+
+
+def run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext, wait_s: float = 120.0) -> None:
+    """One job as one run. When the tracking server has gone, the trial waits (quietly) for
+    the driver's TrackingWatch to stop the search: it stays unfinished in Tune's snapshot, so
+    --resume runs it again. A server back within `wait_s` is an ordinary error: Tune retries."""
+    try:
+        _run_job(job, data, teacher, ctx)
+    except Exception:
+        if not _tracking_lost(ctx.tracking_uri):
+            raise
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _tracking_lost(ctx.tracking_uri):
+            time.sleep(3.0)
+        raise
+
+
+def _run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext) -> None:
     import ray
     from ray import tune
 

@@ -123,7 +123,7 @@ def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: P
     trainable = tune.with_parameters(tune.with_resources(fn, _resources(exp)), **shared)
     if resume and tune.Tuner.can_restore(str(path)):
         log(f"restoring the Tune state from {path}")
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False).fit()
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True, restart_errored=False).fit()
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
