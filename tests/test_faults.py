@@ -98,3 +98,37 @@ def test_a_tracking_server_that_dies_stops_the_search_in_seconds_and_resume_fini
                                                                                       for r in students]
     finally:
         stop(server)
+
+
+def test_a_degenerate_search_puts_each_model_on_the_front_once_and_nothing_at_chance(tmp_path):
+    cfg = tmp_path / "degenerate.yaml"
+    cfg.write_text("""
+experiment: degenerate
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 64, depth: 1, epochs: 5}
+student: {family: mlp, width: 8, depth: 1}
+train: {epochs: 3, batch_size: 64}
+space:
+  student.width: {choice: [4, 8]}
+  train.lr: {choice: [0.01, 1000.0]}
+search: {num_samples: 6, max_concurrent: 2, sampler: random, objectives: {val_acc: max, params: min}, baselines: false, seeds: 1,
+         enqueue: [{student.width: 4, train.lr: 1000.0}, {student.width: 4, train.lr: 0.01}, {student.width: 4, train.lr: 0.01}]}
+""")
+    p = kdx("search", str(cfg), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    students = [r for r in by_role(runs(tmp_path / "mlflow.db", "degenerate"), "student") if r.info.status == "FINISHED"]
+    assert any(r.data.metrics["val_acc"] <= 1 / 20 for r in students), [r.data.metrics["val_acc"] for r in students]  # lr 1000 finished at chance
+    p = kdx("report", "--experiment", "degenerate", "--out", "rep", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "no better than chance (never on the front)" in p.stdout, p.stdout
+    import csv
+
+    front = list(csv.DictReader(open(tmp_path / "rep" / "pareto.csv")))
+    assert front and all(float(r["val_acc"]) > 1 / 20 for r in front), front  # chance is 1/20
+    assert len({(r["arch"], r.get("train.lr")) for r in front}) == len(front)
+    p = kdx("export", "--experiment", "degenerate", "--out", "ship", "--formats", "safetensors", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    shipped = sorted((tmp_path / "ship").iterdir())
+    assert len(shipped) == len(front)
+    digests = [(f / "model.safetensors").read_bytes() for f in shipped]
+    assert len(set(digests)) == len(digests)  # no model shipped twice
