@@ -16,7 +16,7 @@ import copy
 import dataclasses
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
 
@@ -28,6 +28,9 @@ from .models import MODELS, build_model
 from .models.factory import build_factory, check_factory
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "DataConfig",

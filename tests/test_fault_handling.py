@@ -30,7 +30,6 @@ def test_a_stopped_trial_whose_process_ended_first_is_closed_stopped_not_interru
 @pytest.mark.slow  # three CLI processes
 def test_reads_never_create_a_store(tmp_path):
     import subprocess
-    import sys
 
     from search_helpers import env_for, kdx_args
 

@@ -4,16 +4,14 @@ runs, a tracking server that dies mid-search."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from analysis import schema
-from search_helpers import ROOT, by_role, env_for, kdx, kdx_args, runs, write_config
+from search_helpers import by_role, env_for, kdx, kdx_args, runs, write_config
 
 pytestmark = pytest.mark.slow
 
