@@ -35,7 +35,7 @@ class FrontierInfo(NamedTuple):
     controls: pd.DataFrame  # dark-knowledge controls (shuffled non-target targets): drawn beside the gains, never on the front
     running: pd.DataFrame  # students still training (a search read while it runs): neither finished nor failed
     search_running: bool  # the search run itself is still RUNNING
-    chance: pd.DataFrame  # finished students no better than chance (the reference's val_acc): never on the front
+    chance: pd.DataFrame  # finished students no better than chance (the reference's val_acc): among `students`, never on the front
     same_model: pd.DataFrame  # finished students whose config equals an earlier one's (kdx.config_key): counted once
 
 
@@ -65,7 +65,7 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     controls = students[control & eligible(students, objectives)]
     search = runs[runs.run_id == exp.parent_id] if exp.parent_id else runs.iloc[0:0]
     search_running = bool(len(search)) and search.iloc[0]["status"] == "RUNNING"
-    keep = ok & ~same & ~at_chance
+    keep = ok & ~same  # a student at chance is a finished student: counted, drawn, never on the front
     return FrontierInfo(t, students[keep], twins, front, students[~ok & ~control & ~running], objectives, reference, controls,
                         students[running & ~control], search_running, students[at_chance], students[same])
 

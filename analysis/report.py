@@ -205,7 +205,7 @@ def counts_line(info) -> str:
     if not info.same_model.empty:
         parts.append(f"{len(info.same_model)} the same model as an earlier run (counted once)")
     if not info.chance.empty:
-        parts.append(f"{len(info.chance)} no better than chance (never on the front)")
+        parts[0] += f" ({len(info.chance)} of them no better than chance, never on the front)"
     return ", ".join(parts)
 
 
