@@ -74,6 +74,7 @@ def test_classes_without_samples_are_a_warning_and_whole_floats_are_labels(make,
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a CLI process
 def test_labels_out_of_range_stop_kdx_run_with_one_line(tmp_path):
     (tmp_path / "checked_data.py").write_text(SOURCE)
     cfg = tmp_path / "c.yaml"

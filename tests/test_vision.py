@@ -72,7 +72,7 @@ def config(**sections) -> RunConfig:
     return RunConfig.from_dict(base | sections)
 
 
-def test_a_cached_teacher_with_augmentation_is_refused_in_one_line(tmp_path):
+def test_a_cached_teacher_with_augmentation_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"^teacher\.outputs: cached outputs are the teacher's on un-augmented samples.*online.*views") as e:
         config(data={**DATA, "augment": {"crop": 2}})
     assert "\n" not in str(e.value)
@@ -81,6 +81,10 @@ def test_a_cached_teacher_with_augmentation_is_refused_in_one_line(tmp_path):
         config(data={**DATA, "augment": {"crop": 2, "mixup": 0.2}}, teacher={**TEACHER, "outputs": "views"})
     with pytest.raises(ConfigError, match="views of un-augmented data are all the same"):
         config(teacher={**TEACHER, "outputs": "views"})
+
+
+@pytest.mark.slow  # a CLI process
+def test_kdx_run_refuses_a_cached_teacher_with_augmentation_in_one_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {name: shifted_digits, augment: {crop: 4, flip: true}}\n")
     p = subprocess.run([sys.executable, "-m", "workflows.cli", "run", str(cfg)], capture_output=True, text=True, cwd=tmp_path,
@@ -203,6 +207,7 @@ def test_a_student_factory_with_kwargs_and_named_features(tmp_path, monkeypatch)
         config(student={"factory": "my_student:build", "features": ["fc9"]}).student.build(data.input_shape, data.num_classes, "student")
 
 
+@pytest.mark.slow  # a CLI process
 def test_a_searched_factory_kwarg_that_the_function_lacks_is_one_line(tmp_path):
     (tmp_path / "my_student.py").write_text("def build(input_shape, num_classes, width=8):\n    import torch\n    return torch.nn.Linear(1, 1)\n")
     cfg = tmp_path / "c.yaml"
