@@ -34,7 +34,7 @@ from distill.errors import KdxError
 from distill.models import as_outputs
 
 from . import schema
-from .frontier import frontier_info
+from .frontier import FrontierInfo, frontier_info
 from .runs import Experiment
 from .store import Store
 
@@ -205,11 +205,13 @@ def _register(client: MlflowClient, name: str, exported: list[ExportedStudent], 
         client.set_registered_model_alias(name, alias, version)
 
 
-def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FORMATS, register: str | None = None) -> list[ExportedStudent]:
+def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FORMATS, register: str | None = None,
+                 info: FrontierInfo | None = None) -> list[ExportedStudent]:
+    """The front's students as verified files in `out` (`info`: the experiment's frontier, when the caller has it)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise KdxError(f"--formats: unknown format '{unknown[0]}' (valid: {', '.join(FORMATS)})")
-    info = frontier_info(exp)
+    info = frontier_info(exp) if info is None else info
     if info.front.empty:
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
     store = Store(exp.tracking_uri, create=False)

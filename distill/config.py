@@ -121,15 +121,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Train a teacher from the registry, or load `checkpoint` (a state dict)
-    into the model that `factory` ("package.module:function") builds; without a
-    factory the registry family and shape build it. A section without model
-    keys gets the default model; one with some builds that family's defaults."""
+    """Train a teacher, or load `checkpoint` (a state dict) into it. Its model is a
+    `ModelConfig` read from the same section: a registry family and shape, or a
+    user's `factory` ("package.module:function") with its kwargs, as for a student.
+    A section without model keys gets the default model; one with some builds that
+    family's defaults."""
 
     model: ModelConfig = options_field(  # about 95% on MNIST-1D in 13 s (STACK.md)
         default_factory=lambda: parse_dataclass(ModelConfig, {"family": "cnn", "width": 64, "depth": 3}, "teacher"))
     checkpoint: str | None = None
-    factory: str | None = None
     # What the student learns from: "cached", the teacher's outputs on each training sample,
     # computed once per search (exact only without augmentation); "online", the frozen
     # teacher run on every augmented batch; "views", `views` augmented views per sample,
@@ -148,12 +148,10 @@ class TeacherConfig:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(not self.factory or ":" in self.factory, "factory", f"expected 'package.module:function', got {self.factory!r}")
         check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
 
     def to_dict(self) -> dict:
-        model = {} if self.factory else self.model.to_dict()  # a factory's teacher: no unused registry defaults
-        return {**model, **{k: getattr(self, k) for k in self._OWN}}
+        return {**self.model.to_dict(), **{k: getattr(self, k) for k in self._OWN}}
 
     def training_dict(self) -> dict:
         """What makes the teacher's weights (how its outputs reach a student does not)."""

@@ -263,10 +263,9 @@ def _labels(y: np.ndarray, name: str) -> np.ndarray:
     if y.ndim != 1:
         raise DataError(f"data: {name} must be one integer label per sample, got shape {y.shape}")
     if y.dtype.kind not in "iub":
-        whole = y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-        if not whole:
-            bad = y[~(np.isfinite(y) & (y == np.round(y)))][:3] if y.dtype.kind == "f" else y[:3]
-            raise DataError(f"data: {name} must hold integer class labels 0..C-1, got {', '.join(map(str, bad))}")
+        whole = np.isfinite(y) & (y == np.round(y)) if y.dtype.kind == "f" else np.zeros(len(y), bool)
+        if not whole.all():
+            raise DataError(f"data: {name} must hold integer class labels 0..C-1, got {', '.join(map(str, y[~whole][:3]))}")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"data: labels must be integers 0..C-1; {name} has {', '.join(map(str, np.unique(y[y < 0])[:3]))} "

@@ -27,11 +27,10 @@ from torch import nn
 from .augment import Augmenter, apply_view
 from .cache import cache_dir, fingerprint, load_checked, locked, save_checked, sha256_file
 from .config import RunConfig
-from .data import Dataset, import_object
-from .errors import ConfigError, InvalidValue
+from .data import Dataset
+from .errors import ConfigError
 from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, measure_latency
-from .models.factory import build_factory
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
@@ -72,10 +71,7 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     path = Path(t.checkpoint)
     if not path.is_file():
         raise ConfigError(f"teacher.checkpoint: no such file '{path}'")
-    if t.factory:
-        model = build_factory(t.factory, {}, [], data.input_shape, data.num_classes, "teacher")
-    else:
-        model = t.model.build(data.input_shape, data.num_classes, "teacher")
+    model = t.model.build(data.input_shape, data.num_classes, "teacher")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -91,7 +87,7 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"teacher.checkpoint: '{path}' is not a state dict (a mapping of names to tensors); save model.state_dict()")
     _fit(model, state, path)
-    key = fingerprint([sha256_file(path), t.factory, t.model.to_dict(), data.key])
+    key = fingerprint([sha256_file(path), t.model.to_dict(), data.key])
     return _frozen(model), _info(model, data, key, "checkpoint")
 
 
@@ -118,17 +114,11 @@ def _fit(model: nn.Module, state: dict, path: Path) -> None:
 
 
 def check_teacher_source(config: RunConfig) -> None:
-    """Cheap checks before any work: the checkpoint file exists and the factory imports."""
+    """Cheap checks before any work: the checkpoint file exists (a factory's import and
+    signature are checked when the config is parsed, as a student's are)."""
     t = config.teacher
     if t.checkpoint and not Path(t.checkpoint).is_file():
         raise ConfigError(f"teacher.checkpoint: no such file '{t.checkpoint}'")
-    if t.factory:
-        from .models.factory import factory_kwargs
-
-        try:
-            factory_kwargs(import_object(t.factory, "teacher.factory"), t.factory, {})
-        except InvalidValue as e:
-            raise ConfigError(f"teacher.{e.key}: {e}") from None
 
 
 def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:

@@ -57,6 +57,9 @@ class TeacherViews:
     def count(self) -> int:
         return self.offsets.shape[0]
 
+    def to(self, device: torch.device) -> "TeacherViews":
+        return TeacherViews(self.offsets.to(device), self.flip.to(device), outputs_to(self.outputs, device), self.crop)
+
     def pick(self, which: Tensor, rows: Tensor) -> tuple[View, Outputs]:
         """Sample rows[i]'s view which[i]: the view to replay and the teacher's outputs on it."""
         at = (which, rows)
@@ -246,7 +249,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         if views is not None:
             if views.offsets.shape[1] != n:
                 raise ValueError(f"teacher views cover {views.offsets.shape[1]} samples, the training set {n}")
-            views = TeacherViews(views.offsets.to(device), views.flip.to(device), outputs_to(views.outputs, device), views.crop)
+            views = views.to(device)
         if mode == "online":
             t_module.eval().to(device)
             for p in t_module.parameters():
@@ -263,8 +266,13 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         probe = slice(0, min(2, n))
         with torch.no_grad():
             x_probe = x_train[probe].to(device)
-            t_probe = {"online": lambda: teacher_batch(x_probe), "cached": lambda: slice_outputs(cached, probe),
-                       "views": lambda: slice_outputs(views.outputs, (0, probe)), None: lambda: None}[mode]()
+            t_probe = None
+            if mode == "online":
+                t_probe = teacher_batch(x_probe)
+            elif mode == "cached":
+                t_probe = slice_outputs(cached, probe)
+            elif mode == "views":
+                t_probe = slice_outputs(views.outputs, (0, probe))  # the first view of the probe rows
             terms = build_losses(config, as_outputs(student(x_probe)), t_probe)
         for module in terms.values():
             module.to(device)

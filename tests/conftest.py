@@ -34,3 +34,14 @@ def tiny_search(tmp_path_factory) -> Searched:
     p = kdx("search", str(cfg), "--report-dir", "end-report", cwd=folder, extra_env=SECRETS)
     assert p.returncode == 0, p.stdout + p.stderr
     return Searched(folder, p, runs(folder / "mlflow.db", "tiny"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run far faster on one thread than on a contended pool."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

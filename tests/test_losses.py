@@ -54,13 +54,7 @@ PAIR_ORDER = [(f, f) for f in ("mlp", "cnn", "transformer")] + [(s, t) for s in 
 PAIR_ORDER += [p for p in ((f, f) for f in FAMILIES) if p not in PAIR_ORDER]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run far faster on one thread than on a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats a contended pool (conftest)
 
 # The value of each loss (default options) on `case(name)`; pinned once from
 # this code, so a change to a loss's math or defaults shows up here.

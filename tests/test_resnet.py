@@ -27,12 +27,7 @@ ARCHS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats a contended pool (conftest)
 
 
 def build(family: str, shape: tuple[int, ...] = CIFAR, num_classes: int = 100, seed: int = 0, **kw) -> nn.Module:

@@ -122,11 +122,14 @@ def test_a_teacher_factory_needing_an_argument_kdx_does_not_pass_is_one_line(tmp
     (tmp_path / "needy.py").write_text("def build(num_classes, hidden):\n    import torch\n    return torch.nn.Linear(64, num_classes)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     torch.save({}, tmp_path / "t.pt")
-    c = config({"checkpoint": str(tmp_path / "t.pt"), "factory": "needy:build"})
+    spec = {"checkpoint": str(tmp_path / "t.pt"), "factory": "needy:build"}
     with pytest.raises(ConfigError, match=r"^teacher\.hidden: needy:build needs argument 'hidden', which the config does not give$"):
-        check_teacher_source(c)
+        check_teacher_source(config(spec))  # refused as the config is read, like a student factory's
     with pytest.raises(ConfigError, match=r"^teacher\.hidden: needy:build needs argument 'hidden'"):
-        get_teacher(c, data)
+        get_teacher(config(spec), data)
+    given = config(spec | {"hidden": 32}).teacher  # a teacher factory takes its kwargs from the section too
+    assert given.model.factory == "needy:build" and given.model.options == {"hidden": 32}
+    assert given.to_dict()["factory"] == "needy:build" and "family" not in given.to_dict()
 
 
 def test_a_pickled_whole_module_is_refused_without_terminal_escapes(tmp_path, data):

@@ -182,10 +182,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     exp = _experiment_runs(args)
-    note = running_note(frontier_info(exp))
-    if note:
-        print(f"note: {note}; the front exported is today's")
-    exported = export_front(exp, args.out, formats=formats, register=args.register)
+    info = frontier_info(exp)
+    if running_note(info):
+        print(f"note: {running_note(info)}; the front exported is today's")
+    exported = export_front(exp, args.out, formats=formats, register=args.register, info=info)
     for e in exported:
         version = f", registered {args.register} v{e.version}" if e.version else ""
         print(f"{e.label}: {e.folder} ({', '.join(e.files)}; test_acc {e.test_acc:.4f} reproduced by every format{version})")

@@ -231,7 +231,7 @@ def describe(exp: ExperimentConfig) -> str:
     lines = [
         f"experiment {exp.name!r} from {exp.source}",
         f"  data {exp.run.data.name}" + (f" (augment {exp.run.data.augment.to_dict()})" if exp.run.data.augment.active else "")
-        + f", teacher {exp.run.teacher.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
+        + f", teacher {exp.run.teacher.model.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
         f"base student {exp.run.student.factory or exp.run.student.family}",
         f"  mix {exp.run.mix}",
         f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.search.sampler}, "
