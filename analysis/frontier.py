@@ -14,14 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from . import schema
 from .pareto import eligible, pareto_mask
 from .runs import Experiment, column, seed_stats, with_gains
 
-__all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "plot_sensitivity", "sensitivity_keys", "gain_by_arch"]
+__all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "gain_by_arch"]
 
 
 class FrontierInfo(NamedTuple):
@@ -141,36 +140,3 @@ def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
     fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
     plt.close(fig)
 
-
-SENSITIVITY_KEYS = ("losses.kd.temperature", "mix.kd", "train.lr")
-
-
-def sensitivity_keys(info: FrontierInfo) -> list[str]:
-    """The recipe knobs that varied among the finished students."""
-    s = info.students
-    return [k for k in SENSITIVITY_KEYS if k in s and pd.to_numeric(s[k], errors="coerce").nunique() > 1]
-
-
-def plot_sensitivity(info: FrontierInfo, path: str | Path) -> list[str]:
-    """Validation accuracy against each knob that varied; returns the knobs drawn."""
-    plt = _pyplot()
-    s = info.students
-    keys = sensitivity_keys(info)
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        x = pd.to_numeric(s[key], errors="coerce")
-        sc = ax.scatter(x, s[schema.VAL_ACC], c=np.log10(s[schema.PARAMS].astype(float)), cmap="viridis")
-        if key in ("losses.kd.temperature", "train.lr"):
-            ax.set_xscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel("validation accuracy")
-        ax.grid(alpha=0.3)
-    if keys:
-        fig.colorbar(sc, ax=axes[0][-1], label="log10 params")
-    else:
-        axes[0][0].text(0.5, 0.5, "temperature, kd weight and lr did not vary", ha="center", transform=axes[0][0].transAxes)
-        axes[0][0].set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
-    return keys

@@ -16,14 +16,16 @@ from distill.errors import KdxError
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
 from .gains import ARMS, PROTOCOL, GainInfo, gain_info, no_gain_reason, t_critical, verdict_line
-from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio, plot_sensitivity, sensitivity_keys
+from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
+from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
+from .notes import annotate
 from .pareto import front_hypervolume
 from .runs import Experiment
 from .store import Store
 
 __all__ = ["Report", "write_report", "front_table"]
 
-PICTURES = ("frontier.png", "gain_vs_ratio.png", "sensitivity.png")
+PICTURES = ("frontier.png", "gain_vs_ratio.png", "importance.png")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Report:
     pictures: tuple[str, ...] = PICTURES  # those drawn: a picture with nothing to show is left out
     settings: dict = field(default_factory=dict)  # the search run's settings (search.*)
     left_out: tuple[str, ...] = ()  # why, one sentence each
+    importance: ImportanceInfo | None = None  # fANOVA over the search's finished trials
 
 
 def front_table(info: FrontierInfo) -> pd.DataFrame:
@@ -91,6 +94,7 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     hv = f"{report.hypervolume:.4g}" if report.hypervolume is not None else "n/a (no reference point logged)"
     pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures)
     pictures += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
+    pictures += _importance_section(report.importance)
     sections = _control_section(info) + (_chain_section(report.chains, folder, link) if report.chains else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kdx report: {html.escape(exp.name)}</title>
@@ -146,6 +150,26 @@ def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
 <table><tr><th>arch</th><th>arm</th><th>winner's recipe</th><th>seeds</th><th>test_acc</th><th>std</th></tr>{arms}</table>
 <h3>Paired differences (points of test accuracy)</h3>
 <table><tr><th>arch</th><th>difference</th><th>n</th><th>mean</th><th>std</th><th>t</th><th>95% critical</th><th>distinguishable</th></tr>{pairs}</table>
+"""
+
+
+def _importance_section(imp: ImportanceInfo | None) -> str:
+    """The importance table under its picture; nothing when there is none (the left-out line says why)."""
+    if imp is None or imp.table is None:
+        return ""
+    t = imp.table
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    rows = "".join(f"<tr><td style=\"text-align:left\">{html.escape(str(k))}</td>" + "".join(f"<td>{v:.2f}</td>" for v in r) + "</tr>"
+                   for k, r in zip(t.index, t.to_numpy()))
+    noisy = (f" <b>With only {imp.n_trials} trials the forest is fitted to few points: these importances are noisy, "
+             "a hint of what mattered rather than a ranking.</b>" if imp.n_trials < FEW_TRIALS else "")
+    out = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(why)}.</li>" for k, why in imp.left_out.items())
+    return f"""<h3>Which searched parameters mattered</h3>
+<p>Parameter importance by {imp.evaluator} (Hutter, Hoos &amp; Leyton-Brown 2014, through Optuna), computed from the
+{imp.n_trials} finished search trials: each parameter's share of the variance it explains on its own in each objective,
+each column summing to 1 (interactions not shown).{noisy}</p>
+<table><tr><th>parameter</th>{head}</tr>{rows}</table>
+{f"<p>Not in the table:</p><ul>{out}</ul>" if out else ""}
 """
 
 
@@ -216,10 +240,11 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     drawn, left_out = [], []
-    for name, draw in zip(PICTURES, (plot_frontier, plot_gain_vs_ratio, plot_sensitivity)):
+    importance = importance_info(info)
+    for name, draw in zip(PICTURES, (plot_frontier, plot_gain_vs_ratio, lambda _, p: plot_importance(importance, p))):
         why = None
-        if name == "sensitivity.png" and not sensitivity_keys(info):
-            why = "sensitivity.png is left out: temperature, kd weight and lr did not vary in the search."
+        if name == "importance.png" and importance.table is None:
+            why = f"importance.png is left out: {importance.why}."
         elif name == "gain_vs_ratio.png" and gain_by_arch(info.students).empty and info.controls.empty:
             why = "gain_vs_ratio.png is left out: no student has a finished scratch twin (search.baselines: false, or the twins did not run)."
         if why:
@@ -237,11 +262,12 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
         atomic_write(folder / "chain.png", lambda p: plot_chains(chains, p))
         extra.append("chain.png")
     report = Report(folder, info, table, hv, chains, gains=gain_info(exp), pictures=tuple(drawn), left_out=tuple(left_out),
-                    settings=dict(exp.search.settings))
+                    settings=dict(exp.search.settings), importance=importance)
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent_id:
         store = Store(exp.tracking_uri, create=False)
         for name in (*drawn, *extra, "pareto.csv", "report.html"):
             store.log_artifact(exp.parent_id, folder / name, "report")
+        annotate(store, exp, report)  # the UI's view of the same report: the search run's description, the front's tags
     return report

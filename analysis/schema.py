@@ -24,11 +24,12 @@ from typing import Any, Mapping
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
     "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_CONTROL_OF",
+    "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
     "VAL_ACC", "VAL_LOSS", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
-    "arch_id", "flat_params", "loss_metric",
+    "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
 
 TAG_ROLE = "kdx.role"
@@ -54,6 +55,9 @@ TAG_CONTROL_OF = "kdx.control_of"  # a control arm's run: the KD winner it is th
 TAG_CONFIG_KEY = "kdx.config_key"  # a hash of the run's role and resolved config: equal keys train the same model
 TAG_DUPLICATE_OF = "kdx.duplicate_of"  # a trial Optuna sampled again: it reports that earlier run's result and trains nothing
 TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space chose (teacher.* sampled): its cache key
+TAG_PARETO = "kdx.pareto"  # "true" on the front's students as the last report saw it (filter: tags.`kdx.pareto` = 'true')
+TAG_PARETO_LABEL = "kdx.pareto_label"  # ... and its label there, P1 the smallest
+TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description: MLflow's UI renders it as markdown
 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"
@@ -102,6 +106,33 @@ def arch_id(student: Mapping[str, Any]) -> str:
     name plus its kwargs)."""
     shape = ",".join(f"{k}={student[k]}" for k in sorted(student) if k not in ("family", "factory", "features"))
     return f"{student.get('family') or student.get('factory')}:{shape}"
+
+
+_SHORT = {"depth": "d", "width": "w", "heads": "h", "layers": "l", "kernel_size": "k"}  # first in a name, in this order
+
+
+def _weight(w: float) -> str:
+    return f"{w:.3g}".removeprefix("0")  # kd 0.9 reads "kd.9"
+
+
+def size_label(n: float) -> str:
+    """464, 4.5k, 27k, 1.2M: a parameter count at a glance."""
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if n >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return f"{int(n)}"
+
+
+def run_name(student: Mapping[str, Any], mix: Mapping[str, float], temperature: float | None, params: int, tail: str = "") -> str:
+    """A run's name that speaks in the runs table: 'cnn d2 w25 · T4 kd.9 · 4.5k · #3'
+    (architecture, recipe, size; a twin's recipe reads 'scratch')."""
+    keys = sorted((k for k in student if k not in ("family", "factory", "features")), key=lambda k: (list(_SHORT).index(k) if k in _SHORT else len(_SHORT), k))
+    shape = [k if student[k] is True else f"{_SHORT.get(k, k + '=')}{student[k]}" for k in keys if student[k] not in (False, None)]
+    what = str(student.get("family") or str(student.get("factory", "")).rsplit(":", 1)[-1])
+    terms = {k: w for k, w in mix.items() if k != "ce" and w > 0}
+    recipe = " ".join(([f"T{temperature:.3g}"] if "kd" in terms and temperature else []) + [f"{k}{_weight(w)}" for k, w in terms.items()])
+    return " · ".join(x for x in (" ".join([what, *shape]), recipe or "scratch", size_label(params), tail) if x)
 
 
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

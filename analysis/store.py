@@ -33,11 +33,14 @@ from distill.parsing import yaml_float
 
 from . import schema
 
-__all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING"]
+__all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING", "VIEW_RUNS", "VIEW_FRONT", "has_views"]
 
 FINISHED, KILLED, FAILED, RUNNING = "FINISHED", "KILLED", "FAILED", "RUNNING"
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits
 _MAX_VALUE = 6000
+_MAX_NOTE, _MAX_EXPERIMENT_NOTE = 8000, 20000  # MLflow's longest run and experiment tag values
+_SHARED_VIEW = "mlflow.sharedViewState."  # MLflow's UI reads a runs-table state from this experiment tag (?viewStateShareKey=)
+VIEW_RUNS, VIEW_FRONT = "kdx-runs", "kdx-front"
 _SEARCH, _REF = "search.", "ref."  # prefixes of the search run's params: its settings and its hypervolume reference
 
 
@@ -81,6 +84,15 @@ def search_params(settings: Mapping[str, Any], objectives: Mapping[str, str], re
 def _chunks(items: list, n: int) -> Iterable[list]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def has_views(experiment) -> bool:
+    """Whether a search set the runs-table views on this MLflow experiment (`Store.set_views`)."""
+    return f"{_SHARED_VIEW}{VIEW_RUNS}" in (experiment.tags or {})
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 60] + "\n\n*(cut here: the whole table is in the report)*"
 
 
 def _where(role: str | None, parent: str | None, status: str | None, trial: str | None, tag: tuple[str, str] | None) -> str:
@@ -210,6 +222,32 @@ class Store:
         repeats = [r for r in self.runs(experiment_id, parent=parent)
                    if r.data.tags.get(schema.TAG_SEED_OF) and r.data.tags.get(schema.TAG_ROLE) != schema.ROLE_ASSISTANT]
         return {(r.data.tags[schema.TAG_SEED_OF], int(params_of(r)["seed"])) for r in self.keep_finished(repeats)}
+
+    # --- what the MLflow UI opens on -----------------------------------------------------
+
+    def describe(self, markdown: str, run_id: str | None = None, experiment_id: str | None = None) -> None:
+        """A run's or an experiment's description (MLflow renders it as markdown at the top of its page)."""
+        if run_id:
+            self.client.set_tag(run_id, schema.TAG_NOTE, _cut(markdown, _MAX_NOTE))
+        if experiment_id:
+            self.client.set_experiment_tag(experiment_id, schema.TAG_NOTE, _cut(markdown, _MAX_EXPERIMENT_NOTE))
+
+    def set_views(self, experiment_id: str, columns: list[str]) -> None:
+        """The runs-table views `kdx ui` links to (MLflow's shared view states, an experiment tag each):
+        every run, and the Pareto front alone, best validation accuracy first, with `columns` shown."""
+        for key, where in ((VIEW_RUNS, ""), (VIEW_FRONT, f"tags.`{schema.TAG_PARETO}` = 'true'")):
+            state = {"searchFilter": where, "orderByKey": f"metrics.`{schema.VAL_ACC}`", "orderByAsc": False,
+                     "selectedColumns": columns, "runsExpanded": {}}
+            self.client.set_experiment_tag(experiment_id, f"{_SHARED_VIEW}{key}", json.dumps(state))
+
+    def mark_front(self, experiment_id: str, parent: str, labels: Mapping[str, str]) -> None:
+        """Tag the front's runs (`labels`: run id -> P1, P2, ...) and untag those an earlier report put there."""
+        for r in self.runs(experiment_id, parent=parent, tag=(schema.TAG_PARETO, "true")):
+            if r.info.run_id not in labels:
+                self.client.set_tag(r.info.run_id, schema.TAG_PARETO, "false")
+                self.client.delete_tag(r.info.run_id, schema.TAG_PARETO_LABEL)
+        for run_id, label in labels.items():
+            self.log(run_id).tags({schema.TAG_PARETO: "true", schema.TAG_PARETO_LABEL: label})
 
     # --- artifacts --------------------------------------------------------------------
 

@@ -69,5 +69,14 @@ def runs(db: Path, experiment: str) -> list:
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
+def study(folder: Path, experiment: str):
+    """The search's persisted Optuna study, loaded the way a user would (workflows/study.py)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = folder / "kdx-results" / f"{experiment}.optuna.journal"
+    return optuna.load_study(study_name=experiment, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
 def by_role(all_runs: list, role: str) -> list:
     return [r for r in all_runs if r.data.tags.get("kdx.role") == role]

@@ -32,12 +32,13 @@ def test_report_writes_pictures_table_and_page(searched):
     p = kdx("report", "--experiment", "tiny", "--out", "rep-out", cwd=folder)
     assert p.returncode == 0, p.stderr
     out = folder / "rep-out"
-    for name in ("frontier.png", "gain_vs_ratio.png", "sensitivity.png"):
+    for name in ("frontier.png", "gain_vs_ratio.png", "importance.png"):  # importance: 4 finished trials, 3 searched params
         assert (out / name).read_bytes().startswith(PNG)
     table = (out / "pareto.csv").read_text().splitlines()
     assert table[0].startswith("pareto,run_id,arch,params") and len(table) >= 2
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "#/experiments/" in page and "/runs/" in page
+    assert "Parameter importance by fANOVA" in page and "these importances are noisy" in page
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tiny")
     parent = client.search_runs([exp.experiment_id], f"tags.`{schema.TAG_ROLE}` = 'search'")[0]

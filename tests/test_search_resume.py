@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from analysis import schema
-from search_helpers import TINY_TASK, by_role, env_for, kdx, kdx_args, runs, write_config
+from search_helpers import TINY_TASK, by_role, env_for, kdx, kdx_args, runs, study, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,11 @@ def test_kill_then_resume_logs_every_trial_once(tmp_path):
                 continue
             finished_before_kill = sum(r.info.status == "FINISHED" for r in students)
             if finished_before_kill >= 2 and any(r.info.status == "RUNNING" for r in students):
-                break
+                mid = study(tmp_path, "killme").trials  # optuna.load_study while the search runs
+                if len(mid) >= 1:
+                    break
         assert proc.poll() is None, proc.stdout.read().decode()
+    assert {t.user_attrs["kdx.trial_id"] for t in mid} <= {r.data.tags[schema.TAG_TRIAL] for r in students}
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     assert 2 <= finished_before_kill < 8
@@ -46,6 +49,9 @@ def test_kill_then_resume_logs_every_trial_once(tmp_path):
     assert all(r.info.status == "FINISHED" for r in students)
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
     assert len(by_role(all_runs, schema.ROLE_SEARCH)) == 1 and len(by_role(all_runs, schema.ROLE_TEACHER)) == 1
+    trials = study(tmp_path, "killme").trials  # the resumed search continued the same study: one trial per Tune trial
+    assert sorted(t.user_attrs["kdx.trial_id"] for t in trials) == sorted(r.data.tags[schema.TAG_TRIAL] for r in students)
+    assert all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
     twins = by_role(all_runs, schema.ROLE_TWIN)
     assert sorted(t.data.tags[schema.TAG_ARCH] for t in twins) == sorted({r.data.tags[schema.TAG_ARCH] for r in students})
 

@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     _print_front(report.table)
     if report.chains is not None:
         _print_chains(report.chains)
-    print(f"wrote {report.folder}/report.html, pareto.csv, frontier.png, gain_vs_ratio.png, sensitivity.png (also on the search run)")
+    print(f"wrote {report.folder}/report.html, pareto.csv, {', '.join(report.pictures)} (also on the search run)")
     return 0
 
 
@@ -193,19 +193,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import os
-    import subprocess
-
     from .experiment import absolute_uri, default_tracking_uri
+    from .ui import serve_ui
 
-    from analysis.store import Store
-
-    uri = absolute_uri(args.tracking_uri or default_tracking_uri())
-    Store(uri, create=False)  # mlflow ui would make a missing store, racing a search that is starting
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    return subprocess.call(cmd, env=env)
+    return serve_ui(absolute_uri(args.tracking_uri or default_tracking_uri()), args.host, args.port, args.experiment, args.open)
 
 
 # MLflow's HTTP client retries each call for about 4 minutes by default (7 retries, backoff
@@ -267,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: only this machine)")
     p.add_argument("--tracking-uri")
+    p.add_argument("--experiment", help="the search to link to (default: every search in the store, newest first)")
+    p.add_argument("--open", action="store_true", help="open the runs table in a browser once the server answers")
     p.set_defaults(func=cmd_ui)
     return parser
 

@@ -45,6 +45,7 @@ class SearchSettings:
     reduction_factor: int = 3  # ASHA: keep the best 1/3 at each rung
     baselines: bool = True  # a scratch twin per distinct student architecture
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
+    study: str = ""  # the persisted Optuna study (workflows/study.py): a journal file or a database URL; default beside storage
     enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
     retries: int = 2  # a trial lost to its machine (node death, OOM kill) runs again this many times
     seeds: int = 1  # > 1: the gain's arms (or, with twins: base_recipe, the Pareto students and their twins) at seeds seed+1 .. (paired)

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import yaml
 
 from analysis import schema
-from analysis.store import FINISHED, RUNNING, Store, check_tracking, search_params
+from analysis.store import FINISHED, RUNNING, VIEW_FRONT, VIEW_RUNS, Store, check_tracking, search_params
 from distill.config import with_values
 from distill.data import Dataset, load_data
 from distill.errors import ConfigError
@@ -31,7 +31,8 @@ from search_spaces.space import dump
 
 from .experiment import ExperimentConfig
 from .trial import TrialContext
-from .tune import DUPLICATE, FAILED, check_storage_for_cluster, init_ray, tune_path, tune_storage
+from .study import study_ref
+from .tune import DUPLICATE, FAILED, RayStart, check_storage_for_cluster, tune_path, tune_storage
 
 __all__ = ["SearchSummary", "Session", "open_session", "summarize", "trial_settings", "TrackingWatch", "output_keys"]
 
@@ -105,7 +106,36 @@ class TrackingWatch:
                     os._exit(2)  # Ray's processes share this one's fate; nothing here may wait on the server
 
 
+def _experiment_note(exp: ExperimentConfig) -> str:
+    """What the experiment's page says on top in MLflow's UI: what was searched, and where to look."""
+    s, t = exp.search, exp.run.teacher
+    teacher = f"`{schema.arch_id(t.model.to_dict())}`" + (f" from `{Path(t.checkpoint).name}`" if t.checkpoint else "")
+    objectives = ", ".join(f"{k} ({v})" for k, v in s.objectives.items())
+    return (f"**kdx search `{exp.name}`**: {s.num_samples} trials of Optuna's {s.sampler} sampler through Ray Tune on "
+            f"`{exp.run.data.name}`, objectives {objectives}; teacher {teacher}. Every trial is one distillation run "
+            f"(`kdx.role` = student), with a from-scratch twin per architecture (`baseline`).\n\n"
+            f"Open [every run](#/experiments/{{eid}}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_RUNS}) or "
+            f"[the Pareto front](#/experiments/{{eid}}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_FRONT}) "
+            f"(`tags.{schema.TAG_PARETO} = 'true'`); the verdict is on the search run `{exp.name}`.\n\n"
+            "| searched | values |\n|---|---|\n" + "".join(f"| `{p.key}` | {_values(p)} |\n" for p in exp.space))
+
+
+def _values(p) -> str:
+    if p.kind in ("int", "float"):
+        return f"{p.kind} {p.low:g} .. {p.high:g}" + (", log" if p.log else "") + (f", step {p.step:g}" if p.step else "")
+    return ", ".join(map(str, p.choices)) if p.kind == "choice" else f"fixed {p.value}"
+
+
+def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:
+    """The runs table kdx ui opens on: objectives, test accuracy, the front's label and every sampled param as columns."""
+    metrics = [*exp.search.objectives, schema.TEST_ACC]
+    columns = [f"metrics.`{m}`" for m in dict.fromkeys(metrics)] + [f"tags.`{schema.TAG_PARETO_LABEL}`"]
+    store.set_views(experiment_id, columns + [f"params.`{p.key}`" for p in exp.space])
+    store.describe(_experiment_note(exp).replace("{eid}", experiment_id), experiment_id=experiment_id)
+
+
 def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume: bool, log: Log, reference: dict) -> str:
+    _views(store, exp, experiment_id)
     parent = store.search_run(experiment_id)
     if parent is not None and resume:
         if parent.data.tags.get(schema.TAG_CONFIG_HASH) != exp.config_hash:
@@ -194,25 +224,29 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
             raise ConfigError(f"experiment '{exp.name}' already has a search in {store.uri}; add --resume to continue it, or pick another --name")
         if isinstance(path, Path) and path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
-    data = load_data(exp.run.data)
-    keys = output_keys(exp)
-    teacher = prepare_teacher(exp.run, data, keys, log=log)
-    log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
-    ref = reference(data)
-    started_ray = init_ray(address)
+        study = study_ref(exp, storage)
+        if study.exists():
+            raise ConfigError(f"search.study: {study.storage} holds an Optuna study '{exp.name}' of an earlier search; add --resume, "
+                              "pick another --name, or remove it")
+    data = load_data(exp.run.data)  # a missing file or bad labels: one line, before Ray starts
+    ray_start = RayStart(address)  # Ray starts (seconds) while this process makes the teacher, the reference and the runs
     try:
-        check_storage_for_cluster(exp)
+        keys = output_keys(exp)
+        teacher = prepare_teacher(exp.run, data, keys, log=log)
+        log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
+        ref = reference(data)
+        if ray_start.remote:  # a cluster's nodes decide whether its storage will do: before any MLflow write
+            ray_start.wait()
+            check_storage_for_cluster(exp)
         experiment_id = experiment_id or store.experiment_id(exp.name)
         parent_id = _open_parent(store, exp, experiment_id, resume, log, ref)
         teacher_run_id = _teacher_run(store, exp, experiment_id, parent_id, teacher)
         ctx = TrialContext(with_values(exp.base, trial_settings(exp)), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha", teacher_config=exp.run.teacher.to_dict(),
                            output_keys=tuple(keys))
+        ray_start.wait()
         with TrackingWatch(exp.tracking_uri):
             yield Session(store, experiment_id, parent_id, storage, ctx, data, teacher, started, {"setup": time.monotonic() - started})
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        ray_start.stop()
     store.set_status(parent_id, FINISHED)

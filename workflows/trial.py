@@ -34,7 +34,7 @@ from search_spaces.space import apply
 from .tune import DUPLICATE, FAILED
 
 __all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "start_unless_duplicate", "log_failed", "final_metrics",
-           "failed_report", "replay_finished", "trial_number", "timing", "teacher_metrics"]
+           "failed_report", "replay_finished", "trial_number", "spoken_name", "timing", "teacher_metrics"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,15 @@ def failed_report() -> dict:
 
 def trial_number(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
+
+
+def spoken_name(config: RunConfig, data: Dataset, tail: str = "") -> str:
+    """'cnn d2 w25 · T4 kd.9 · 4.5k · #3': what the runs table shows without extra columns."""
+    from distill.models import count_params
+
+    kd = config.losses.get("kd")
+    size = count_params(config.student.build(data.input_shape, data.num_classes, "student"))  # milliseconds, once per run
+    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size, tail)
 
 
 def timing(started: float, train_s: float) -> dict:
@@ -171,7 +180,7 @@ def _run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext
     reference = teacher.module if teacher is not None else None  # a twin's fidelity: to the search's teacher
     if job.role == schema.ROLE_TWIN:
         config, teacher = config.scratch_twin(), None
-        name = job.name or f"twin {schema.arch_id(config.student.to_dict())}"
+    name = job.name or spoken_name(config, data)  # a twin's recipe reads "scratch"; the trial id is a tag
     tags[schema.TAG_CONFIG_KEY] = fingerprint([job.role, config.to_dict()])
     log = start_unless_duplicate(store, ctx, name, tags, config)
     if log is None:

@@ -20,7 +20,7 @@ from search_spaces.space import define
 
 from .experiment import ExperimentConfig
 
-__all__ = ["FAILED", "DUPLICATE", "init_ray", "check_storage_for_cluster", "tune_storage", "make_searcher", "make_scheduler", "fit_search",
+__all__ = ["FAILED", "DUPLICATE", "init_ray", "RayStart", "check_storage_for_cluster", "tune_storage", "make_searcher", "make_scheduler", "fit_search",
            "run_jobs", "trial_ids", "Progress"]
 
 Log = Callable[[str], None]
@@ -44,6 +44,59 @@ def init_ray(address: str | None) -> bool:
         raise ConfigError(f"--address: cannot reach a Ray cluster at {address!r} ({e})") from None
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     return True
+
+
+class RayStart:
+    """`init_ray` in a background thread: Ray's start (about 4 s, STACK.md) overlaps the driver's
+    own (the teacher, the hypervolume reference, the MLflow runs). `wait()` returns what
+    init_ray returned, or raises what it raised.
+
+    The thread lives until `stop()`: Ray ties its processes to the thread that started them
+    (PR_SET_PDEATHSIG fires when that thread ends, not the process), so a thread that ended
+    after ray.init took the raylet with it and the driver died on a broken plasma pipe."""
+
+    def __init__(self, address: str | None):
+        import signal
+        import sys
+        import threading
+
+        import ray
+
+        # A cluster (or a Ray this process joined already): its node count matters before MLflow writes.
+        self.remote = bool(address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+        self._out: list = []
+        self._done = threading.Event()
+        if threading.current_thread() is threading.main_thread():  # what ray.init sets when it runs on the main thread
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        logging.getLogger("ray._private.worker").setLevel(logging.ERROR)  # not "SIGTERM handler is not set ..." (set above)
+        self._thread = threading.Thread(target=self._start, args=(address,), name="kdx-ray-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, address: str | None) -> None:
+        try:
+            self._out.append(init_ray(address))
+        except BaseException as e:  # handed to the caller's thread by wait()
+            self._out.append(e)
+            return
+        self._done.wait()  # keep Ray's processes alive (see the class doc)
+
+    def wait(self) -> bool:
+        while not self._out:
+            self._thread.join(0.05)
+        if isinstance(self._out[0], BaseException):
+            raise self._out[0]
+        return self._out[0]
+
+    def stop(self) -> None:
+        """Shut Ray down if this start began it (waiting for a start still under way)."""
+        while not self._out and self._thread.is_alive():
+            self._thread.join(0.05)
+        if self._out and self._out[0] is True:
+            import ray
+
+            ray.shutdown()
+        self._done.set()
+        self._thread.join()
 
 
 def check_storage_for_cluster(exp: ExperimentConfig) -> None:
@@ -80,15 +133,18 @@ def _sampler(exp: ExperimentConfig):
     }[s.sampler]()
 
 
-def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = ()):
+def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), study=None):
     """OptunaSearch over the space; multi-objective when several objectives are named.
-    The config's `search.enqueue` points run first, then `first` (known-good recipes)."""
+    The config's `search.enqueue` points run first, then `first` (known-good recipes).
+    With `study` (a `workflows.study.StudyRef`) every finished trial is copied there."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .study import MirroredOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names, modes = list(exp.search.objectives), list(exp.search.objectives.values())
-    return OptunaSearch(
+    return MirroredOptunaSearch(
+        study=study,
         space=define(exp.space, base),
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
@@ -114,7 +170,21 @@ def _resources(exp: ExperimentConfig) -> dict:
 
 def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log,
                first: list[dict] = (), **shared):
-    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume; `first`: see make_searcher."""
+    """The search proper: Optuna's sampler behind Tune, or Tune's snapshot of it on --resume; `first`: see make_searcher.
+    Every finished trial is copied into the persisted Optuna study (workflows/study.py)."""
+    from .study import study_ref
+
+    study = study_ref(exp, storage)
+    study.open()
+    log(f"Optuna study '{study.name}' in {study.storage} (optuna-dashboard {study.storage})")
+    grid = _fit(exp, fn, space_base, storage, resume, log, first, study, **shared)
+    dropped = study.keep_only(trial_ids(grid)) if resume else 0
+    if dropped:
+        log(f"Optuna study: {dropped} trial(s) that finished after Tune's last snapshot were sampled again; the study keeps the new ones")
+    return grid
+
+
+def _fit(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | str, resume: bool, log: Log, first, study, **shared):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -128,7 +198,7 @@ def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: P
         trainable,
         tune_config=tune.TuneConfig(
             # metric/mode stay unset: setting them turns a multi-objective study single-objective (STACK.md)
-            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base, first), max_concurrent=exp.search.max_concurrent),
+            search_alg=ConcurrencyLimiter(make_searcher(exp, space_base, first, study), max_concurrent=exp.search.max_concurrent),
             scheduler=make_scheduler(exp),
             num_samples=exp.search.num_samples,
             reuse_actors=True,
