@@ -4,12 +4,15 @@ What the student learns from is `teacher.outputs` in the config, and the
 `Teacher` carries it:
 - cached: the frozen module's outputs over the training set (full-length
   tensors, the fast path: the teacher never runs during training). Exact only
-  without augmentation, which the config enforces.
+  without augmentation, which the config enforces. What each loss reads of
+  them is prepared once per run (`distill.losses.teacher_side`; KD: the soft
+  targets at its temperature), so a step computes only the student's side.
 - online: the module runs on every (augmented) batch, in eval mode, without
   gradients, on the trial's device (under bf16 autocast when train.bf16).
 - views: K stored crop/flip views per sample and the teacher's outputs on each
   (`TeacherViews`); every epoch each sample is shown one of its views, picked
-  by the run seed, and the student sees exactly that view (FKD).
+  by the run seed, and the student sees exactly that view (FKD). The losses'
+  sides are prepared once per epoch, from that epoch's views.
 A Teacher without outputs runs online whatever the config says.
 
 Batches are slices of in-memory tensors, or rows read from a memory-mapped
@@ -21,6 +24,7 @@ is not finite.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -37,7 +41,7 @@ from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
-from .losses import LOSSES, build_loss
+from .losses import LOSSES, TeacherSide, build_loss, teacher_side
 from .models import Outputs, as_outputs, count_params, measure_latency
 
 __all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "outputs_to",
@@ -125,6 +129,15 @@ def slice_outputs(out: Outputs, idx: Tensor | slice | tuple) -> Outputs:
         {k: v[idx] for k, v in out.features.items()},
         {k: v[idx] for k, v in out.attentions.items()},
     )
+
+
+def _rows(side: TeacherSide, idx: Tensor | slice) -> TeacherSide:
+    """Rows `idx` of a loss's teacher side (`distill.losses.teacher_side`)."""
+    if side is None:
+        return None
+    if isinstance(side, Outputs):
+        return slice_outputs(side, idx)
+    return type(side)._make(t[idx] for t in side)
 
 
 def outputs_to(out: Outputs, device: torch.device) -> Outputs:
@@ -256,7 +269,8 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 p.requires_grad_(False)
         augment = config.data.augment
         augmenter = Augmenter(augment, _stream_seed(config.seed, "augment"), device) if augment.active and mode != "views" else None
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+        # a disabled torch.autocast still costs microseconds on every step: a null context then
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext()
 
         @torch.no_grad()
         def teacher_batch(xb: Tensor) -> Outputs:
@@ -276,6 +290,14 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             terms = build_losses(config, as_outputs(student(x_probe)), t_probe)
         for module in terms.values():
             module.to(device)
+        losses = list(terms.values())
+        # What each term reads of the teacher, over the training set: with cached outputs it is
+        # prepared once per run (KD: the soft targets at its temperature), and a step takes its rows.
+        sides = None
+        if cached is not None:
+            with torch.no_grad(), autocast:
+                sides = [teacher_side(loss, cached) for loss in losses]
+        no_teacher = [None] * len(losses)
         weights = {name: config.mix[name] for name in terms}
         params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
         optimizer = _optimizer(cfg, params)
@@ -285,6 +307,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         history: list[Epoch] = []
         best_acc, best_epoch, best_state = -1.0, 0, None
         mix = torch.tensor(list(weights.values()), device=device)
+        sizes = torch.tensor([min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
         for epoch in range(1, cfg.epochs + 1):
             student.train()
             # Shuffle once per epoch, then take batches as views: one gather per
@@ -292,10 +315,13 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             order = torch.randperm(n, generator=generator).to(device)
             xs = x_train[order] if in_memory else None
             ys = y_train[order]
-            ts, epoch_view = slice_outputs(cached, order) if cached is not None else None, None
-            if views is not None:  # each sample shows one of its stored views this epoch
+            epoch_sides = [_rows(side, order) for side in sides] if sides is not None else None
+            epoch_view = None
+            if views is not None:  # each sample shows one of its stored views this epoch: prepared once per epoch
                 which = torch.randint(views.count, (n,), generator=generator).to(device)
                 epoch_view, ts = views.pick(which, order)
+                with torch.no_grad(), autocast:
+                    epoch_sides = [teacher_side(loss, ts) for loss in losses]
             batch_values = []
             for start in range(0, n, cfg.batch_size):
                 stop = min(start + cfg.batch_size, n)
@@ -307,20 +333,23 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 elif augmenter is not None:
                     batch = augmenter(xb, yb)
                     xb, y_mixed, lam = batch.x, batch.y_mixed, batch.lam
-                t_out = teacher_batch(xb) if mode == "online" else (slice_outputs(ts, rows) if ts is not None else None)
+                if mode == "online":
+                    t_sides = [teacher_batch(xb)] * len(losses)  # plain outputs: each loss prepares what it reads
+                else:
+                    t_sides = [_rows(side, rows) for side in epoch_sides] if epoch_sides is not None else no_teacher
                 with autocast:
                     s_out = as_outputs(student(xb))  # a user's model may return bare logits
-                    values = torch.stack([loss(s_out, t_out, yb).float() for loss in terms.values()])
+                    values = torch.stack([loss(s_out, t, yb).float() for loss, t in zip(losses, t_sides)])
                     if y_mixed is not None:
-                        values = lam * values + (1 - lam) * torch.stack([loss(s_out, t_out, y_mixed).float() for loss in terms.values()])
+                        values = lam * values + (1 - lam) * torch.stack([loss(s_out, t, y_mixed).float() for loss, t in zip(losses, t_sides)])
                 total = mix @ values
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
-                batch_values.append(values.detach() * (stop - start))  # summed on device: no sync per batch
+                batch_values.append(values.detach())  # weighted by batch size and summed on device per epoch: no sync per batch
             if scheduler is not None:
                 scheduler.step()
-            term_means = torch.stack(batch_values).sum(0) / n
+            term_means = (torch.stack(batch_values) * sizes).sum(0) / n
             means = [float(mix @ term_means), *term_means.tolist()]
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))

@@ -34,14 +34,14 @@ from torch import nn
 from distill.config import ModelConfig, RunConfig, TrainConfig
 from distill.data import Dataset
 from distill.errors import ConfigError, InvalidValue
-from distill.losses import LOSSES, build_loss, pair_blocks
+from distill.losses import LOSSES, build_loss, pair_blocks, teacher_side
 from distill.losses.at import ATOptions
 from distill.losses.dkd import DKDOptions, dkd_loss
 from distill.losses.fitnet import FitNetOptions
-from distill.losses.kd import KDOptions, kd_loss
+from distill.losses.kd import KDOptions, SoftTargets, kd_loss, shuffle_nontarget
 from distill.losses.rkd import RKDOptions, rkd_loss
 from distill.models import MODELS, Outputs, build_model
-from distill.train import Teacher, run
+from distill.train import Teacher, run, slice_outputs
 
 LOSS_NAMES = LOSSES.names()
 INPUT_SHAPE, NUM_CLASSES, BATCH = (1, 16), 5, 6
@@ -295,6 +295,39 @@ def test_reads_only_its_declared_teacher_keys(name):
     torch.testing.assert_close(rebuilt(c.s_out, kept, c.y), expected)
 
 
+def side_tensors(side) -> list[torch.Tensor]:
+    if side is None:
+        return []
+    if isinstance(side, Outputs):
+        return [side.logits, *side.features.values(), *side.attentions.values()]
+    return list(side)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_a_prepared_teacher_side_scores_as_the_plain_outputs(name):
+    """With cached outputs `train.run` hands a loss the rows of its `teacher_side`, prepared once
+    over the training set: the value and gradients must be those of the plain outputs, and the
+    side must be row-wise (the rows of the side of a set are the side of those rows)."""
+    c = case(name)
+    params = [*c.student.parameters(), *c.loss.parameters()]
+
+    def scored(t):
+        v = c.loss(c.student(c.x), t, c.y)
+        return v.detach(), torch.autograd.grad(v, params, allow_unused=True)
+
+    side = teacher_side(c.loss, c.t_out)
+    (v_plain, g_plain), (v_side, g_side) = scored(c.t_out), scored(side)
+    torch.testing.assert_close(v_side, v_plain, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g_side, g_plain):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    rows = slice(1, 4)
+    sliced = [t[rows] for t in side_tensors(side)]
+    for a, b in zip(sliced, side_tensors(teacher_side(c.loss, slice_outputs(c.t_out, rows))), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_zero_when_student_equals_teacher(name):
     if name in NOT_ZERO_AT_IDENTITY:
@@ -427,6 +460,34 @@ def test_kd_value_is_accurate_for_a_student_near_its_teacher():
     p, log_q = F.softmax(t.double() / T, -1), F.log_softmax(s.double() / T, -1)
     ref = (p * (p.log() - log_q)).sum(-1).mean() * T * T
     assert num(kd_loss(s, t, T)) == pytest.approx(num(ref), rel=1e-3)
+
+
+def per_step_kd(logits_student, logits_teacher, T, target=None):
+    """kd_loss as it was before its teacher side was prepared apart: all of it on every step."""
+    log_q = F.log_softmax(logits_student / T, dim=-1)
+    with torch.no_grad():
+        log_p = F.log_softmax(logits_teacher / T, dim=-1)
+        if target is not None:
+            log_p = shuffle_nontarget(log_p, target)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * T**2
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0, 10.0])
+def test_kd_on_soft_targets_prepared_once_is_the_per_step_kd(T):
+    """What train.run does with cached outputs: soft targets prepared once over the whole set,
+    sliced per batch, give each batch the per-step KD's value and gradient (float32, as trained)."""
+    s, t, y = logits_pair(b=40, n=10, dtype=torch.float32)
+    loss = build_loss("kd", KDOptions(temperature=T), Outputs(s[:2], {}, {}), Outputs(t[:2], {}, {}))
+    targets = teacher_side(loss, Outputs(t, {}, {}))
+    assert isinstance(targets, SoftTargets) and not targets.p.requires_grad
+    torch.testing.assert_close(targets.p, F.softmax(t / T, -1))
+    for rows in (slice(0, 16), slice(16, 32), slice(32, 40)):
+        z, z_ref = s[rows].clone().requires_grad_(True), s[rows].clone().requires_grad_(True)
+        v = loss(Outputs(z, {}, {}), SoftTargets(*(part[rows] for part in targets)), y[rows])
+        ref = per_step_kd(z_ref, t[rows], T)
+        v.backward(), ref.backward()
+        torch.testing.assert_close(v, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-6, atol=1e-7)
 
 
 def test_kd_temperature_must_be_positive():
@@ -812,3 +873,23 @@ def test_kd_with_the_control_differs_and_stays_zero_free_only_without_it():
     loss = build_loss("kd", opts, None, None)
     s = Outputs(t.clone(), {}, {})
     assert float(loss(s, Outputs(t, {}, {}), y)) > 1e-3
+
+
+def test_the_control_on_prepared_targets_draws_a_fresh_permutation_every_step():
+    """Prepared once, the soft targets stay unshuffled; the control shuffles a copy per call,
+    with the very draw the per-step path made."""
+    torch.manual_seed(1)
+    t = torch.randn(32, 10) * 2
+    y = t.argmax(-1)
+    loss = build_loss("kd", KDOptions(temperature=4.0, shuffle_nontarget=True), None, None)
+    targets = teacher_side(loss, Outputs(t, {}, {}))
+    before = [part.clone() for part in targets]
+    s = Outputs(t.clone(), {}, {})
+    torch.manual_seed(7)
+    first = loss(s, targets, y)
+    torch.manual_seed(7)
+    torch.testing.assert_close(first, per_step_kd(t.clone(), t, 4.0, target=y))
+    second = loss(s, targets, y)
+    assert float(first) > 1e-3 and float(second) > 1e-3 and float(first) != float(second)
+    for a, b in zip(targets, before):
+        assert torch.equal(a, b)

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distill.config import RunConfig
 from distill.data import load_data
@@ -73,6 +74,23 @@ def test_cached_outputs_train_like_an_online_teacher(setup):
     online = run(c, data, Teacher(teacher, info))
     for x, y in zip(cached.history, online.history):
         assert x.train_loss == pytest.approx(y.train_loss, rel=1e-4)
+
+
+def test_a_cached_run_logs_the_kd_computed_the_per_step_way(setup):
+    """With cached outputs KD's soft targets are prepared once per run. On one full batch the
+    first epoch's terms are the per-step formulas on the student's starting weights."""
+    c, data, teacher, info = setup
+    c = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=1, batch_size=len(data.y_train)))
+    cached = outputs_for(c, data, teacher, info)
+    logged = run(c, data, cached).history[0].losses
+    torch.manual_seed(c.seed)  # the student run() builds
+    student = c.student.build(data.input_shape, data.num_classes, "student")
+    T = c.losses["kd"].temperature
+    with torch.no_grad():
+        z = student(data.x_train).logits
+        log_q, log_p = F.log_softmax(z / T, -1), F.log_softmax(cached.outputs.logits / T, -1)
+    assert logged["kd"] == pytest.approx(float((log_p.exp() * (log_p - log_q)).sum(-1).mean() * T * T), rel=1e-5)
+    assert logged["ce"] == pytest.approx(float(F.cross_entropy(z, data.y_train)), rel=1e-5)
 
 
 def test_fidelity_is_agreement_one_and_kl_zero_for_the_teacher_itself(setup):

@@ -12,6 +12,16 @@ it picked in `self.teacher_keys`. Each loss's weight lives in the run config's
 Teacher keys are "logits", "features.<name>" or "attentions.<name>"; `reads`
 may also name a whole kind ("features", "attentions") when the layer is picked
 at build time.
+
+A loss may also `prepare` the teacher's outputs into what it reads per step
+(KD: the teacher's probabilities at its temperature). With cached outputs the
+teacher never changes within a run, so `train.run` prepares the whole training
+set once (`teacher_side`) and hands each step its rows: the step then computes
+only the student's side. A prepared side is a NamedTuple of tensors with one
+row per sample, and preparing must be row-wise (a sample's rows depend on its
+own outputs only), so that the rows of the prepared set are the prepared rows.
+A loss called with plain `Outputs` (an online teacher, a test) prepares them
+itself; one without `prepare` gets the outputs it reads (`teacher_keys`).
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from ..errors import ConfigError
 from ..models import Outputs
 from ..registry import Registry
 
-__all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "NoOptions", "block_names", "pair_blocks"]
+__all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "teacher_side", "TeacherSide", "NoOptions", "block_names",
+           "pair_blocks"]
 
 LOSSES = Registry("loss")
 
@@ -37,26 +48,40 @@ class NoOptions:
     pass
 
 
+# What a loss reads of the teacher per step: `Outputs`, what its `prepare` made of
+# them (a NamedTuple of tensors, one row per sample), or None (it reads nothing).
+TeacherSide = Outputs | tuple[Tensor, ...] | None
+
+
 class FunctionLoss(nn.Module):
-    """Wraps a loss function and its options; holds no parameters."""
+    """Wraps a loss function, its options and its `prepare`, if any; holds no parameters."""
 
-    def __init__(self, fn: Callable[..., Tensor], options: object, teacher_keys: tuple[str, ...]):
+    def __init__(self, fn: Callable[..., Tensor], options: object, teacher_keys: tuple[str, ...],
+                 prepare: Callable[..., TeacherSide] | None = None):
         super().__init__()
-        self.fn, self.kwargs, self.teacher_keys = fn, dataclasses.asdict(options), teacher_keys
+        self.fn, self.kwargs, self.teacher_keys, self._prepare = fn, dataclasses.asdict(options), teacher_keys, prepare
 
-    def forward(self, student: Outputs, teacher: Outputs | None, target: Tensor) -> Tensor:
+    def prepare(self, teacher: Outputs) -> TeacherSide:
+        return keep_read(teacher, self.teacher_keys) if self._prepare is None else self._prepare(teacher, **self.kwargs)
+
+    def forward(self, student: Outputs, teacher: TeacherSide, target: Tensor) -> Tensor:
+        if self._prepare is not None and isinstance(teacher, Outputs):  # plain outputs: prepare them here
+            teacher = self._prepare(teacher, **self.kwargs)
         return self.fn(student, teacher, target, **self.kwargs)
 
 
-def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] = ("logits",)) -> Callable:
-    """Register a loss function or an nn.Module class that reads `reads` of the teacher."""
+def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] = ("logits",),
+                  prepare: Callable[..., TeacherSide] | None = None) -> Callable:
+    """Register a loss function or an nn.Module class that reads `reads` of the teacher. A function
+    loss may name `prepare(teacher: Outputs, **options)`, which makes what it reads per step
+    (row-wise, see the module docstring); a class defines `prepare(self, teacher)` instead."""
 
     def decorate(obj: Callable) -> Callable:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             build = obj
         else:
             def build(opts: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
-                return FunctionLoss(obj, opts, reads)
+                return FunctionLoss(obj, opts, reads, prepare)
         LOSSES.register(name, options, reads)(build)
         return obj
 
@@ -67,6 +92,22 @@ def teacher_reads(names) -> list[str]:
     """What the teacher must provide for the loss terms `names`: their `reads`, plus the logits
     (every cache keeps them), as teacher keys or kinds ("features": every feature map)."""
     return sorted({"logits", *(k for name in names for k in LOSSES.get(name, f"mix.{name}").reads)})
+
+
+def keep_read(teacher: Outputs, keys: tuple[str, ...]) -> Outputs | None:
+    """The teacher outputs named by teacher `keys` (a kind names all its maps), None for no keys."""
+    if not keys:
+        return None
+    return Outputs(teacher.logits,
+                   {k: v for k, v in teacher.features.items() if "features" in keys or f"features.{k}" in keys},
+                   {k: v for k, v in teacher.attentions.items() if "attentions" in keys or f"attentions.{k}" in keys})
+
+
+def teacher_side(loss: nn.Module, teacher: Outputs) -> TeacherSide:
+    """What `loss` reads per step of the teacher outputs `teacher`: its `prepare(teacher)`, or
+    the outputs it reads. Row-wise: rows of the side of a set are the side of those rows."""
+    prepare = getattr(loss, "prepare", None)
+    return prepare(teacher) if prepare is not None else keep_read(teacher, tuple(loss.teacher_keys))
 
 
 def build_loss(name: str, options: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
