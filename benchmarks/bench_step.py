@@ -13,18 +13,16 @@ machine is shared and noisy. Targets (issue 2): cached <= 1.05x ce; cached >= 4x
 faster than online with the CNN teacher; >= 1.3x faster than the DataLoader loop.
 The last line gives cached/ce per student next to its target.
 
-What cached pays over ce is the KD term's student side: log_softmax(z / T) and
-the KL's few elementwise ops, forward and backward, plus a second loss term;
-about 120 us a step on one CPU thread, whatever the student. That is ~3-5% of
-a CNN32 step but ~30% of an MLP32 step (~400 us), whose cached/ce stays near
-1.25-1.35x: below 1.05x there would leave it ~20 us, less than the log_softmax
-alone (PyTorch's CPU kernel is slow over 10 classes: ~20 us for 128 rows).
+What cached pays over ce is the KD term's student side, forward and backward,
+about 150 us a step on one CPU thread whatever the student (measured on
+mnist1d, min over interleaved blocks of steps): ~20 us for a second loss term
+at all, ~85 us for log_softmax(z / T), ~40 us for the KL's elementwise ops
+(the teacher's side, once ~50 us more, is now computed once per run). That is
+~6% of a CNN32 step (~2.5 ms) but ~35% of an MLP32 step (~410 us): cached/ce
+stays near 1.3x for MLP32, since 1.05x would leave it ~20 us, the cost of the
+second term alone. The machine's noise moves single ratios by 0.1-0.3.
 
-    .venv/bin/python benchmarks/bench_step.py [--rounds 5] [--epochs 4] [--clock wall|cpu]
-
---clock cpu times this process's CPU time instead of the wall clock: with one
-thread the same figure on a quiet machine, less swayed by other processes on a
-busy one (its ratios still move by ~0.1 there).
+    .venv/bin/python benchmarks/bench_step.py [--rounds 5] [--epochs 4]
 """
 
 from __future__ import annotations
@@ -49,12 +47,9 @@ TEACHERS = {
 }
 
 
-CLOCK = time.perf_counter
-
-
 def epoch_times(fn, epochs: int) -> list[float]:
-    stamps = [CLOCK()]
-    fn(lambda epoch: stamps.append(CLOCK()))
+    stamps = [time.perf_counter()]
+    fn(lambda epoch: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first epoch warms up
 
 
@@ -96,12 +91,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = ap.parse_args()
-    global CLOCK
-    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(1)
-    print(f"batch 128, 1 thread, {args.rounds} rounds x {args.epochs} epochs, median epoch {args.clock} time (first epoch of each run dropped)")
+    print(f"batch 128, 1 thread, {args.rounds} rounds x {args.epochs} epochs, median epoch time (first epoch of each run dropped)")
     ratios: dict[str, list[float]] = {}
     header = f"{'data':<8} {'teacher':<16} {'student':<9} {'ce ms':>7} {'cached':>7} {'online':>7} {'loader':>7}   {'cached/ce':>9} {'online/cached':>13} {'loader/cached':>13}"
     print(header)

@@ -62,7 +62,7 @@ class FunctionLoss(nn.Module):
         self.fn, self.kwargs, self.teacher_keys, self._prepare = fn, dataclasses.asdict(options), teacher_keys, prepare
 
     def prepare(self, teacher: Outputs) -> TeacherSide:
-        return keep_read(teacher, self.teacher_keys) if self._prepare is None else self._prepare(teacher, **self.kwargs)
+        return _read_part(teacher, self.teacher_keys) if self._prepare is None else self._prepare(teacher, **self.kwargs)
 
     def forward(self, student: Outputs, teacher: TeacherSide, target: Tensor) -> Tensor:
         if self._prepare is not None and isinstance(teacher, Outputs):  # plain outputs: prepare them here
@@ -94,7 +94,7 @@ def teacher_reads(names) -> list[str]:
     return sorted({"logits", *(k for name in names for k in LOSSES.get(name, f"mix.{name}").reads)})
 
 
-def keep_read(teacher: Outputs, keys: tuple[str, ...]) -> Outputs | None:
+def _read_part(teacher: Outputs, keys: tuple[str, ...]) -> Outputs | None:
     """The teacher outputs named by teacher `keys` (a kind names all its maps), None for no keys."""
     if not keys:
         return None
@@ -107,7 +107,7 @@ def teacher_side(loss: nn.Module, teacher: Outputs) -> TeacherSide:
     """What `loss` reads per step of the teacher outputs `teacher`: its `prepare(teacher)`, or
     the outputs it reads. Row-wise: rows of the side of a set are the side of those rows."""
     prepare = getattr(loss, "prepare", None)
-    return prepare(teacher) if prepare is not None else keep_read(teacher, tuple(loss.teacher_keys))
+    return prepare(teacher) if prepare is not None else _read_part(teacher, tuple(loss.teacher_keys))
 
 
 def build_loss(name: str, options: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
