@@ -203,25 +203,31 @@ class Session:
         return {"data": self.data, "teacher": self.teacher, "ctx": self.ctx}
 
 
-@contextlib.contextmanager
-def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: Log,
-                 reference: Callable[[Dataset], dict] = lambda data: {}) -> Iterator[Session]:
-    """Everything around a search's trials, in the order that makes a bad input cost nothing:
-    refusals first; data and teacher before any MLflow write (a missing file or a checkpoint
-    that does not fit fails with nothing half-logged); then Ray, the parent and teacher runs
-    and the trials' context. On a clean exit the parent run is FINISHED; Ray is shut down
-    if this process started it. `reference(data)` is the hypervolume reference logged on the parent."""
-    started = time.monotonic()
-    store = Store(exp.tracking_uri)  # a server that is down is refused here, in seconds
+def _open_store(exp: ExperimentConfig, resume: bool) -> tuple[Store, str | None]:
+    """The MLflow store (a server that is down is refused here, in seconds) and the experiment's id, if it has one."""
+    store = Store(exp.tracking_uri)
     try:
         experiment_id = store.experiment_id(exp.name, create=False)
     except Exception as e:
         raise ConfigError(f"tracking: cannot use the MLflow store at {exp.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not resume and experiment_id and store.search_run(experiment_id) is not None:
+        raise ConfigError(f"experiment '{exp.name}' already has a search in {store.uri}; add --resume to continue it, or pick another --name")
+    return store, experiment_id
+
+
+@contextlib.contextmanager
+def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: Log,
+                 reference: Callable[[Dataset], dict] = lambda data: {}) -> Iterator[Session]:
+    """Everything around a search's trials, in the order that makes a bad input cost nothing:
+    refusals first; data before Ray starts; the store, the teacher and the reference while
+    Ray starts in the background (a refusal or a checkpoint that does not fit then stops it:
+    nothing is half-logged); the parent and teacher runs (on a cluster once Ray has told how
+    many nodes it has) and the trials' context. On a clean exit the parent run is FINISHED; Ray is shut down
+    if this process started it. `reference(data)` is the hypervolume reference logged on the parent."""
+    started = time.monotonic()
     storage = tune_storage(exp)
     path = tune_path(storage, exp.name)
     if not resume:  # refuse before anything is written
-        if experiment_id and store.search_run(experiment_id) is not None:
-            raise ConfigError(f"experiment '{exp.name}' already has a search in {store.uri}; add --resume to continue it, or pick another --name")
         if isinstance(path, Path) and path.exists():
             raise ConfigError(f"search.storage: {path} holds an earlier search of '{exp.name}'; add --resume, pick another --name, or remove it")
         study = study_ref(exp, storage)
@@ -229,8 +235,9 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
             raise ConfigError(f"search.study: {study.storage} holds an Optuna study '{exp.name}' of an earlier search; add --resume, "
                               "pick another --name, or remove it")
     data = load_data(exp.run.data)  # a missing file or bad labels: one line, before Ray starts
-    ray_start = RayStart(address)  # Ray starts (seconds) while this process makes the teacher, the reference and the runs
+    ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the teacher, the reference and the runs
     try:
+        store, experiment_id = _open_store(exp, resume)
         keys = output_keys(exp)
         teacher = prepare_teacher(exp.run, data, keys, log=log)
         log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
