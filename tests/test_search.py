@@ -72,8 +72,17 @@ def test_search_prints_progress_a_person_can_follow(searched):
 def test_a_second_search_under_the_same_name_is_refused(searched):
     folder, _, before = searched
     p = kdx("search", str(folder / "tiny.yaml"), cwd=folder)
-    assert p.returncode == 2 and "already has a search" in p.stderr and "--resume" in p.stderr
+    # Tune's folder is checked first, before Ray starts; the store's own refusal is the next test's
+    assert p.returncode == 2 and "holds an earlier search of 'tiny'" in p.stderr and "--resume" in p.stderr
     assert len(runs(folder / "mlflow.db", "tiny")) == len(before)
+
+
+@pytest.mark.slow
+def test_a_second_search_elsewhere_under_the_same_name_is_refused_by_the_store(searched):
+    folder, _, before = searched
+    p = kdx("search", str(folder / "tiny.yaml"), "--set", f"search.storage={folder / 'elsewhere'}", cwd=folder)
+    assert p.returncode == 2 and "already has a search" in p.stderr and "--resume" in p.stderr, p.stderr
+    assert len(runs(folder / "mlflow.db", "tiny")) == len(before) and not (folder / "elsewhere" / "tiny").exists()
 
 
 def test_directions_match_the_objectives(tmp_path):
