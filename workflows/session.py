@@ -219,10 +219,10 @@ def _open_store(exp: ExperimentConfig, resume: bool) -> tuple[Store, str | None]
 def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: Log,
                  reference: Callable[[Dataset], dict] = lambda data: {}) -> Iterator[Session]:
     """Everything around a search's trials, in the order that makes a bad input cost nothing:
-    refusals first; data before Ray starts; the store, the teacher and the reference while
-    Ray starts in the background (a refusal or a checkpoint that does not fit then stops it:
-    nothing is half-logged); the parent and teacher runs (on a cluster once Ray has told how
-    many nodes it has) and the trials' context. On a clean exit the parent run is FINISHED; Ray is shut down
+    refusals first; a dead tracking server, the data and the teacher before Ray starts; the
+    store (2 s when new), its refusal and the reference while Ray starts in the background
+    (a refusal then stops it: nothing is half-logged); the parent and teacher runs (on a
+    cluster once Ray has told how many nodes it has) and the trials' context. On a clean exit the parent run is FINISHED; Ray is shut down
     if this process started it. `reference(data)` is the hypervolume reference logged on the parent."""
     started = time.monotonic()
     storage = tune_storage(exp)
@@ -234,13 +234,14 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
         if study.exists():
             raise ConfigError(f"search.study: {study.storage} holds an Optuna study '{exp.name}' of an earlier search; add --resume, "
                               "pick another --name, or remove it")
-    data = load_data(exp.run.data)  # a missing file or bad labels: one line, before Ray starts
-    ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the teacher, the reference and the runs
+    check_tracking(exp.tracking_uri)  # a server that is down: one line in seconds
+    data = load_data(exp.run.data)  # a missing file or bad labels, a checkpoint that does not fit: one line, before Ray starts
+    keys = output_keys(exp)
+    teacher = prepare_teacher(exp.run, data, keys, log=log)
+    log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
+    ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
         store, experiment_id = _open_store(exp, resume)
-        keys = output_keys(exp)
-        teacher = prepare_teacher(exp.run, data, keys, log=log)
-        log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
         ref = reference(data)
         if ray_start.remote:  # a cluster's nodes decide whether its storage will do: before any MLflow write
             ray_start.wait()
