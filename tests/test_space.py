@@ -1,22 +1,28 @@
-"""Search spaces as data: parsing, define-by-run sampling, apply, validate, presets,
-and the experiment config around them. No Ray: Optuna's FixedTrial and in-memory
+"""Search spaces as data: parsing, define-by-run sampling, apply, validate, presets (the experiment
+config around them: tests/test_experiment_config.py). No Ray: Optuna's FixedTrial and in-memory
 studies stand in for the searcher."""
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import FixedTrial
 
 from distill.config import RunConfig
 from distill.errors import ConfigError
-from search_spaces.space import PRESETS, Param, apply, define, flatten, load_space, parse_space, validate
-from workflows.experiment import load_experiment
+from search_spaces.space import (
+    PRESETS,
+    Param,
+    apply,
+    define,
+    flatten,
+    load_space,
+    parse_space,
+    validate,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -159,124 +165,6 @@ def test_all_condition_ops_parse():
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3, "f": {}}) == {"a.b": 1, "a.c.d": 2, "e": 3, "f": {}}
-
-
-# --- define (with FixedTrial) ----------------------------------------------------------------
-
-
-def capacity_gap():
-    return load_space("capacity_gap")
-
-
-def test_define_skips_inactive_transformer_keys():
-    sample = define(capacity_gap(), BASE)
-    out = sample(FixedTrial({"student.family": "mlp", "student.width": 16, "student.depth": 2}))
-    assert out == {"student.family": "mlp", "student.width": 16, "student.depth": 2}
-    out = sample(FixedTrial({"student.family": "cnn", "student.width": 4, "student.depth": 3, "student.heads": 2}))
-    assert out == {"student.family": "cnn", "student.width": 4, "student.depth": 3}  # heads not asked for
-
-
-def test_define_transformer_branch():
-    sample = define(capacity_gap(), BASE)
-    out = sample(FixedTrial({"student.family": "transformer", "student.depth": 1, "student.dim": 16, "student.heads": 4, "student.width": 99}))
-    assert out == {"student.family": "transformer", "student.depth": 1, "student.dim": 16, "student.heads": 4}
-
-
-def test_define_missing_active_value_raises():
-    sample = define(capacity_gap(), BASE)
-    with pytest.raises(ValueError, match="student.heads"):
-        sample(FixedTrial({"student.family": "transformer", "student.depth": 1, "student.dim": 16}))
-    with pytest.raises(ValueError, match="student.width"):
-        sample(FixedTrial({"student.family": "mlp", "student.depth": 1}))
-
-
-def test_define_condition_from_base_config():
-    space = parse_space({"losses.fitnet.student_layer": {"float": [0.25, 1.0], "when": {"mix.fitnet": {"gt": 0}}}})
-    trial = FixedTrial({"losses.fitnet.student_layer": 0.5})
-    assert define(space, BASE)(trial) == {}  # the base has no fitnet term
-    assert define(space, {**BASE, "mix": {"ce": 0.1, "kd": 0.9, "fitnet": 0.0}})(trial) == {}
-    on = {**BASE, "mix": {"ce": 0.1, "kd": 0.9, "fitnet": 0.5}}
-    assert define(space, on)(trial) == {"losses.fitnet.student_layer": 0.5}
-    with pytest.raises(ValueError):
-        define(space, on)(FixedTrial({}))
-
-
-def test_define_condition_from_sampled_key():
-    space = parse_space(
-        {
-            "mix.fitnet": {"choice": [0.0, 0.1, 1.0]},
-            "losses.fitnet.student_layer": {"float": [0.25, 1.0], "when": {"mix.fitnet": {"gt": 0}}},
-        }
-    )
-    sample = define(space, {**BASE, "mix": {"ce": 0.1, "kd": 0.9, "fitnet": 1.0}})
-    # the sampled value wins over the base's
-    assert sample(FixedTrial({"mix.fitnet": 0.0, "losses.fitnet.student_layer": 0.5})) == {"mix.fitnet": 0.0}
-    assert sample(FixedTrial({"mix.fitnet": 0.1, "losses.fitnet.student_layer": 0.5})) == {"mix.fitnet": 0.1, "losses.fitnet.student_layer": 0.5}
-
-
-def test_define_fixed_entries_appear():
-    space = parse_space({"seed": {"fixed": 7}, "train.epochs": 3, "train.lr": {"float": [0.001, 0.1], "log": True},
-                         "train.optimizer": {"fixed": "sgd", "when": {"student.family": "cnn"}}})
-    out = define(space, BASE)(FixedTrial({"train.lr": 0.01}))
-    assert out == {"seed": 7, "train.epochs": 3, "train.lr": 0.01}
-    cnn = {**BASE, "student": {"family": "cnn"}}
-    assert define(space, cnn)(FixedTrial({"train.lr": 0.01}))["train.optimizer"] == "sgd"
-
-
-@pytest.mark.parametrize(
-    "cond, active_for",
-    [
-        ({"in": ["mlp", "cnn"]}, {"mlp", "cnn"}),
-        ({"ne": "transformer"}, {"mlp", "cnn"}),
-        ("cnn", {"cnn"}),
-    ],
-)
-def test_define_conditions_on_choices(cond, active_for):
-    space = parse_space({"student.family": {"choice": ["mlp", "cnn", "transformer"]},
-                         "train.lr": {"float": [0.001, 0.1], "when": {"student.family": cond}}})
-    sample = define(space, BASE)
-    for family in ("mlp", "cnn", "transformer"):
-        out = sample(FixedTrial({"student.family": family, "train.lr": 0.01}))
-        assert ("train.lr" in out) == (family in active_for), (family, out)
-
-
-@pytest.mark.parametrize(
-    "op, active_for",
-    [("gt", {0.5, 1.0}), ("ge", {0.1, 0.5, 1.0}), ("lt", {0.0}), ("le", {0.0, 0.1}), ("ne", {0.0, 0.5, 1.0}), ("in", set())],
-)
-def test_define_numeric_conditions(op, active_for):
-    arg = [] if op == "in" else 0.1
-    space = parse_space({"mix.rkd": {"choice": [0.0, 0.1, 0.5, 1.0]},
-                         "losses.rkd.angle": {"float": [0.0, 50.0], "when": {"mix.rkd": {op: arg}}}})
-    sample = define(space, BASE)
-    for w in (0.0, 0.1, 0.5, 1.0):
-        out = sample(FixedTrial({"mix.rkd": w, "losses.rkd.angle": 10.0}))
-        assert ("losses.rkd.angle" in out) == (w in active_for), (op, w, out)
-
-
-def test_define_two_conditions_all_must_hold():
-    space = parse_space({"student.family": {"choice": ["mlp", "cnn"]}, "mix.at": {"choice": [0.0, 10.0]},
-                         "losses.at.p": {"float": [1.0, 4.0], "when": {"student.family": "cnn", "mix.at": {"gt": 0}}}})
-    sample = define(space, BASE)
-    t = {"losses.at.p": 2.0}
-    assert "losses.at.p" in sample(FixedTrial({**t, "student.family": "cnn", "mix.at": 10.0}))
-    assert "losses.at.p" not in sample(FixedTrial({**t, "student.family": "mlp", "mix.at": 10.0}))
-    assert "losses.at.p" not in sample(FixedTrial({**t, "student.family": "cnn", "mix.at": 0.0}))
-
-
-def test_define_comparison_on_unset_key_is_false():
-    # gt/ge/lt/le on a key neither sampled nor in the base never hold (no TypeError on None)
-    for op in ("gt", "ge", "lt", "le"):
-        space = parse_space({"train.lr": {"float": [0.001, 0.1], "when": {"mix.fitnet": {op: 0}}}})
-        assert define(space, BASE)(FixedTrial({"train.lr": 0.01})) == {}
-
-
-def test_define_is_picklable_and_works_after():
-    sampler = define(load_space("full"), BASE)
-    clone = pickle.loads(pickle.dumps(sampler))
-    params = {"student.family": "cnn", "student.width": 8, "student.depth": 2, "losses.kd.temperature": 2.0, "mix.ce": 0.5,
-              "mix.kd": 0.5, "mix.dkd": 0.0, "mix.rkd": 0.1, "mix.at": 10.0, "train.lr": 0.01}
-    assert clone(FixedTrial(params)) == sampler(FixedTrial(params)) == params
 
 
 # --- apply ------------------------------------------------------------------------------
@@ -479,222 +367,7 @@ def test_load_space_file_errors_name_entries(tmp_path):
         load_space("empty.yaml", tmp_path)
 
 
-# --- sampling through a real study ---------------------------------------------------------
-
-
-def test_random_study_over_full_preset_gives_valid_runs():
-    space = load_space("full")
-    sample = define(space, BASE)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen: list[dict] = []
-
-    def objective(trial):
-        params = sample(trial)
-        seen.append(params)
-        return 0.0
-
-    study.optimize(objective, n_trials=30)
-    assert len(seen) == 30
-    families = set()
-    for params in seen:
-        c = apply(params, BASE)
-        family = params["student.family"]
-        families.add(family)
-        assert c.student.family == family
-        opts = c.student.options
-        assert opts.depth == params["student.depth"]
-        assert c.losses["kd"].temperature == params["losses.kd.temperature"]
-        assert c.train.lr == params["train.lr"]
-        assert 1.0 <= params["losses.kd.temperature"] <= 16.0
-        assert c.mix["ce"] == params["mix.ce"] and c.mix["kd"] == params["mix.kd"]
-        if family == "transformer":
-            assert {"student.dim", "student.heads"} <= params.keys() and "student.width" not in params
-            assert not hasattr(opts, "width") and (opts.dim, opts.heads) == (params["student.dim"], params["student.heads"])
-        else:
-            assert "student.width" in params and "student.heads" not in params and "student.dim" not in params
-            assert opts.width == params["student.width"] and 4 <= opts.width <= 128
-        assert ("mix.at" in params) == (family == "cnn")
-    assert families == {"mlp", "cnn", "transformer"}
-    # the study's recorded params are the sampled ones
-    assert [t.params for t in study.trials] == [{k: v for k, v in p.items()} for p in seen]
-
-
-def test_study_over_every_preset_applies():
-    for name in PRESET_NAMES:
-        sample = define(load_space(name), BASE)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-        study.optimize(lambda t: (apply(sample(t), BASE), 0.0)[1], n_trials=10)
-        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials), name
-
-
-# --- load_experiment ------------------------------------------------------------------------
-
-
-def write(tmp_path: Path, data: dict, name: str = "exp.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return str(path)
-
-
-def experiment(**extra) -> dict:
-    return {"experiment": "t", **BASE, "train": {"epochs": 20}, "space": "capacity_gap", **extra}
-
-
-@pytest.fixture(autouse=True)
-def _no_env_uri(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-def test_load_experiment_basic(tmp_path):
-    exp = load_experiment(write(tmp_path, experiment(search={"num_samples": 5, "objectives": {"val_acc": "max", "params": "min"}})))
-    assert exp.name == "t"
-    assert exp.search.num_samples == 5 and exp.search.objectives == {"val_acc": "max", "params": "min"}
-    assert exp.objective_names == ["val_acc", "params"]
-    assert [p.key for p in exp.space][0] == "student.family"
-    assert "space" not in exp.base and "experiment" not in exp.base
-    assert exp.run.train.epochs == 20
-
-
-@pytest.mark.parametrize("mode", ["maximize", "MAX", "up", None])
-def test_objective_direction_must_be_max_or_min(tmp_path, mode):
-    with pytest.raises(ConfigError) as e:
-        load_experiment(write(tmp_path, experiment(search={"objectives": {"val_acc": mode}})))
-    msg = str(e.value)
-    assert "search.objectives" in msg and "max or min" in msg, msg
-
-
-def test_unknown_objective(tmp_path):
-    with pytest.raises(ConfigError) as e:
-        load_experiment(write(tmp_path, experiment(search={"objectives": {"val_accc": "max"}})))
-    msg = str(e.value)
-    assert "search.objectives" in msg and "val_accc" in msg and "did you mean 'val_acc'" in msg, msg
-
-
-def test_empty_objectives(tmp_path):
-    with fails("search.objectives"):
-        load_experiment(write(tmp_path, experiment(search={"objectives": {}})))
-
-
-def test_asha_needs_val_acc(tmp_path):
-    with pytest.raises(ConfigError) as e:
-        load_experiment(write(tmp_path, experiment(search={"scheduler": "asha", "objectives": {"params": "min"}})))
-    assert "search.scheduler" in str(e.value) and "val_acc" in str(e.value)
-    exp = load_experiment(write(tmp_path, experiment(search={"scheduler": "asha", "objectives": {"val_acc": "max", "params": "min"}})))
-    assert exp.search.scheduler == "asha"
-
-
-@pytest.mark.parametrize("search, key", [({"num_samples": 0}, "search.num_samples"), ({"sampler": "tpee"}, "search.sampler"),
-                                         ({"reduction_factor": 1}, "search.reduction_factor"), ({"nope": 1}, "search.nope")])
-def test_search_settings_errors(tmp_path, search, key):
-    with fails(key.replace(".", r"\.")):
-        load_experiment(write(tmp_path, experiment(search=search)))
-
-
-@pytest.mark.parametrize("n, want", [(None, 4), (2, 2), (16, 4)])
-def test_smoke_caps_budget(tmp_path, n, want):
-    search = {} if n is None else {"num_samples": n}
-    exp = load_experiment(write(tmp_path, experiment(search=search)), smoke=True)
-    assert exp.search.num_samples == want
-    assert exp.run.train.epochs == 2 and exp.run.teacher.epochs == 3
-    assert exp.run.data.options.num_samples == 1000
-
-
-def test_smoke_wins_over_num_samples_flag(tmp_path):
-    exp = load_experiment(write(tmp_path, experiment()), num_samples=50, smoke=True)
-    assert exp.search.num_samples == 4
-    exp = load_experiment(write(tmp_path, experiment()), num_samples=50, max_concurrent=3)
-    assert (exp.search.num_samples, exp.search.max_concurrent) == (50, 3)
-
-
-def test_smoke_keeps_other_datasets_sizes(tmp_path):
-    exp = load_experiment(write(tmp_path, experiment(data={"name": "hgmm", "classes": 10, "superclasses": 5})), smoke=True)
-    assert exp.run.data.name == "hgmm" and exp.run.train.epochs == 2
-
-
-def test_overrides(tmp_path):
-    path = write(tmp_path, experiment())
-    exp = load_experiment(path, overrides=["train.lr=0.05", "student.width=8", "search.num_samples=7", "experiment=other"])
-    assert exp.run.train.lr == 0.05 and exp.run.student.options.width == 8
-    assert exp.base["student"]["width"] == 8
-    assert exp.search.num_samples == 7 and exp.name == "other"
-    assert load_experiment(path, name="flag").name == "flag"
-    with fails(r"train\.lrr"):
-        load_experiment(path, overrides=["train.lrr=0.05"])
-    with fails(r"student\.width"):
-        load_experiment(path, overrides=["student.width=0"])
-
-
-def test_override_space_to_preset(tmp_path):
-    exp = load_experiment(write(tmp_path, experiment()), overrides=["space=loss_mix"])
-    assert [p.key for p in exp.space][0] == "mix.ce"
-
-
-def test_name_defaults_to_file_stem(tmp_path):
-    data = experiment()
-    del data["experiment"]
-    assert load_experiment(write(tmp_path, data, "my-search.yaml")).name == "my-search"
-
-
-@pytest.mark.parametrize("uri", ["sqlite:///mlflow.db", "sqlite:///runs/ml.db"])
-def test_relative_sqlite_uri_made_absolute(tmp_path, monkeypatch, uri):
-    monkeypatch.chdir(tmp_path)
-    exp = load_experiment(write(tmp_path, experiment(tracking={"uri": uri})))
-    rel = uri.removeprefix("sqlite:///")
-    assert exp.tracking_uri == "sqlite:///" + str((tmp_path / rel).resolve())
-    assert Path(exp.tracking_uri.removeprefix("sqlite:///")).is_absolute()
-
-
-def test_tracking_uri_defaults_and_flags(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    path = write(tmp_path, experiment())
-    assert load_experiment(path).tracking_uri == "sqlite:///" + str(tmp_path.resolve() / "mlflow.db")
-    absolute = "sqlite:///" + str(tmp_path / "x.db")
-    assert load_experiment(path, tracking_uri=absolute).tracking_uri == absolute
-    assert load_experiment(path, tracking_uri="http://localhost:5000").tracking_uri == "http://localhost:5000"
-    assert load_experiment(path, tracking_uri="mlruns").tracking_uri == str(tmp_path.resolve() / "mlruns")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://h:1")
-    assert load_experiment(path).tracking_uri == "http://h:1"
-
-
-def test_need_space_without_space(tmp_path):
-    data = experiment()
-    del data["space"]
-    path = write(tmp_path, data)
-    with fails("search space is empty"):
-        load_experiment(path)
-    exp = load_experiment(path, need_space=False)
-    assert exp.space == []
-
-
-def test_space_is_validated_against_the_base(tmp_path):
-    with fails(r"space\.student\.width: value 0"):
-        load_experiment(write(tmp_path, experiment(space={"student.width": {"int": [0, 8]}})))
-    # a transformer base: the family switch in the preset still validates
-    exp = load_experiment(write(tmp_path, experiment(student={"family": "transformer", "dim": 16, "heads": 2})))
-    assert exp.run.student.family == "transformer"
-
-
-def test_space_file_relative_to_config(tmp_path, monkeypatch):
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "s.yaml").write_text("train.lr: {float: [1.0e-3, 1.0e-1], log: true}\n")
-    monkeypatch.chdir(Path(__file__).parent)
-    exp = load_experiment(write(tmp_path / "conf", experiment(space="s.yaml")))
-    assert [p.key for p in exp.space] == ["train.lr"]
-
-
-def test_unknown_top_level_key(tmp_path):
-    with fails("serach"):
-        load_experiment(write(tmp_path, experiment(serach={"num_samples": 1})))
-
-
 # --- known issues (see the report) ------------------------------------------------------------
-
-
-def test_smoke_with_null_data_section(tmp_path):
-    path = tmp_path / "exp.yaml"
-    path.write_text("data:\nspace: capacity_gap\n")
-    exp = load_experiment(str(path), smoke=True)
-    assert exp.run.train.epochs == 2
 
 
 def test_int_step_must_be_whole():
