@@ -1,5 +1,8 @@
 """`kdx report`: the frontier pictures, the front as pareto.csv, and one
-self-contained report.html, also logged on the search's parent run."""
+self-contained report.html, also logged on the search's parent run; and what the
+MLflow UI shows on the search's own pages (the search run's description: the verdict
+and the front, linked to each student; the front's `kdx.pareto` tags), so a user who
+opens the UI reads the answer without building a query."""
 
 from __future__ import annotations
 
@@ -18,12 +21,11 @@ from .chains import ChainInfo, chain_info, plot_chains
 from .gains import ARMS, PROTOCOL, GainInfo, gain_info, no_gain_reason, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
-from .notes import annotate
 from .pareto import front_hypervolume
 from .runs import Experiment
-from .store import Store
+from .store import VIEW_FRONT, Store, ui_path
 
-__all__ = ["Report", "write_report", "front_table"]
+__all__ = ["Report", "write_report", "front_table", "search_note", "annotate"]
 
 PICTURES = ("frontier.png", "gain_vs_ratio.png", "importance.png")
 
@@ -71,7 +73,7 @@ def _fmt(value) -> str:
 
 def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     info, table = report.info, report.table
-    link = lambda run_id: f"{ui_url.rstrip('/')}/#/experiments/{exp.experiment_id}/runs/{run_id}"  # noqa: E731
+    link = lambda run_id: f"{ui_url.rstrip('/')}/{ui_path(exp.experiment_id, run_id)}"  # noqa: E731
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns if c not in ("run_id", "twin_run"))
     rows = []
     for _, row in table.iterrows():
@@ -271,3 +273,44 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
             store.log_artifact(exp.parent_id, folder / name, "report")
         annotate(store, exp, report)  # the UI's view of the same report: the search run's description, the front's tags
     return report
+
+
+# --- what the MLflow UI shows on the search's own pages: its description and the front's tags ---
+
+def _link(exp: Experiment, run_id: str, text: str) -> str:
+    return f"[{text.replace('|', '/')}]({ui_path(exp.experiment_id, run_id)})"
+
+
+def search_note(exp: Experiment, report: Report) -> str:
+    """The search run's description, in markdown: counts, the verdict per front architecture, the front."""
+    info, names = report.info, dict(zip(exp.runs.run_id, exp.runs["name"]))
+    out = [f"### What `{exp.name}` found", ""]
+    if running_note(info):
+        out += [f"*{running_note(info)}.*", ""]
+    out += [counts_line(info) + ".", ""]
+    g = report.gains
+    if g is None:
+        out += [f"**Distillation gain:** {no_gain_reason(report.settings)}.", ""]
+    else:
+        out += [f"**What distillation bought** (test accuracy, paired by seed; each arm tuned with {g.recipe_trials} recipe(s) per "
+                "architecture, selected on validation):", ""]
+        out += [f"- `{v.arch}` ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v)}" for v in g.verdicts.itertuples()]
+        if g.noise == g.noise:
+            out.append(f"- objective noise: val_acc std {100 * g.noise:.2f} points over {g.seeds} seeds of one config")
+        out.append("")
+    out += [f"**Pareto front** (chosen on validation; [open it as a table]({ui_path(exp.experiment_id, view=VIEW_FRONT)})):",
+            "", "| | student | params | val_acc | test_acc | gain vs base-recipe twin |", "|---|---|---:|---:|---:|---:|"]
+    for _, r in report.table.iterrows():
+        gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
+        out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {int(r[schema.PARAMS]):,} | "
+                   f"{r[schema.VAL_ACC]:.4f} | {r[schema.TEST_ACC]:.4f} | {gain} |")
+    if report.hypervolume is not None:
+        out += ["", f"Hypervolume of the front: {report.hypervolume:.4g} (reference fixed before the first trial)."]
+    out += ["", "Pictures and the whole table: the `report/` artifacts of this run (report.html)."]
+    return "\n".join(out) + "\n"
+
+
+def annotate(store: Store, exp: Experiment, report: Report) -> None:
+    """The search run's description and the front's tags (`kdx.pareto`, `kdx.pareto_label`), as of this report."""
+    store.describe(search_note(exp, report), run_id=exp.parent_id)
+    store.mark_front(exp.experiment_id, exp.parent_id, dict(zip(report.table["run_id"], report.table["pareto"])))

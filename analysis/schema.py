@@ -124,15 +124,15 @@ def size_label(n: float) -> str:
     return f"{int(n)}"
 
 
-def run_name(student: Mapping[str, Any], mix: Mapping[str, float], temperature: float | None, params: int, tail: str = "") -> str:
-    """A run's name that speaks in the runs table: 'cnn d2 w25 · T4 kd.9 · 4.5k · #3'
-    (architecture, recipe, size; a twin's recipe reads 'scratch')."""
+def run_name(student: Mapping[str, Any], mix: Mapping[str, float], temperature: float | None, params: int) -> str:
+    """A run's name that speaks in the runs table: 'cnn d2 w25 · T4 kd.9 · 4.5k' (architecture,
+    recipe, size; a twin's recipe reads 'scratch'). Depth and width first: the column cuts names."""
     keys = sorted((k for k in student if k not in ("family", "factory", "features")), key=lambda k: (list(_SHORT).index(k) if k in _SHORT else len(_SHORT), k))
     shape = [k if student[k] is True else f"{_SHORT.get(k, k + '=')}{student[k]}" for k in keys if student[k] not in (False, None)]
     what = str(student.get("family") or str(student.get("factory", "")).rsplit(":", 1)[-1])
     terms = {k: w for k, w in mix.items() if k != "ce" and w > 0}
     recipe = " ".join(([f"T{temperature:.3g}"] if "kd" in terms and temperature else []) + [f"{k}{_weight(w)}" for k, w in terms.items()])
-    return " · ".join(x for x in (" ".join([what, *shape]), recipe or "scratch", size_label(params), tail) if x)
+    return " · ".join((" ".join([what, *shape]), recipe or "scratch", size_label(params)))
 
 
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -33,7 +33,7 @@ from distill.parsing import yaml_float
 
 from . import schema
 
-__all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING", "VIEW_RUNS", "VIEW_FRONT", "has_views"]
+__all__ = ["Store", "RunLog", "SearchRecord", "parse_param", "params_of", "search_params", "FINISHED", "KILLED", "FAILED", "RUNNING", "VIEW_RUNS", "VIEW_FRONT", "has_views", "ui_path"]
 
 FINISHED, KILLED, FAILED, RUNNING = "FINISHED", "KILLED", "FAILED", "RUNNING"
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits
@@ -84,6 +84,13 @@ def search_params(settings: Mapping[str, Any], objectives: Mapping[str, str], re
 def _chunks(items: list, n: int) -> Iterable[list]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def ui_path(experiment_id: str, run_id: str | None = None, view: str | None = None) -> str:
+    """Where MLflow's UI shows an experiment's runs table (on one of `set_views`' views) or one run,
+    after the server's address: its model-training pages (`workflowType`), not MLflow 3's GenAI ones."""
+    page = f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{page}?workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
 
 
 def has_views(experiment) -> bool:

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import yaml
 
 from analysis import schema
-from analysis.store import FINISHED, RUNNING, VIEW_FRONT, VIEW_RUNS, Store, check_tracking, search_params
+from analysis.store import FINISHED, RUNNING, VIEW_FRONT, VIEW_RUNS, Store, check_tracking, search_params, ui_path
 from distill.config import with_values
 from distill.data import Dataset, load_data
 from distill.errors import ConfigError
@@ -106,7 +106,7 @@ class TrackingWatch:
                     os._exit(2)  # Ray's processes share this one's fate; nothing here may wait on the server
 
 
-def _experiment_note(exp: ExperimentConfig) -> str:
+def _experiment_note(exp: ExperimentConfig, experiment_id: str) -> str:
     """What the experiment's page says on top in MLflow's UI: what was searched, and where to look."""
     s, t = exp.search, exp.run.teacher
     teacher = f"`{schema.arch_id(t.model.to_dict())}`" + (f" from `{Path(t.checkpoint).name}`" if t.checkpoint else "")
@@ -114,8 +114,7 @@ def _experiment_note(exp: ExperimentConfig) -> str:
     return (f"**kdx search `{exp.name}`**: {s.num_samples} trials of Optuna's {s.sampler} sampler through Ray Tune on "
             f"`{exp.run.data.name}`, objectives {objectives}; teacher {teacher}. Every trial is one distillation run "
             f"(`kdx.role` = student), with a from-scratch twin per architecture (`baseline`).\n\n"
-            f"Open [every run](#/experiments/{{eid}}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_RUNS}) or "
-            f"[the Pareto front](#/experiments/{{eid}}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_FRONT}) "
+            f"Open [every run]({ui_path(experiment_id, view=VIEW_RUNS)}) or [the Pareto front]({ui_path(experiment_id, view=VIEW_FRONT)}) "
             f"(`tags.{schema.TAG_PARETO} = 'true'`); the verdict is on the search run `{exp.name}`.\n\n"
             "| searched | values |\n|---|---|\n" + "".join(f"| `{p.key}` | {_values(p)} |\n" for p in exp.space))
 
@@ -131,7 +130,7 @@ def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:
     metrics = [*exp.search.objectives, schema.TEST_ACC]
     columns = [f"metrics.`{m}`" for m in dict.fromkeys(metrics)] + [f"tags.`{schema.TAG_PARETO_LABEL}`"]
     store.set_views(experiment_id, columns + [f"params.`{p.key}`" for p in exp.space])
-    store.describe(_experiment_note(exp).replace("{eid}", experiment_id), experiment_id=experiment_id)
+    store.describe(_experiment_note(exp, experiment_id), experiment_id=experiment_id)
 
 
 def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume: bool, log: Log, reference: dict) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from .tune import DUPLICATE, FAILED
+from .tune import DUPLICATE, FAILED, LOCAL_STORAGE
 
 __all__ = ["StudyRef", "study_ref", "MirroredOptunaSearch", "TRIAL_ATTR"]
 
@@ -118,7 +118,7 @@ def study_ref(exp, storage: Path | str) -> StudyRef:
     (on the driver's disk when Tune's storage is a URI: only the driver writes it)."""
     where = exp.search.study
     if not where:
-        folder = storage if isinstance(storage, Path) else Path("kdx-results").resolve()
+        folder = storage if isinstance(storage, Path) else Path(LOCAL_STORAGE).resolve()
         where = str(folder / f"{exp.name}.optuna.journal")
     elif "://" not in where:
         where = str(Path(where).expanduser().resolve())

@@ -75,13 +75,13 @@ def trial_number(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
 
 
-def spoken_name(config: RunConfig, data: Dataset, tail: str = "") -> str:
-    """'cnn d2 w25 · T4 kd.9 · 4.5k · #3': what the runs table shows without extra columns."""
+def spoken_name(config: RunConfig, data: Dataset) -> str:
+    """'cnn d2 w25 · T4 kd.9 · 4.5k': what the runs table shows without extra columns."""
     from distill.models import count_params
 
     kd = config.losses.get("kd")
     size = count_params(config.student.build(data.input_shape, data.num_classes, "student"))  # milliseconds, once per run
-    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size, tail)
+    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size)
 
 
 def timing(started: float, train_s: float) -> dict:

@@ -25,6 +25,7 @@ __all__ = ["FAILED", "DUPLICATE", "init_ray", "RayStart", "check_storage_for_clu
 
 Log = Callable[[str], None]
 FAILED = "kdx_failed"  # in a trial's last result: it failed for a reason a retry would not change
+LOCAL_STORAGE = "kdx-results"  # Tune's state (and the Optuna study) when search.storage is not set
 DUPLICATE = "kdx_duplicate"  # in a trial's last result: it replayed an earlier run with the same config
 
 
@@ -64,8 +65,8 @@ class RayStart:
 
         # A cluster (or a Ray this process joined already): its node count matters before MLflow writes.
         self.remote = bool(address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
-        self._out: list = []
-        self._done = threading.Event()
+        self._started: bool | BaseException | None = None  # init_ray's answer, once _ready is set
+        self._ready, self._done = threading.Event(), threading.Event()
         if threading.current_thread() is threading.main_thread():  # what ray.init sets when it runs on the main thread
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
         logging.getLogger("ray._private.worker").setLevel(logging.ERROR)  # not "SIGTERM handler is not set ..." (set above)
@@ -74,24 +75,23 @@ class RayStart:
 
     def _start(self, address: str | None) -> None:
         try:
-            self._out.append(init_ray(address))
+            self._started = init_ray(address)
         except BaseException as e:  # handed to the caller's thread by wait()
-            self._out.append(e)
-            return
-        self._done.wait()  # keep Ray's processes alive (see the class doc)
+            self._started = e
+        self._ready.set()
+        if self._started is True:
+            self._done.wait()  # keep Ray's processes alive (see the class doc)
 
     def wait(self) -> bool:
-        while not self._out:
-            self._thread.join(0.05)
-        if isinstance(self._out[0], BaseException):
-            raise self._out[0]
-        return self._out[0]
+        self._ready.wait()
+        if isinstance(self._started, BaseException):
+            raise self._started
+        return bool(self._started)
 
     def stop(self) -> None:
         """Shut Ray down if this start began it (waiting for a start still under way)."""
-        while not self._out and self._thread.is_alive():
-            self._thread.join(0.05)
-        if self._out and self._out[0] is True:
+        self._ready.wait()
+        if self._started is True:
             import ray
 
             ray.shutdown()
@@ -114,7 +114,7 @@ def tune_storage(exp: ExperimentConfig) -> Path | str:
     """Tune's storage: a URI (s3://, gs://) as given, a folder made absolute."""
     if "://" in exp.search.storage:
         return exp.search.storage.rstrip("/")
-    return Path(exp.search.storage or "kdx-results").expanduser().resolve()
+    return Path(exp.search.storage or LOCAL_STORAGE).expanduser().resolve()
 
 
 def tune_path(storage: Path | str, name: str) -> Path | str:
@@ -176,7 +176,7 @@ def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: P
 
     study = study_ref(exp, storage)
     study.open()
-    log(f"Optuna study '{study.name}' in {study.storage} (optuna-dashboard {study.storage})")
+    log(f"Optuna study '{study.name}': optuna-dashboard {study.storage}")
     grid = _fit(exp, fn, space_base, storage, resume, log, first, study, **shared)
     dropped = study.keep_only(trial_ids(grid)) if resume else 0
     if dropped:

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 
-from analysis.store import VIEW_FRONT, VIEW_RUNS, Store, has_views
+from analysis.store import VIEW_FRONT, VIEW_RUNS, Store, has_views, ui_path
 
 __all__ = ["runs_url", "serve_ui"]
 
@@ -24,11 +24,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def runs_url(base: str, experiment_id: str, view: str | None = VIEW_RUNS) -> str:
-    """The experiment's runs table in MLflow 3's model-training view (not its GenAI overview),
-    opened on a view a search set (`Store.set_views`: objectives and sampled params as columns,
-    best validation accuracy first); `view=None` for a plain table."""
-    share = f"&viewStateShareKey={view}" if view else ""
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning{share}"
+    """The experiment's runs table on a view a search set (`Store.set_views`: objectives and sampled
+    params as columns, best validation accuracy first); `view=None` for a plain table."""
+    return f"{base}/{ui_path(experiment_id, view=view)}"
 
 
 def _searches(store: Store, name: str | None) -> list[tuple[str, str, bool]]:
