@@ -107,6 +107,7 @@ def test_export_round_trip_and_registry(searched):
     assert not [p for p in (folder / "shipped").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow  # CLI subprocesses (about 14 s): kept out of the default suite's 4-minute budget
 def test_report_and_export_of_a_missing_experiment_say_so(searched):
     folder, _ = searched
     for cmd in (["report", "--experiment", "nope", "--out", "x"], ["export", "--experiment", "nope", "--out", "x"]):
@@ -114,6 +115,7 @@ def test_report_and_export_of_a_missing_experiment_say_so(searched):
         assert p.returncode == 2 and "no experiment named 'nope'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # CLI subprocesses (about 14 s): kept out of the default suite's 4-minute budget
 def test_report_of_a_search_with_no_finished_students_says_so(tmp_path):
     # The store a search whose every trial failed leaves (test_search runs such a trial for real).
     store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
