@@ -13,14 +13,15 @@ machine is shared and noisy. Targets (issue 2): cached <= 1.05x ce; cached >= 4x
 faster than online with the CNN teacher; >= 1.3x faster than the DataLoader loop.
 The last line gives cached/ce per student next to its target.
 
-What cached pays over ce is the KD term's student side, forward and backward,
-about 150 us a step on one CPU thread whatever the student (measured on
-mnist1d, min over interleaved blocks of steps): ~20 us for a second loss term
-at all, ~85 us for log_softmax(z / T), ~40 us for the KL's elementwise ops
-(the teacher's side, once ~50 us more, is now computed once per run). That is
-~6% of a CNN32 step (~2.5 ms) but ~35% of an MLP32 step (~410 us): cached/ce
-stays near 1.3x for MLP32, since 1.05x would leave it ~20 us, the cost of the
-second term alone. The machine's noise moves single ratios by 0.1-0.3.
+What cached pays over ce, now that CE and KD are one soft-target cross-entropy
+per step (`distill.train.fuse_terms`), is that call's extra nodes: z / T beside z,
+and a log_softmax and a product over both columns where CE alone has log_softmax
+and nll, about 40 us a step forward and backward on one CPU thread, plus ~20 us
+to keep each term's value for the log (measured on mnist1d, min over interleaved
+blocks of steps). Before the fusion the two terms cost a graph each, about 150 us.
+That is ~2% of a CNN32 step (~2.5 ms) but ~10% of an MLP32 step (~410 us):
+cached/ce for MLP32 measured 1.12-1.14x (from 1.32-1.39x); 1.05x would leave
+~20 us, two eager ops. The machine's noise moves single ratios by 0.1-0.3.
 
     .venv/bin/python benchmarks/bench_step.py [--rounds 5] [--epochs 4]
 """

@@ -102,6 +102,7 @@ def test_recipe_candidates_start_from_the_known_good_and_are_reproducible(tmp_pa
     assert twin[0]["train.lr"] == exp.run.train.lr and all(c["losses.ce.label_smoothing"] == 0 for c in twin)
 
 
+@pytest.mark.slow  # a whole --resume through the CLI (about 20 s): kept out of the default suite's 4-minute budget
 def test_resuming_a_finished_search_changes_no_run(tiny_search):
     """--resume on the finished search: its trials, twins and every arm are found done; nothing
     is deleted (the gain's runs are not unknown trials) and nothing is queued again (candidates

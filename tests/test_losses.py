@@ -48,9 +48,9 @@ from loss_helpers import (
 from distill.config import ModelConfig, RunConfig, TrainConfig
 from distill.data import Dataset
 from distill.errors import ConfigError
-from distill.losses import LOSSES, build_loss, teacher_side
+from distill.losses import LOSSES, build_loss, soft_term, teacher_side
 from distill.models import MODELS, Outputs
-from distill.train import Teacher, run, slice_outputs
+from distill.train import Teacher, fuse_terms, run, slice_outputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats a contended pool (conftest)
 
@@ -253,6 +253,45 @@ def test_a_prepared_teacher_side_scores_as_the_plain_outputs(name):
     sliced = [t[rows] for t in side_tensors(side)]
     for a, b in zip(sliced, side_tensors(teacher_side(c.loss, slice_outputs(c.t_out, rows))), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+# Options under which a loss changes what it is (its soft form must follow them, or be None).
+SOFT_OPTIONS = {"ce": [{}, {"label_smoothing": 0.2}], "kd": [{}, {"temperature": 1.0}, {"temperature": 2.5}, {"shuffle_nontarget": True}]}
+
+
+@pytest.mark.parametrize("name, opts", [(n, o) for n in LOSS_NAMES for o in SOFT_OPTIONS.get(n, [{}])])
+def test_a_soft_term_is_the_loss_as_a_cross_entropy(name, opts):
+    """A loss that writes its term as a `SoftTerm` (train.run then fuses it with the mix's other
+    terms) must give its own value and gradient that way; the others say None."""
+    c = case(name, opts=options(name, **opts))
+    soft = soft_term(c.loss, teacher_side(c.loss, c.t_out), c.y, NUM_CLASSES)
+    if soft is None:
+        assert name not in SOFT_OPTIONS or opts.get("shuffle_nontarget"), f"{name} {opts} lost its soft form"
+        return
+    z = c.s_out.logits
+    as_ce = (-(soft.weights * torch.log_softmax(z / soft.temperature, -1)).sum(-1) + soft.const).mean()
+    own = c.value()
+    torch.testing.assert_close(as_ce, own, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(as_ce, z, retain_graph=True)[0], torch.autograd.grad(own, z)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_fused_terms_give_each_term_and_the_mixs_gradient():
+    """`fuse_terms` as a step uses it: one cross-entropy whose (rows, K) values, backpropagated with
+    weight / rows, are each term per sample (less its constant) and the mix's gradient."""
+    c = case("kd", opts=options("kd", temperature=3.0))
+    ce = build_loss("ce", options("ce", label_smoothing=0.1), c.s_out, c.t_out)
+    losses, w = [ce, c.loss], torch.tensor([0.3, 0.7])
+    fused = fuse_terms(losses, [teacher_side(loss, c.t_out) for loss in losses], c.y, NUM_CLASSES)
+    z = c.s_out.logits
+    values = torch.nn.functional.cross_entropy(z.unsqueeze(2) * fused.inverse_t, fused.targets, reduction="none")
+    apart = torch.stack([loss(c.s_out, c.t_out, c.y) for loss in losses])
+    # KD fused is its cross-entropy less the teacher's entropy (T^2 H, ~15 here): float32 keeps ~1e-7 of that
+    torch.testing.assert_close(values.mean(0) + fused.const, apart, rtol=1e-5, atol=1e-5)
+    g_fused, = torch.autograd.grad(values, z, (w / len(z)).expand_as(values), retain_graph=True)
+    g_apart, = torch.autograd.grad(w @ apart, z)
+    torch.testing.assert_close(g_fused, g_apart, rtol=1e-5, atol=1e-7)
+    control = build_loss("kd", options("kd", shuffle_nontarget=True), c.s_out, c.t_out)
+    assert fuse_terms([ce, control], [None, teacher_side(control, c.t_out)], c.y, NUM_CLASSES) is None
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

@@ -93,18 +93,29 @@ def test_export_round_trip_and_registry(searched):
 
     for f in folders:
         json.loads((f / "card.json").read_text(), parse_constant=no_nan)  # strict: null, never NaN
+
+
+@pytest.mark.slow  # two CLI exports (about 30 s): kept out of the default suite's 4-minute budget
+def test_exporting_again_replaces_the_folder_whole_and_registers_nothing_twice(searched):
+    folder, _ = searched
+    export = lambda: kdx("export", "--experiment", "tiny", "--out", "shipped-again", "--register", "again-students", cwd=folder)  # noqa: E731
+    first = export()
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = folder / "shipped-again"
+    folders = sorted(out.iterdir())
     before = {f.name: sha256_file(f / "model.safetensors") for f in folders}
-    stale = folder / "shipped" / "p9-deadbeef"  # an earlier export's student, no longer on the front
+    stale = out / "p9-deadbeef"  # an earlier export's student, no longer on the front
     stale.mkdir()
     (stale / "card.json").write_text("{}")
-    (folder / "shipped" / "notes.txt").write_text("mine")
-    again = kdx("export", "--experiment", "tiny", "--out", "shipped", "--register", "rep-students", cwd=folder)
+    (out / "notes.txt").write_text("mine")
+    again = export()
     assert again.returncode == 0, again.stderr
-    assert not stale.exists() and (folder / "shipped" / "notes.txt").read_text() == "mine"  # replaced whole; a user's file stays
-    (folder / "shipped" / "notes.txt").unlink()
-    assert {f.name: sha256_file(f / "model.safetensors") for f in sorted((folder / "shipped").iterdir())} == before
-    assert len(client.search_model_versions("name = 'rep-students'")) == len(folders)  # idempotent
-    assert not [p for p in (folder / "shipped").iterdir() if p.name.startswith(".")]
+    assert not stale.exists() and (out / "notes.txt").read_text() == "mine"  # replaced whole; a user's file stays
+    (out / "notes.txt").unlink()
+    assert {f.name: sha256_file(f / "model.safetensors") for f in sorted(out.iterdir())} == before
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    assert len(client.search_model_versions("name = 'again-students'")) == len(folders)  # idempotent
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow  # CLI subprocesses (about 14 s): kept out of the default suite's 4-minute budget

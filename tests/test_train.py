@@ -68,12 +68,25 @@ def test_runs_are_reproducible(setup):
     assert learned(d) != learned(a)
 
 
-def test_cached_outputs_train_like_an_online_teacher(setup):
+@pytest.mark.parametrize("mix, losses", [
+    ({"ce": 0.1, "kd": 0.9}, {}),
+    ({"ce": 0.5, "kd": 0.5}, {"ce": {"label_smoothing": 0.1}, "kd": {"temperature": 1.0}}),
+    ({"kd": 1.0}, {"kd": {"temperature": 2.0}}),
+    ({"ce": 0.3, "dkd": 0.7}, {}),
+], ids=["ce+kd", "smoothed-ce+kd-T1", "kd-alone", "ce+dkd"])
+def test_cached_outputs_train_like_an_online_teacher(setup, mix, losses):
+    """Cached outputs take the fused step where every term is a soft-target cross-entropy (CE, KD);
+    an online teacher takes one graph per term. Same terms, same run."""
     c, data, teacher, info = setup
+    c = RunConfig.from_dict({**c.to_dict(), "mix": mix, "losses": losses})
     cached = run(c, data, outputs_for(c, data, teacher, info))
     online = run(c, data, Teacher(teacher, info))
-    for x, y in zip(cached.history, online.history):
+    for x, y in zip(cached.history, online.history, strict=True):
         assert x.train_loss == pytest.approx(y.train_loss, rel=1e-4)
+        assert x.losses == pytest.approx(y.losses, rel=1e-4)
+        assert x.val_loss == pytest.approx(y.val_loss, rel=1e-4)
+    for a, b in zip(cached.model.parameters(), online.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_a_cached_run_logs_the_kd_computed_the_per_step_way(setup):

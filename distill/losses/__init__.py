@@ -22,6 +22,12 @@ row per sample, and preparing must be row-wise (a sample's rows depend on its
 own outputs only), so that the rows of the prepared set are the prepared rows.
 A loss called with plain `Outputs` (an online teacher, a test) prepares them
 itself; one without `prepare` gets the outputs it reads (`teacher_keys`).
+
+A function loss whose term is a cross-entropy against targets fixed within a run
+(CE: the labels; KD: the teacher's p_T) may also say so (`soft`, a `SoftTerm`):
+when every term of a mix can, `train.run` computes them all in one soft-target
+cross-entropy per step instead of one graph per term (what makes cached KD cost
+about what CE alone does; see `distill.train.fuse_terms`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from torch import Tensor, nn
 
@@ -37,8 +43,8 @@ from ..errors import ConfigError
 from ..models import Outputs
 from ..registry import Registry
 
-__all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "teacher_side", "TeacherSide", "NoOptions", "block_names",
-           "pair_blocks"]
+__all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "teacher_side", "TeacherSide", "SoftTerm", "soft_term",
+           "NoOptions", "block_names", "pair_blocks"]
 
 LOSSES = Registry("loss")
 
@@ -53,16 +59,32 @@ class NoOptions:
 TeacherSide = Outputs | tuple[Tensor, ...] | None
 
 
+class SoftTerm(NamedTuple):
+    """A loss term as a cross-entropy against soft targets, one row per sample:
+
+        term = mean_batch( -sum_c weights[:, c] * log_softmax(z / temperature)[:, c] + const )
+
+    with z the student's logits. `weights` need not sum to one (KD's carry its T^2);
+    `const` makes the value the loss's own (KD: T^2 * sum_c p log p, so the term is the KL)."""
+
+    temperature: float
+    weights: Tensor  # (N, C)
+    const: Tensor  # (N,)
+
+
 class FunctionLoss(nn.Module):
-    """Wraps a loss function, its options and its `prepare`, if any; holds no parameters."""
+    """Wraps a loss function, its options, and its `prepare` and `soft`, if any; holds no parameters."""
 
     def __init__(self, fn: Callable[..., Tensor], options: object, teacher_keys: tuple[str, ...],
-                 prepare: Callable[..., TeacherSide] | None = None):
+                 prepare: Callable[..., TeacherSide] | None = None, soft: Callable[..., SoftTerm | None] | None = None):
         super().__init__()
-        self.fn, self.kwargs, self.teacher_keys, self._prepare = fn, dataclasses.asdict(options), teacher_keys, prepare
+        self.fn, self.kwargs, self.teacher_keys, self._prepare, self._soft = fn, dataclasses.asdict(options), teacher_keys, prepare, soft
 
     def prepare(self, teacher: Outputs) -> TeacherSide:
         return _read_part(teacher, self.teacher_keys) if self._prepare is None else self._prepare(teacher, **self.kwargs)
+
+    def soft_term(self, teacher: TeacherSide, target: Tensor, num_classes: int) -> SoftTerm | None:
+        return None if self._soft is None else self._soft(teacher, target, num_classes, **self.kwargs)
 
     def forward(self, student: Outputs, teacher: TeacherSide, target: Tensor) -> Tensor:
         if self._prepare is not None and isinstance(teacher, Outputs):  # plain outputs: prepare them here
@@ -71,17 +93,20 @@ class FunctionLoss(nn.Module):
 
 
 def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] = ("logits",),
-                  prepare: Callable[..., TeacherSide] | None = None) -> Callable:
+                  prepare: Callable[..., TeacherSide] | None = None, soft: Callable[..., SoftTerm | None] | None = None) -> Callable:
     """Register a loss function or an nn.Module class that reads `reads` of the teacher. A function
     loss may name `prepare(teacher: Outputs, **options)`, which makes what it reads per step
-    (row-wise, see the module docstring); a class defines `prepare(self, teacher)` instead."""
+    (row-wise, see the module docstring); a class defines `prepare(self, teacher)` instead. It may
+    also name `soft(side, target, num_classes, **options) -> SoftTerm | None`: its term as a
+    soft-target cross-entropy on the rows of `side` (its prepared teacher side) and labels `target`,
+    or None where these options make it something else."""
 
     def decorate(obj: Callable) -> Callable:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             build = obj
         else:
             def build(opts: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
-                return FunctionLoss(obj, opts, reads, prepare)
+                return FunctionLoss(obj, opts, reads, prepare, soft)
         LOSSES.register(name, options, reads)(build)
         return obj
 
@@ -108,6 +133,12 @@ def teacher_side(loss: nn.Module, teacher: Outputs) -> TeacherSide:
     the outputs it reads. Row-wise: rows of the side of a set are the side of those rows."""
     prepare = getattr(loss, "prepare", None)
     return prepare(teacher) if prepare is not None else _read_part(teacher, tuple(loss.teacher_keys))
+
+
+def soft_term(loss: nn.Module, teacher: TeacherSide, target: Tensor, num_classes: int) -> SoftTerm | None:
+    """`loss`'s term on these rows as a `SoftTerm`, or None if it cannot be written as one."""
+    soft = getattr(loss, "soft_term", None)
+    return soft(teacher, target, num_classes) if soft is not None else None
 
 
 def build_loss(name: str, options: object, student: Outputs, teacher: Outputs | None) -> nn.Module:

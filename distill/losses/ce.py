@@ -1,15 +1,17 @@
-"""Cross-entropy on the hard labels."""
+"""Cross-entropy on the hard labels; as a `SoftTerm`, against the one-hot labels smoothed the
+way `F.cross_entropy(label_smoothing=eps)` smooths them: (1 - eps) * one_hot + eps / C."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check
 from ..models import Outputs
-from . import register_loss
+from . import SoftTerm, register_loss
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,11 @@ class CEOptions:
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
-@register_loss("ce", CEOptions, reads=())
+def _soft(teacher: None, target: Tensor, num_classes: int, *, label_smoothing: float) -> SoftTerm:
+    weights = F.one_hot(target, num_classes).float() * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return SoftTerm(1.0, weights, torch.zeros(len(target), device=target.device))
+
+
+@register_loss("ce", CEOptions, reads=(), soft=_soft)
 def ce(student: Outputs, teacher: Outputs | None, target: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
     return F.cross_entropy(student.logits, target, label_smoothing=label_smoothing)
