@@ -140,15 +140,18 @@ class Store:
 
     A SQLite store is opened under a lock file beside it: MLflow creates (and migrates) the
     database on first touch, and two processes doing that at once race (STACK.md; one dies in
-    alembic). With `create=False` (what reads do) a missing database is an error, never made."""
+    alembic). With `create=False` (what reads do) a missing database is an error, never made.
+    `made=True` says the caller's driver made the database before this process ran (a trial):
+    it must exist, and it is opened without the lock, which would make the trials that start
+    together open it one at a time (about 1 s each: MLflow's SQLAlchemy store and its schema check)."""
 
-    def __init__(self, uri: str, create: bool = True):
+    def __init__(self, uri: str, create: bool = True, made: bool = False):
         self.uri = uri
         check_tracking(uri)  # a server that is down: one line now, not MLflow's retries later
         path = sqlite_path(uri)
-        if path is not None and not create and not path.is_file():
+        if path is not None and (made or not create) and not path.is_file():
             raise KdxError(f"--tracking-uri: no MLflow store at {path} (nothing has been logged there)")
-        if path is None:
+        if path is None or made:
             self.client = MlflowClient(tracking_uri=uri)
             return
         with locked(path.with_name(path.name + ".lock")):  # the client's first touch creates and migrates: one process at a time

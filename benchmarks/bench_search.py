@@ -176,6 +176,16 @@ def kdx_search(exp_path: Path, folder: Path, name: str | None = None) -> tuple[f
     return time.perf_counter() - t0, summary
 
 
+def _phases(total: float, tm: dict) -> str:
+    """Where a kdx search's time went: set-up (Ray's start, overlapped with the store, the reference
+    and the runs), the trials (Tune, the actors' start, training, in-trial MLflow), and the rest
+    after the last trial (closing the runs, Ray's shutdown)."""
+    train = tm["train_s"] / 2
+    return (f"setup {tm['setup']:.1f} s, trials {tm['trials']:.1f} s (training {train:.1f} + in-trial MLflow and config "
+            f"{tm['other_s'] / 2:.1f} + Tune and actor start {tm['trials'] - train - tm['other_s'] / 2:.1f} per process), "
+            f"after the trials {total - tm['setup'] - tm['trials']:.1f} s")
+
+
 def epochs_and_best(folder: Path, experiment: str) -> tuple[int, float]:
     from mlflow import MlflowClient
 
@@ -212,10 +222,12 @@ def main() -> None:
     # Side by side, each with its own start-up: kdx starts Ray itself (overlapped with its teacher,
     # reference point and MLflow runs), plain Optuna starts its worker processes; the floor's pool
     # is warmed first. Rounds interleave the three and the median is kept: this machine is shared.
-    rounds = {"floor": [], "kdx": [], "optuna": []}
+    rounds, phases = {"floor": [], "kdx": [], "optuna": []}, []
     for r in range(args.rounds):
         rounds["floor"] += floor(exp_path, [n])
-        rounds["kdx"].append(kdx_search(experiment_yaml(folder, f"bench-cold{r}", n, args.epochs, 2, data, space), folder)[0])
+        seconds, cold = kdx_search(experiment_yaml(folder, f"bench-cold{r}", n, args.epochs, 2, data, space), folder)
+        rounds["kdx"].append(seconds)
+        phases.append(_phases(seconds, cold.timings))
         rounds["optuna"].append(optuna_pool(exp_path, n, folder, tag=f"-cold{r}"))
     f_n, k_cold, o_n = (statistics.median(rounds[k]) for k in ("floor", "kdx", "optuna"))
     print(f"  with start-up, median of {args.rounds} interleaved round(s) (each: {', '.join(f'{k} ' + '/'.join(f'{t:.1f}' for t in v) for k, v in rounds.items())} s):")
@@ -223,6 +235,7 @@ def main() -> None:
     print(f"  kdx search, its start-up included        {k_cold:6.1f} s   {k_cold / f_n:.2f}x   (target <= 1.2; Ray started inside the search)")
     print(f"  plain Optuna, 2 procs, journal + MLflow  {o_n:6.1f} s   {o_n / f_n:.2f}x   (workers start cold too; "
           f"kdx / Optuna {k_cold / o_n:.2f}x, target <= 1.0)")
+    print("  kdx's phases, per round: " + "; ".join(phases))
     if args.startup_only:
         shutil.rmtree(folder, ignore_errors=True)
         return
@@ -238,11 +251,7 @@ def main() -> None:
     k_2n, _ = kdx_search(experiment_yaml(folder, "bench2n", 2 * n, args.epochs, 2, data, space), folder)
     print(f"  kdx search, Ray already up               {k_n:6.1f} s   {k_n / f_n:.2f}x   (actors start cold: spawn, imports, torch._dynamo on first optimizer)")
     print(f"  kdx search, marginal                               {(k_2n - k_n) / f_marginal:.2f}x   (target <= 1.1)")
-    tm = summary.timings
-    per_proc_train, per_proc_other = tm["train_s"] / 2, tm["other_s"] / 2
-    print(f"    where the time goes ({n} trials): setup (MLflow runs, data, cached teacher) {tm['setup']:.1f} s; trials {tm['trials']:.1f} s = "
-          f"training {per_proc_train:.1f} s + in-trial MLflow and config {per_proc_other:.1f} s + Tune and actor start-up "
-          f"{tm['trials'] - per_proc_train - per_proc_other:.1f} s (per process); finishing {k_n - tm['setup'] - tm['trials']:.1f} s")
+    print(f"    where the time goes, Ray already up ({n} trials): {_phases(k_n, summary.timings)}")
 
     o_2n = optuna_pool(exp_path, 2 * n, folder)
     print(f"  plain Optuna, marginal                             {(o_2n - o_n) / f_marginal:.2f}x")

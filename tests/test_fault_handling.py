@@ -59,3 +59,22 @@ def test_two_processes_creating_one_new_store_both_succeed(tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
     store = Store(uri, create=False)
     assert {store.experiment_id("e0", create=False), store.experiment_id("e1", create=False)} == {o[0].strip() for o in outs}
+
+
+def test_a_trial_opens_the_store_its_driver_made_without_the_lock(tmp_path, monkeypatch):
+    """Trials open the store with made=True: it must exist (the session made it), and it opens
+    without the creation lock, so trials that start together do not open it one at a time."""
+    import analysis.store as store_module
+    from distill.errors import KdxError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(KdxError, match=f"no MLflow store at {tmp_path / 'mlflow.db'}"):
+        Store(uri, made=True)
+    assert not list(tmp_path.iterdir())  # nothing made
+    experiment = Store(uri).experiment_id("e")  # the driver makes it, under the lock
+
+    def no_lock(path):
+        raise AssertionError(f"a trial took the lock {path}")
+
+    monkeypatch.setattr(store_module, "locked", no_lock)
+    assert Store(uri, made=True).experiment_id("e", create=False) == experiment

@@ -73,7 +73,7 @@ def _run_chain(job: Job, data: Dataset, teacher: Teacher, ctx: TrialContext, pla
 
     started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
-    store = Store(ctx.tracking_uri)
+    store = Store(ctx.tracking_uri, made=True)  # the session made it before any trial ran
     if replay_finished(store, ctx, trial_id):
         return
     sampled = job.params

@@ -150,7 +150,7 @@ def _run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext
 
     started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
-    store = Store(ctx.tracking_uri)
+    store = Store(ctx.tracking_uri, made=True)  # the session made it before any trial ran
     if replay_finished(store, ctx, trial_id):
         return
     student = job.role == schema.ROLE_STUDENT
