@@ -108,6 +108,22 @@ def test_asha_reads_val_acc_per_epoch_and_ends_at_the_last_epoch(tmp_path):
     assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE, TrialScheduler.STOP]
 
 
+def test_trial_actors_ask_for_no_runtime_env(monkeypatch):
+    """Tune gives its trainable actors env_vars PL_DISABLE_FORK, which kept them off the workers Ray
+    prestarts (a new worker process per actor, about 1 s); init_ray drops it. A Ray that sets
+    another default again makes this fail: look at workflows/tune.py."""
+    from ray.tune.execution.class_cache import ENV_VARS_TO_PROPAGATE, _ActorClassCache
+    from ray.tune.trainable import wrap_function
+
+    from workflows.tune import _trials_on_prestarted_workers
+
+    for name in ENV_VARS_TO_PROPAGATE:  # the driver's own AWS_* and RAY_TRAIN_* would rightly travel
+        monkeypatch.delenv(name, raising=False)
+    _trials_on_prestarted_workers()
+    actor = _ActorClassCache().get(wrap_function(lambda config: None))
+    assert not actor._default_options.get("runtime_env"), actor._default_options
+
+
 def test_validate_checks_and_runs_nothing(tmp_path):
     cfg = write_config(tmp_path)
     p = kdx("validate", str(cfg), cwd=tmp_path)
