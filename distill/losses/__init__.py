@@ -26,8 +26,8 @@ itself; one without `prepare` gets the outputs it reads (`teacher_keys`).
 A function loss whose term is a cross-entropy against targets fixed within a run
 (CE: the labels; KD: the teacher's p_T) may also say so (`soft`, a `SoftTerm`):
 when every term of a mix can, `train.run` computes them all in one soft-target
-cross-entropy per step instead of one graph per term (what makes cached KD cost
-about what CE alone does; see `distill.train.fuse_terms`).
+cross-entropy per step instead of one graph per term (cached KD beside CE went
+from 1.3-1.4x to 1.1-1.16x a CE epoch for a 32-wide MLP; `distill.train.fuse_terms`).
 """
 
 from __future__ import annotations
