@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import FixedTrial
 
 from distill.errors import ConfigError
+from space_helpers import BASE, PRESET_NAMES
 from search_spaces.space import (
     apply,
     define,
@@ -18,9 +19,6 @@ from search_spaces.space import (
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-BASE = {"data": {"name": "mnist1d"}, "teacher": {"family": "cnn"}, "student": {"family": "mlp", "width": 32}}
-PRESET_NAMES = ["capacity_gap", "temperature_mix", "loss_mix", "full"]
 
 
 def fails(match: str):
