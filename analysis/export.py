@@ -4,7 +4,10 @@ One folder per student with `model.safetensors` (the weights), `model.pt2`
 (a `torch.export` program: TorchScript is deprecated in torch 2.13; .pt2 is
 torch's own name for these, load with `torch.export.load`), `model.onnx`,
 and `card.json` (run config, metrics, teacher, lineage run ids, sha256 of
-every file, how to load). Every format is reloaded and run on the test split
+every file, how to load). A Hugging Face student (`family: hf`) also gets
+`hf/`, a `save_pretrained` folder with its tokenizer and label names, that
+`AutoModelForSequenceClassification.from_pretrained` and
+`AutoTokenizer.from_pretrained` load, checked like the other formats. Every format is reloaded and run on the test split
 before the folder is called done: its predictions must equal the rebuilt
 model's, whose accuracy must equal the logged test accuracy. A failed check
 is an error. Folders are written under a temporary name and renamed, so a
@@ -42,6 +45,7 @@ __all__ = ["ExportedStudent", "export_front", "FORMATS"]
 
 FORMATS = ("safetensors", "export", "onnx")
 FILES = {"safetensors": "model.safetensors", "export": "model.pt2", "onnx": "model.onnx"}
+HF_DIR = "hf"  # a Hugging Face student's save_pretrained folder, beside the other formats
 
 
 @dataclass
@@ -125,6 +129,29 @@ def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, fo
                           dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False, external_data=False)  # one file
         session = onnxruntime.InferenceSession(str(out / FILES["onnx"]), providers=["CPUExecutionProvider"])
         _check("model.onnx", _predict(lambda b: session.run(None, {"x": b.numpy()})[0], x), expected, run_id)
+    if hasattr(model, "hf"):
+        _write_hf(model, data, out / HF_DIR, expected, run_id)
+
+
+def _write_hf(model: nn.Module, data: Dataset, folder: Path, expected: np.ndarray, run_id: str) -> None:
+    """The student as a `save_pretrained` folder with the data's tokenizer, reloaded and checked."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    hf = model.hf
+    labels = list(data.tokens.labels) if data.tokens and data.tokens.labels else [str(i) for i in range(data.num_classes)]
+    hf.config.id2label, hf.config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    hf.save_pretrained(folder)
+    if data.tokens and data.tokens.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(data.tokens.tokenizer, local_files_only=True)
+        tokenizer.model_max_length = data.tokens.max_len  # what the student was trained on
+        tokenizer.save_pretrained(folder)
+        if len(AutoTokenizer.from_pretrained(folder, local_files_only=True)) != hf.config.vocab_size:
+            raise KdxError(f"export of run {run_id}: the saved tokenizer's vocabulary does not match the model's embedding")
+    again = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+    pad = model.pad_id
+    with torch.no_grad():
+        preds = _predict(lambda b: again(input_ids=b, attention_mask=(b != pad).long()).logits.numpy(), data.x_test)
+    _check(f"{HF_DIR}/ (from_pretrained)", preds, expected, run_id)
 
 
 def _reload_safetensors(model: nn.Module, path: Path) -> nn.Module:
@@ -143,11 +170,27 @@ model = RunConfig.from_dict(card['config']).student.build(tuple(card['input']['s
 model.load_state_dict(load_file('model.safetensors'))
 model.eval()  # model(x).logits for kdx's families; a factory's model returns what it returns"""
 
+LOAD_TOKENS = """import json
+from safetensors.torch import load_file
+from distill.config import RunConfig
+from distill.models import TokenShape
+card = json.load(open('card.json'))
+t = card['tokens']
+model = RunConfig.from_dict(card['config']).student.build(TokenShape(t['max_len'], t['vocab_size'], t['pad_id']), card['num_classes'])
+model.load_state_dict(load_file('model.safetensors'))
+model.eval()  # model(ids).logits, ids int64 (batch, max_len) padded with t['pad_id']"""
 
-def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int, ...], num_classes: int, label: str,
-          files: dict[str, str]) -> dict:
+LOAD_HF = """from transformers import AutoModelForSequenceClassification, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained('hf')
+model = AutoModelForSequenceClassification.from_pretrained('hf').eval()
+batch = tokenizer(['a text to classify'], padding='max_length', truncation=True, return_tensors='pt')
+label = model.config.id2label[int(model(**batch).logits.argmax(-1))]"""
+
+
+def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: str, files: dict[str, str]) -> dict:
     teacher = exp.teacher or {}
-    return {
+    input_shape, num_classes, tokens = data.input_shape, data.num_classes, data.tokens
+    card = {
         "name": f"{exp.name}/{label}",
         "pareto": label,
         "architecture": row["arch"],
@@ -159,15 +202,22 @@ def _card(exp: Experiment, row: dict, config: RunConfig, input_shape: tuple[int,
                     "search_run": exp.parent_id, "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
                     "twin_run": row.get("twin_run")},
         "config": config.to_dict(),
-        "input": {"shape": ["batch", *input_shape], "dtype": "float32"},
+        "input": {"shape": ["batch", *input_shape], "dtype": "int64" if tokens else "float32"},
         "num_classes": num_classes,
         "files": {name: {"sha256": digest} for name, digest in files.items()},
         "how_to_load": {
             "model.pt2": "torch.export.load('model.pt2').module()(x)  # x: float32 (batch, *input shape) -> logits",
             "model.onnx": "onnxruntime.InferenceSession('model.onnx').run(None, {'x': x})[0]",
-            "model.safetensors": LOAD_SAFETENSORS,  # python, run in this folder with kdx installed
+            "model.safetensors": LOAD_TOKENS if tokens else LOAD_SAFETENSORS,  # python, run in this folder with kdx installed
         },
     }
+    if tokens:
+        card["tokens"] = tokens.to_dict()
+        card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
+    if f"{HF_DIR}/config.json" in files:
+        card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF.split("\nbatch")[0].replace(
+            "tokenizer = AutoTokenizer.from_pretrained('hf')\n", "") + "  # token ids: see 'tokens' (no tokenizer: built-in task)"
+    return card
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
@@ -234,8 +284,8 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             folder = tmp / "out"
             folder.mkdir()
             _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
-            files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
-            card = _card(exp, row.to_dict(), config, data.input_shape, data.num_classes, label, files)
+            files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+            card = _card(exp, row.to_dict(), config, data, label, files)
             (folder / "card.json").write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False))
             _replace_folder(folder, final)
         exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))

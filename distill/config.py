@@ -177,6 +177,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = False  # autocast on CUDA only; CPU runs stay float32
     init: Literal["random", "teacher"] = "random"  # "teacher": start from the teacher's layers (DistilBERT; distill/init.py)
+    init_layers: Literal["every_other", "distilbert", "first"] | list[int] = "every_other"  # which teacher layers (distill/init.py)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -187,6 +188,8 @@ class TrainConfig:
         check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
         check(all(isinstance(m, int) and m >= 1 for m in self.milestones), "milestones", f"must be epochs >= 1, got {self.milestones}")
         check(self.schedule == "step" or not self.milestones, "milestones", "only mean something with schedule: step")
+        check(not isinstance(self.init_layers, list) or all(isinstance(j, int) and j >= 0 for j in self.init_layers),
+              "init_layers", f"a list names teacher layers 0, 1, ..., got {self.init_layers}")
 
 
 def _default_losses() -> dict:
@@ -288,7 +291,8 @@ def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
     return out
 
 
-PATH_KEYS = ("teacher.checkpoint", "data.root", "data.path")  # file and folder names a config can hold
+PATH_KEYS = ("teacher.checkpoint", "data.root", "data.path", "data.test_path", "data.tokenizer_path", "teacher.pretrained",
+             "student.pretrained")  # file and folder names a config can hold
 
 
 def resolve_paths(data: Mapping, folder: str | Path) -> dict:

@@ -24,11 +24,28 @@ from torch import Tensor
 
 from .cache import cache_dir, fingerprint, load_checked, save_checked
 from .errors import ConfigError, DataError, check
+from .models import TokenShape
 from .registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "register_dataset", "load_data", "is_custom"]
+__all__ = ["Dataset", "DATASETS", "Arrays", "TokenInfo", "register_dataset", "load_data", "is_custom"]
 
 DATASETS = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What token data carries beside its ids (int64, (N, max_len), the tail padded with `pad_id`)."""
+
+    vocab_size: int
+    pad_id: int
+    max_len: int
+    tokenizer: str = ""  # a folder that AutoTokenizer.from_pretrained loads ("" for built-in tasks, whose ids are their alphabet)
+    labels: tuple[str, ...] = ()  # class names, id order ("" none: the labels were ids already)
+    truncated: int = 0  # samples cut to max_len (train and test): counted and reported, never silent
+    samples: int = 0  # samples in all (train and test), so the count reads as a fraction
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "labels": list(self.labels)}
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class Arrays:
     x_test: np.ndarray
     y_test: np.ndarray
     identity: str = ""  # what the options do not say about the data (a file's size and time): part of the cache key
+    tokens: TokenInfo | None = None  # token data: x are int64 ids
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,9 @@ class Dataset:
     x_test: Tensor | Any
     y_test: Tensor
     num_classes: int
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # a `distill.models.TokenShape` for token ids
     key: str  # fingerprint of the data config: names caches built from this data
+    tokens: TokenInfo | None = None  # token data: its vocabulary, tokenizer, label names and truncation count
 
 
 def register_dataset(name: str, options: type) -> Callable[[Callable], Callable]:
@@ -317,18 +336,28 @@ def load_data(cfg: Any) -> Dataset:
     opts = cfg.options if isinstance(cfg.options, dict) else asdict(cfg.options)
     from .files import as_samples
 
+    tokens = arrays.tokens
+    ids = tokens is not None
+    shape = tuple(arrays.x_train.shape[1:])
+    if tokens is not None:
+        shape = TokenShape(shape[0], tokens.vocab_size, tokens.pad_id)
+        if tokens.truncated:
+            print(f"note: data: {tokens.truncated} of {tokens.samples} samples were longer than max_len {tokens.max_len} "
+                  "and were cut to it", file=sys.stderr)
+
     return Dataset(
         name=cfg.name,
-        x_train=as_samples(arrays.x_train, train),
+        x_train=as_samples(arrays.x_train, train, ids),
         y_train=t(y_train[train]),
-        x_val=as_samples(arrays.x_train, val),
+        x_val=as_samples(arrays.x_train, val, ids),
         y_val=t(y_train[val]),
-        x_test=as_samples(arrays.x_test),
+        x_test=as_samples(arrays.x_test, None, ids),
         y_test=t(y_test),
         num_classes=num_classes,
-        input_shape=tuple(arrays.x_train.shape[1:]),
+        input_shape=shape,
         key=fingerprint([cfg.name, cfg.val_fraction, cfg.seed, opts] + ([arrays.identity] if arrays.identity else [])),
+        tokens=tokens,
     )
 
 
-from . import files  # noqa: E402,F401  (registers cifar10, cifar100 and arrays)
+from . import files, tokens, text  # noqa: E402,F401  (register cifar10, cifar100 and arrays; khop; text files)

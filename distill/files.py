@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .cache import cache_dir, fingerprint
-from .data import Arrays, register_dataset
+from .data import Arrays, TokenInfo, register_dataset
 from .errors import DataError, check
 
 __all__ = ["Mapped", "read_cifar", "CIFAR_URL"]
@@ -183,9 +183,16 @@ class ArraysOptions:
 
     path: str = ""
     mmap: Literal["auto", "always", "never"] = "auto"  # auto: map the x files when they exceed a quarter of the free memory
+    vocab_size: int = 0  # 0: x are features (float32); > 0: x are (N, length) integer token ids 0..vocab_size-1, kept int64
+    pad_id: int = 0  # token ids only: the id filling the tail of short samples (models mask it out)
 
     def __post_init__(self) -> None:
         check(bool(self.path), "path", "name a folder of .npy files or an .npz file")
+        check(self.vocab_size >= 0, "vocab_size", f"must be >= 0 (0: the arrays are features), got {self.vocab_size}")
+        if self.vocab_size:
+            check(0 <= self.pad_id < self.vocab_size, "pad_id", f"must be in 0..{self.vocab_size - 1} (vocab_size {self.vocab_size}), got {self.pad_id}")
+            check(self.mmap != "always", "mmap", "token ids (vocab_size > 0) are read into memory: a memory map reads float32; "
+                  "leave mmap at auto")
 
 
 def _free_bytes() -> int:
@@ -228,20 +235,42 @@ def arrays(opts: ArraysOptions, seed: int) -> Arrays:
             if not f.is_file():
                 raise DataError(f"data.path: '{root}' has no {f.name}")
         big = files[0].stat().st_size + files[2].stat().st_size
-        mmap = opts.mmap == "always" or (opts.mmap == "auto" and big > _free_bytes() // 4)
+        mmap = not opts.vocab_size and (opts.mmap == "always" or (opts.mmap == "auto" and big > _free_bytes() // 4))
         parts = [_load(f, mmap and k.startswith("x")) for f, k in zip(files, _SPLITS)]
         stamp = [[f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     else:
         raise DataError(f"data.path: no folder or .npz file '{root}'")
     x_train, y_train, x_test, y_test = parts  # shapes, labels and values: checked by load_data, as for every dataset
-    return Arrays(x_train, np.asarray(y_train), x_test, np.asarray(y_test), identity=fingerprint(stamp))
+    if not opts.vocab_size:
+        return Arrays(x_train, np.asarray(y_train), x_test, np.asarray(y_test), identity=fingerprint(stamp))
+    x_train, x_test = _token_ids(x_train, "x_train", opts.vocab_size), _token_ids(x_test, "x_test", opts.vocab_size)
+    if x_train.shape[1] != x_test.shape[1]:
+        raise DataError(f"data.path: x_train holds {x_train.shape[1]} ids per sample, x_test {x_test.shape[1]}; pad both to one length")
+    info = TokenInfo(vocab_size=opts.vocab_size, pad_id=opts.pad_id, max_len=x_train.shape[1], samples=len(x_train) + len(x_test))
+    return Arrays(x_train, np.asarray(y_train), x_test, np.asarray(y_test), identity=fingerprint(stamp), tokens=info)
 
 
-def as_samples(a: np.ndarray, rows: np.ndarray | None = None) -> Tensor | Mapped:
-    """A split's samples: a Mapped view when `a` is a memory map (nothing read), else float32 in memory."""
+def _token_ids(x: np.ndarray, name: str, vocab_size: int) -> np.ndarray:
+    """`x` as int64 token ids, checked: integers, (N, length), each in 0..vocab_size-1."""
+    if x.dtype.kind not in "iu":
+        raise DataError(f"data.path: {name} is {x.dtype}, but token ids (data.vocab_size > 0) must be integers; "
+                        "leave vocab_size at 0 for features")
+    if x.ndim != 2:
+        raise DataError(f"data.path: {name} must be (samples, length) token ids, got shape {x.shape}")
+    bad = (x < 0) | (x >= vocab_size)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"data.path: {name} sample {i} position {j} holds token id {x[i, j]}, outside 0..{vocab_size - 1} "
+                        f"(data.vocab_size {vocab_size})")
+    return x.astype(np.int64)
+
+
+def as_samples(a: np.ndarray, rows: np.ndarray | None = None, ids: bool = False) -> Tensor | Mapped:
+    """A split's samples: a Mapped view when `a` is a memory map (nothing read), else in memory:
+    token ids (`ids`) as int64, anything else float32."""
     if isinstance(a, np.memmap):
         m = Mapped(a.filename)
         return m if rows is None else m.subset(rows)
     a = a if rows is None else a[rows]
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64 if ids else np.float32))
 

@@ -30,7 +30,7 @@ from .config import RunConfig
 from .data import Dataset
 from .errors import ConfigError
 from .losses import teacher_reads
-from .models import Outputs, as_outputs, count_params, measure_latency
+from .models import Outputs, as_outputs, count_params, expose, measure_latency
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
@@ -171,7 +171,8 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
     depth, and a subset would shift what "the middle block" means when the
     loss is rebuilt on the cached outputs."""
     kinds = _kinds(keys)
-    return Outputs(out.logits, out.features if "features" in kinds else {}, out.attentions if "attentions" in kinds else {})
+    return Outputs(out.logits, out.features if "features" in kinds else {}, out.attentions if "attentions" in kinds else {},
+                   out.parts if "parts" in kinds else {})
 
 
 @torch.no_grad()
@@ -181,6 +182,7 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
     (kept on the CPU); `view(x, rows)` augments a batch first."""
     device = resolve_device("auto")
     model = _frozen(model).to(device)
+    expose(model, _kinds(keys))
     n = len(data.x_train)
     try:
         parts = []
@@ -189,8 +191,9 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
             parts.append(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys))
     finally:
         model.cpu()  # the shared teacher ships to trials from the CPU
+        expose(model, set())
     flat = {"logits": torch.cat([p.logits for p in parts])}
-    for kind in ("features", "attentions"):
+    for kind in ("features", "attentions", "parts"):
         for name in getattr(parts[0], kind):
             flat[f"{kind}.{name}"] = torch.cat([getattr(p, kind)[name] for p in parts])
     return flat
@@ -199,7 +202,8 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
 def _unflat(flat: dict[str, torch.Tensor]) -> Outputs:
     feats = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("features.")}
     attns = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("attentions.")}
-    return Outputs(flat["logits"], feats, attns)
+    parts = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("parts.")}
+    return Outputs(flat["logits"], feats, attns, parts)
 
 
 def model_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:

@@ -47,8 +47,8 @@ from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
-from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_side
-from .models import Outputs, as_outputs, count_params, measure_latency
+from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_reads, teacher_side
+from .models import Outputs, as_outputs, count_params, expose, measure_latency
 
 __all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "outputs_to",
            "build_losses", "FusedTerms", "fuse_terms"]
@@ -134,6 +134,8 @@ def slice_outputs(out: Outputs, idx: Tensor | slice | tuple) -> Outputs:
         out.logits[idx],
         {k: v[idx] for k, v in out.features.items()},
         {k: v[idx] for k, v in out.attentions.items()},
+        {k: v[idx] for k, v in out.parts.items()},
+        None if out.mask is None else out.mask[idx],
     )
 
 
@@ -151,6 +153,8 @@ def outputs_to(out: Outputs, device: torch.device) -> Outputs:
         out.logits.to(device),
         {k: v.to(device) for k, v in out.features.items()},
         {k: v.to(device) for k, v in out.attentions.items()},
+        {k: v.to(device) for k, v in out.parts.items()},
+        None if out.mask is None else out.mask.to(device),
     )
 
 
@@ -273,8 +277,11 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         if cfg.init == "teacher":
             if teacher is None:
                 raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
-            init_from_teacher(student, teacher.module.cpu())
+            init_from_teacher(student, teacher.module.cpu(), cfg.init_layers)
         student = student.to(device)
+        # token models compute attention maps and q, k, v only when a weighted loss reads them
+        kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != "ce")}
+        expose(student, kinds)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         in_memory = isinstance(data.x_train, Tensor)
         x_train = data.x_train.to(device) if in_memory else data.x_train  # a Mapped file: batches are read as they come
@@ -296,6 +303,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             views = views.to(device)
         if mode == "online":
             t_module.eval().to(device)
+            expose(t_module, kinds)
             for p in t_module.parameters():
                 p.requires_grad_(False)
         augment = config.data.augment
@@ -419,6 +427,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             val_acc = best_acc
         else:
             best_epoch = cfg.epochs
+        expose(student, set())  # the trained model computes only what inference needs
         test_acc, _ = evaluate(student, data.x_test, data.y_test)
     finally:
         torch.set_num_threads(threads)

@@ -8,18 +8,22 @@ from distill.data import load_data
 from distill.errors import ConfigError
 from distill.init import _STACK, init_from_teacher, layer_map
 from distill.job import distill_once
-from distill.models import MODELS, build_model
+from distill.models import MODELS, TokenShape, build_model
 from distill.teacher import get_teacher
 from search_helpers import kdx, runs
 from distill.train import run
 
-SHAPES = {"mlp": {"width": 16}, "cnn": {"width": 8}, "transformer": {"dim": 16, "heads": 2}, "resnet": {}, "wrn": {"width": 1}}
+SHAPES = {"mlp": {"width": 16}, "cnn": {"width": 8}, "transformer": {"dim": 16, "heads": 2}, "resnet": {}, "wrn": {"width": 1},
+          "hf": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}}
 DEPTHS = {"resnet": (26, 14), "wrn": (28, 16)}  # 4 and 2 blocks per stage (6n+2, 6n+4)
+DEPTH_KEY = {"hf": "num_hidden_layers"}
+HEADS = {"resnet": "fc", "wrn": "fc", "hf": "hf.classifier"}
 
 
 def _model(family, depth, **extra):
-    opts = MODELS.get(family, "").options(**{**SHAPES[family], **extra, "depth": depth})
-    return build_model(family, opts, (1, 40), 10, "m")
+    opts = MODELS.get(family, "").options(**{**SHAPES[family], **extra, DEPTH_KEY.get(family, "depth"): depth})
+    shape = TokenShape(12, 30) if "features" not in MODELS.get(family, "").reads else (1, 40)
+    return build_model(family, opts, shape, 10, "m")
 
 
 def test_layer_map_takes_every_other_layer_at_half_depth():
@@ -27,6 +31,30 @@ def test_layer_map_takes_every_other_layer_at_half_depth():
     assert layer_map(3, 6) == [0, 2, 4]
     assert layer_map(4, 4) == [0, 1, 2, 3]
     assert layer_map(1, 3) == [0]
+
+
+def test_named_layer_maps():
+    assert layer_map(6, 12, "distilbert") == [0, 2, 4, 7, 9, 11]  # DistilBERT's extraction script, BERT-base -> 6 layers
+    assert layer_map(3, 6, "distilbert") == [0, 2, 5]
+    assert layer_map(3, 6, "first") == [0, 1, 2]
+    assert layer_map(2, 6, [1, 5]) == [1, 5]
+    with pytest.raises(ConfigError, match="train.init_layers: distilbert takes half"):
+        layer_map(2, 6, "distilbert")
+    with pytest.raises(ConfigError, match="train.init_layers: the teacher has layers 0..5, the list names 6"):
+        layer_map(2, 6, [0, 6])
+    with pytest.raises(ConfigError, match="the student has 2 layers, the list names 3"):
+        layer_map(2, 6, [0, 1, 2])
+
+
+def test_a_hugging_face_student_takes_the_distilbert_layers():
+    torch.manual_seed(0)
+    teacher, student = _model("hf", 6), _model("hf", 3)
+    init_from_teacher(student, teacher, "distilbert")
+    s, t = student.state_dict(), teacher.state_dict()
+    for i, j in enumerate([0, 2, 5]):
+        key = f"hf.bert.encoder.layer.{{}}.attention.self.query.weight"
+        assert torch.equal(s[key.format(i)], t[key.format(j)])
+    assert torch.equal(s["hf.bert.embeddings.word_embeddings.weight"], t["hf.bert.embeddings.word_embeddings.weight"])
 
 
 @pytest.mark.parametrize("family", sorted(MODELS.names()))
@@ -43,7 +71,7 @@ def test_every_family_starts_from_every_other_teacher_layer(family):
         stacks |= {m.group(1)} if m else set()
         assert torch.equal(s[key], t[source]), key
     assert stacks and all(any(k.startswith(f"{stack}.1.") for k in copied) for stack in stacks)  # the second layer came from the third
-    head = "fc" if family in ("resnet", "wrn") else "head"
+    head = HEADS.get(family, "head")
     assert f"{head}.bias" in copied
     if family != "cnn":  # a CNN's head sees a longer sequence when fewer blocks downsample it: its weight does not fit
         assert f"{head}.weight" in copied

@@ -1,8 +1,10 @@
 """Model families: generated over the registry, so a new family gets every check.
 
-Each family is built with default options for the three input kinds kdx's
-datasets have: (1, 40) (MNIST-1D, a 1-D signal), (1, 8, 8) (digits, an image)
-and (64,) (hgmm, a flat vector).
+Each family is built with default options (or the small ones of TEST_OPTIONS,
+where the defaults are a production model) for the input kinds kdx's datasets
+have: (1, 40) (MNIST-1D, a 1-D signal), (1, 8, 8) (digits, an image), (64,)
+(hgmm, a flat vector) and token ids (text, khop). A family that cannot take a
+kind must refuse it with a one-line ConfigError, and each takes at least one.
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ from torch import nn
 
 from distill.config import RunConfig
 from distill.errors import ConfigError
-from distill.models import MODELS, Outputs, as_outputs, build_model, count_params, measure_latency
+from distill.models import MODELS, Outputs, TokenShape, as_outputs, build_model, count_params, expose, measure_latency
 
 FAMILIES = MODELS.names()
-SHAPES = {"1d": (1, 40), "2d": (1, 8, 8), "flat": (64,)}
+SHAPES = {"1d": (1, 40), "2d": (1, 8, 8), "flat": (64,), "tokens": TokenShape(12, vocab=20, pad_id=0)}
 NUM_CLASSES = 7
 BATCH = 3
+# Families whose defaults are production sizes (hf: BERT-base, 110M parameters), small here.
+TEST_OPTIONS = {"hf": dict(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats a contended pool (conftest)
 
 
 def options(family: str, **kw):
-    return MODELS.get(family, "model.family").options(**kw)
+    return MODELS.get(family, "model.family").options(**{**TEST_OPTIONS.get(family, {}), **kw})
 
 
 def build(family: str, shape: tuple[int, ...], seed: int = 0, **kw) -> nn.Module:
@@ -36,16 +40,48 @@ def build(family: str, shape: tuple[int, ...], seed: int = 0, **kw) -> nn.Module
     return build_model(family, options(family, **kw), shape, NUM_CLASSES)
 
 
-def forward(model: nn.Module, shape: tuple[int, ...], seed: int = 1) -> tuple[torch.Tensor, Outputs]:
+def sample(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
+    """A batch: random features, or ids whose first sample ends in padding."""
     torch.manual_seed(seed)
-    x = torch.randn(BATCH, *shape)
+    if isinstance(shape, TokenShape):
+        x = torch.randint(1, shape.vocab, (BATCH, shape[0]))
+        x[0, shape[0] // 2 :] = shape.pad_id
+        return x
+    return torch.randn(BATCH, *shape)
+
+
+def forward(model: nn.Module, shape: tuple[int, ...], seed: int = 1) -> tuple[torch.Tensor, Outputs]:
+    x = sample(shape, seed)
     return x, model(x)
+
+
+def takes(family: str, shape: tuple[int, ...]) -> bool:
+    try:
+        build(family, shape)
+    except ConfigError:
+        return False
+    return True
+
+
+KINDS = [(f, k) for f in FAMILIES for k in SHAPES if takes(f, SHAPES[k])]
+FIRST = {f: next(SHAPES[k] for g, k in KINDS if g == f) for f in FAMILIES}
+kinds = pytest.mark.parametrize("family, shape", [(f, SHAPES[k]) for f, k in KINDS], ids=[f"{f}-{k}" for f, k in KINDS])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_takes_an_input_kind_and_refuses_others_in_one_line(family):
+    assert family in FIRST
+    for kind, shape in SHAPES.items():
+        try:
+            build_model(family, options(family), shape, NUM_CLASSES, "student")
+        except ConfigError as e:
+            assert str(e).startswith("student:") and "\n" not in str(e), (kind, str(e))
 
 
 def size_knob(family: str) -> str:
     """The option that sets a family's width (what the size check doubles)."""
     names = {f.name for f in dataclasses.fields(MODELS.get(family, "x").options)}
-    for knob in ("width", "dim"):
+    for knob in ("width", "dim", "hidden_size"):
         if knob in names:
             return knob
     pytest.fail(f"family {family!r} has neither 'width' nor 'dim': teach size_knob() its size option")
@@ -58,8 +94,7 @@ def test_registry_has_the_documented_families():
 # --- generated over every family x input kind ---------------------------------
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("family", FAMILIES)
+@kinds
 def test_outputs_contract(family, shape):
     model = build(family, shape)
     x, out = forward(model, shape)
@@ -76,6 +111,9 @@ def test_outputs_contract(family, shape):
     opts = options(family)
     if family in ("resnet", "wrn"):  # depth counts layers (6n+2, 6n+4); the features are the three stages
         assert blocks == ["stage1", "stage2", "stage3"]
+    elif isinstance(shape, TokenShape):  # block0 is the embedding output (distill.models' token contract)
+        assert blocks[0] == "block0" and len(blocks) == (getattr(opts, "depth", None) or opts.num_hidden_layers) + 1
+        assert out.mask is not None and out.mask.tolist()[0] == [True] * 6 + [False] * 6
     elif hasattr(opts, "depth"):
         assert len(blocks) == opts.depth
     for name, f in out.features.items():
@@ -85,21 +123,31 @@ def test_outputs_contract(family, shape):
     assert out.features["embedding"].dim() == 2
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("family", FAMILIES)
+@kinds
 def test_attentions_are_row_stochastic(family, shape):
-    model = build(family, shape)
-    _, out = forward(model, shape)
-    if family == "transformer":
-        assert out.attentions, "the transformer must expose its attention maps"
+    model = build(family, shape).eval()  # Hugging Face returns its maps after attention dropout when training
+    expose(model, {"attentions", "parts"})  # token models compute maps only when asked
+    x, out = forward(model, shape)
+    if family in ("transformer", "hf"):
+        assert out.attentions, "a transformer must expose its attention maps"
     for name, a in out.attentions.items():
         assert a.dim() == 4 and a.shape[0] == BATCH and a.shape[-1] == a.shape[-2], name
         assert (a >= 0).all(), name
         torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]), rtol=0, atol=1e-5)
+        if out.mask is not None:  # padded keys take no part
+            assert (a.transpose(1, 3)[~out.mask] == 0).all(), name
+    if isinstance(shape, TokenShape):
+        depth = len(out.attentions)
+        assert sorted(out.parts) == sorted(f"{w}.block{i}" for w in "qkv" for i in range(1, depth + 1))
+        heads = out.attentions["block1"].shape[1]
+        assert out.parts["q.block1"].shape[:3] == (BATCH, heads, shape[0])
+        expose(model, set())
+        again = model(x)
+        assert not again.attentions and not again.parts
+        torch.testing.assert_close(again.logits, out.logits, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("family", FAMILIES)
+@kinds
 def test_samples_do_not_mix_across_the_batch(family, shape):
     """In eval mode a sample's outputs must not depend on the rest of its batch."""
     model = build(family, shape).eval()
@@ -110,8 +158,7 @@ def test_samples_do_not_mix_across_the_batch(family, shape):
     torch.testing.assert_close(alone.features["embedding"], out.features["embedding"][1:2], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("family", FAMILIES)
+@kinds
 def test_param_count_grows_with_width(family, shape):
     knob = size_knob(family)
     base = getattr(options(family), knob)
@@ -123,7 +170,7 @@ def test_param_count_grows_with_width(family, shape):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_measure_latency(family):
-    shape = SHAPES["1d"]
+    shape = FIRST[family]
     model = build(family, shape).train()
     torch.set_num_threads(2)  # measure_latency runs on one thread, then must put this back
     try:
@@ -137,8 +184,8 @@ def test_measure_latency(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backward_reaches_every_parameter(family):
-    model = build(family, SHAPES["1d"])
-    _, out = forward(model, SHAPES["1d"])
+    model = build(family, FIRST[family])
+    _, out = forward(model, FIRST[family])
     out.logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"parameters outside the graph of the logits: {missing}"

@@ -9,9 +9,11 @@ need to know, so a new loss is one file. A class also names the exact layers
 it picked in `self.teacher_keys`. Each loss's weight lives in the run config's
 `mix`, never in the loss.
 
-Teacher keys are "logits", "features.<name>" or "attentions.<name>"; `reads`
-may also name a whole kind ("features", "attentions") when the layer is picked
-at build time.
+Teacher keys are "logits", "features.<name>", "attentions.<name>" or
+"parts.<name>" (a token model's q, k, v; `distill.models`); `reads` may also
+name a whole kind ("features", "attentions", "parts") when the layer is picked
+at build time. The padding mask of token inputs is the student's
+(`Outputs.mask`): both models read the same ids.
 
 A loss may also `prepare` the teacher's outputs into what it reads per step
 (KD: the teacher's probabilities at its temperature). With cached outputs the
@@ -125,7 +127,9 @@ def _read_part(teacher: Outputs, keys: tuple[str, ...]) -> Outputs | None:
         return None
     return Outputs(teacher.logits,
                    {k: v for k, v in teacher.features.items() if "features" in keys or f"features.{k}" in keys},
-                   {k: v for k, v in teacher.attentions.items() if "attentions" in keys or f"attentions.{k}" in keys})
+                   {k: v for k, v in teacher.attentions.items() if "attentions" in keys or f"attentions.{k}" in keys},
+                   {k: v for k, v in teacher.parts.items() if "parts" in keys or f"parts.{k}" in keys},
+                   teacher.mask)
 
 
 def teacher_side(loss: nn.Module, teacher: Outputs) -> TeacherSide:

@@ -6,6 +6,18 @@
 classifier reads. `attentions` are post-softmax maps (B, heads, N, N), one per
 transformer block, empty for other families.
 
+Models over token ids (input a `TokenShape`) follow one contract, whether kdx's
+own transformer or a Hugging Face model (`distill.models.hf`):
+- features "block0" (the embedding output, TinyBERT's layer 0) .. "blockL"
+  (each block's output), (B, D, N), then the pooled "embedding" (B, D);
+- attentions "block1".."blockL", post-softmax (B, H, N, N), padded keys at 0;
+- parts "q.block{i}", "k.block{i}", "v.block{i}": block i's queries, keys and
+  values (B, H, N, D/H), from which pre-softmax scores (TinyBERT) and value
+  relations (MiniLM) are computed;
+- mask (B, N), True at real tokens (ids other than the pad id).
+Attentions and parts cost time and memory: a model computes them only for the
+kinds `expose(model, kinds)` asked for (what the run's losses read).
+
 A family is one file: an options dataclass and a builder registered with
 `@register_model(name, Options)`; the builder gets the options, the input shape
 of one sample and the number of classes.
@@ -23,26 +35,73 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["Outputs", "MODELS", "register_model", "build_model", "count_params", "measure_latency", "as_outputs"]
+__all__ = ["Outputs", "TokenShape", "MODELS", "register_model", "build_model", "count_params", "measure_latency", "as_outputs",
+           "example_input", "expose"]
 
 
 class Outputs(NamedTuple):
     logits: Tensor
     features: dict[str, Tensor]
     attentions: dict[str, Tensor]
+    parts: dict[str, Tensor] = {}  # token models: per-block q, k, v (see the module docstring); never mutated
+    mask: Tensor | None = None  # token models: (B, N), True at real tokens
+
+
+class TokenShape(tuple):
+    """The shape of one token sample, (max_len,), that also says the inputs are int64 ids:
+    `vocab` ids in all, `pad_id` filling the tail of short samples. A tuple, so code that
+    only needs the shape reads it as one."""
+
+    vocab: int
+    pad_id: int
+
+    def __new__(cls, length: int, vocab: int, pad_id: int = 0) -> "TokenShape":
+        shape = super().__new__(cls, (int(length),))
+        shape.vocab, shape.pad_id = int(vocab), int(pad_id)
+        return shape
+
+    def __reduce__(self):  # pickles (Ray ships datasets) with its vocabulary
+        return (TokenShape, (self[0], self.vocab, self.pad_id))
+
+    def __repr__(self) -> str:
+        return f"TokenShape({self[0]}, vocab={self.vocab}, pad_id={self.pad_id})"
+
+
+def example_input(input_shape: tuple[int, ...], batch: int = 1) -> Tensor:
+    """A batch the model takes: random features, or random non-pad token ids for a `TokenShape`."""
+    if isinstance(input_shape, TokenShape):
+        ids = torch.randint(0, max(1, input_shape.vocab - 1), (batch, input_shape[0]))
+        return ids + (ids >= input_shape.pad_id).long()  # never the pad id
+    return torch.randn(batch, *input_shape)
+
+
+def expose(model: nn.Module, kinds: set[str] | frozenset[str]) -> None:
+    """Ask a token model to compute the output kinds `kinds` ("attentions", "parts") on
+    every forward from now on; other models (and factories) ignore it."""
+    for module in model.modules():
+        if hasattr(module, "kdx_expose"):
+            module.kdx_expose = frozenset(kinds) & {"attentions", "parts"}
 
 
 MODELS = Registry("model family")
 
 
-def register_model(name: str, options: type) -> Callable[[Callable], Callable]:
-    return MODELS.register(name, options)
+def register_model(name: str, options: type, inputs: tuple[str, ...] = ("features",)) -> Callable[[Callable], Callable]:
+    """`inputs`: what the family takes, "features" (float samples) and/or "tokens" (ids, a `TokenShape`)."""
+    return MODELS.register(name, options, inputs)
 
 
 def build_model(family: str, options: object, input_shape: tuple[int, ...], num_classes: int, path: str = "model") -> nn.Module:
     """Build a registered family; a shape the data cannot take is a ConfigError on `path`."""
     try:
-        return MODELS.get(family, f"{path}.family").build(options, tuple(input_shape), num_classes)
+        entry = MODELS.get(family, f"{path}.family")
+        tokens = isinstance(input_shape, TokenShape)
+        if tokens and "tokens" not in entry.reads:
+            takes = [name for name in MODELS.names() if "tokens" in MODELS.get(name, "").reads]
+            raise ValueError(f"{family} takes features, and this data is token ids: use a family with an embedding ({', '.join(takes)})")
+        if not tokens and "features" not in entry.reads:
+            raise ValueError(f"{family} takes token ids, and this data gives features (use data.name: text, khop, or token arrays)")
+        return entry.build(options, input_shape if tokens else tuple(input_shape), num_classes)
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -53,7 +112,7 @@ def as_outputs(out: object) -> Outputs:
         return out
     if isinstance(out, Tensor):
         return Outputs(out, {}, {})
-    if isinstance(out, tuple) and len(out) == 3:
+    if isinstance(out, tuple) and len(out) in (3, 4, 5):
         return Outputs(*out)
     raise TypeError(f"a model must return logits or Outputs, got {type(out).__name__}")
 
@@ -68,7 +127,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
     was_training = model.training
     device = next(model.parameters()).device
     model = model.to("cpu").eval()
-    x = torch.randn(1, *input_shape)
+    x = example_input(input_shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # comparable across runs whatever the trial's thread budget
     try:
@@ -85,4 +144,4 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
     return 1000.0 * statistics.median(times)
 
 
-from . import cnn, mlp, resnet, transformer  # noqa: E402,F401  (registers the families)
+from . import cnn, hf, mlp, resnet, transformer  # noqa: E402,F401  (registers the families)
