@@ -4,8 +4,10 @@ against its paper or official code in tests/test_logit_losses.py and tests/test_
 Every registered loss is built on real model outputs: a small student and a
 larger teacher from the model registry, on a seeded batch of (1, 16) inputs
 with 5 classes. The pair of families is the first of PAIR_ORDER the loss
-accepts (`at` needs cnn+cnn or transformer+transformer, the others take mlp),
-so a new loss gets the generated checks without editing this file, except for
+accepts (`at` needs cnn+cnn or transformer+transformer, the others take mlp);
+a loss that builds for none of them (cos, tinybert_*, minilm, pkd: they need
+token models) gets the token pair, transformers over token ids with padding.
+So a new loss gets the generated checks without editing this file, except for
 its pinned value (PINNED, which `test_every_loss_is_pinned` enforces).
 
 On gradients and the teacher: a loss need not detach the teacher's outputs
@@ -34,15 +36,18 @@ from loss_helpers import (
     LOSS_NAMES,
     NUM_CLASSES,
     PAIRS,
-    STUDENT,
-    TEACHER,
+    SHAPES,
+    TOKEN_PAIR,
+    TOKENS,
     assert_finite_scalar,
     case,
     clone,
     detach,
+    inputs,
     model,
     num,
     options,
+    sizes,
 )
 
 from distill.config import ModelConfig, RunConfig, TrainConfig
@@ -59,30 +64,50 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thr
 PINNED = {
     "at": 0.1350456,
     "ce": 1.691932,
+    "cos": 1.092496,
     "dkd": 0.2851530,
     "fitnet": 0.1464159,
     "kd": 0.03334300,
+    "minilm": 0.1794083,
+    "pkd": 0.1176328,
     "rkd": 9.225878,
+    "tinybert_attn": 0.3819148,
+    "tinybert_hidden": 4.590140,
 }
+TOKEN_LOSSES = ("cos", "tinybert_attn", "tinybert_hidden", "minilm", "pkd")
 
 # Losses that are not ~0 when the student's outputs equal the teacher's.
 NOT_ZERO_AT_IDENTITY = {
     "ce": "not a distillation loss: cross-entropy against the labels",
     "fitnet": "compares the teacher's hint with r(student), and the regressor r is a random layer, not the identity",
+    "tinybert_hidden": "compares W h_s with h_t, and the projection W is a random layer, not the identity",
 }
+# Options under which a student that is its own teacher must give ~0 (pkd's default map, skip,
+# pairs block i with block 2i: only a map of each block to itself makes the two sides equal).
+IDENTITY_OPTIONS = {"pkd": {"layers": "uniform"}}
 
 
 # --- generated over the registry ----------------------------------------------
 
 
 def test_registry_has_the_documented_losses():
-    assert {"ce", "kd", "dkd", "fitnet", "rkd", "at"} <= set(LOSS_NAMES)
+    assert {"ce", "kd", "dkd", "fitnet", "rkd", "at", *TOKEN_LOSSES} <= set(LOSS_NAMES)
 
 
 def test_pair_choice():
     assert PAIRS["at"] in {("cnn", "cnn"), ("transformer", "transformer")}
     for name in ("kd", "dkd", "rkd", "fitnet", "ce"):
-        assert PAIRS[name] == ("mlp", "mlp")
+        assert PAIRS[name] == ("mlp", "mlp") and SHAPES[name] == INPUT_SHAPE
+    for name in TOKEN_LOSSES:
+        assert PAIRS[name] == TOKEN_PAIR and SHAPES[name] == TOKENS
+
+
+def test_token_cases_have_padding_and_what_their_losses_read():
+    for name in TOKEN_LOSSES:
+        c = case(name)
+        assert c.s_out.mask is not None and not c.s_out.mask.all() and c.s_out.mask[:, 0].all()
+        assert (c.x == TOKENS.pad_id).equal(~c.s_out.mask)
+        assert bool(c.s_out.parts) == bool(c.t_out.parts) == ("parts" in LOSSES.get(name, "").reads)
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -114,6 +139,8 @@ def test_every_family_pair_builds_or_is_a_config_error(name, s_fam, t_fam):
     try:
         c = case(name, pair=(s_fam, t_fam))
     except ConfigError as e:
+        if str(e).startswith("model: "):  # the family takes no float inputs (hf: token ids only): no pairing to judge
+            return
         assert str(e).startswith(f"losses.{name}: "), str(e)
         return
     v = c.value()
@@ -182,8 +209,9 @@ def test_loss_does_not_modify_its_inputs(name):
         torch.testing.assert_close(after.logits.detach(), before.logits, rtol=0, atol=0)
         for k in before.features:
             torch.testing.assert_close(after.features[k].detach(), before.features[k], rtol=0, atol=0)
-        for k in before.attentions:
-            torch.testing.assert_close(after.attentions[k].detach(), before.attentions[k], rtol=0, atol=0)
+        for kind in ("attentions", "parts"):
+            for k, v in getattr(before, kind).items():
+                torch.testing.assert_close(getattr(after, kind)[k].detach(), v, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -207,11 +235,12 @@ def test_reads_only_its_declared_teacher_keys(name):
     keys = set(c.loss.teacher_keys)
     for k in keys:
         kind, _, sub = k.partition(".")
-        assert k == "logits" or (kind in ("features", "attentions") and sub in getattr(c.t_out, kind)), k
-    kept = Outputs(
+        assert k == "logits" or (kind in ("features", "attentions", "parts") and sub in getattr(c.t_out, kind)), k
+    kept = Outputs(  # no mask: the cache keeps none, a loss reads the student's
         c.t_out.logits,
         {k: v for k, v in c.t_out.features.items() if f"features.{k}" in keys},
         {k: v for k, v in c.t_out.attentions.items() if f"attentions.{k}" in keys},
+        {k: v for k, v in c.t_out.parts.items() if f"parts.{k}" in keys},
     )
     expected = c.value()
     torch.testing.assert_close(c.loss(c.s_out, kept, c.y), expected)
@@ -226,7 +255,7 @@ def side_tensors(side) -> list[torch.Tensor]:
     if side is None:
         return []
     if isinstance(side, Outputs):
-        return [side.logits, *side.features.values(), *side.attentions.values()]
+        return [side.logits, *side.features.values(), *side.attentions.values(), *side.parts.values()]
     return list(side)
 
 
@@ -300,7 +329,7 @@ def test_zero_when_student_equals_teacher(name):
         pytest.skip(NOT_ZERO_AT_IDENTITY[name])
     c = case(name)
     same = detach(c.s_out)
-    loss = build_loss(name, options(name), c.s_out, same)
+    loss = build_loss(name, options(name, **IDENTITY_OPTIONS.get(name, {})), c.s_out, same)
     v = loss(c.s_out, same, c.y)
     assert_finite_scalar(v)
     assert abs(num(v)) < 1e-5, num(v)
@@ -321,19 +350,19 @@ def test_every_loss_is_pinned():
 # --- end to end: the training loop and an online teacher --------------------------
 
 
-def tiny_data(n_train: int = 24) -> Dataset:
-    g = torch.Generator().manual_seed(0)
+def tiny_data(n_train: int = 24, shape=INPUT_SHAPE) -> Dataset:
+    torch.manual_seed(0)
 
     def split(n):
-        return torch.randn(n, *INPUT_SHAPE, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        return inputs(shape, n), torch.randint(0, NUM_CLASSES, (n,))
 
     (xt, yt), (xv, yv), (xs, ys) = split(n_train), split(8), split(8)
-    return Dataset("toy", xt, yt, xv, yv, xs, ys, NUM_CLASSES, INPUT_SHAPE, "toy")
+    return Dataset("toy", xt, yt, xv, yv, xs, ys, NUM_CLASSES, shape, "toy")
 
 
-def run_config(name: str, s_fam: str, batch_size: int = 8, mix: dict | None = None) -> RunConfig:
+def run_config(name: str, s_fam: str, batch_size: int = 8, mix: dict | None = None, shape=INPUT_SHAPE) -> RunConfig:
     mix = mix or {name: 1.0}
-    opts = MODELS.get(s_fam, "x").options(**STUDENT.get(s_fam, {}))
+    opts = MODELS.get(s_fam, "x").options(**sizes(shape)[0].get(s_fam, {}))
     return RunConfig(
         student=ModelConfig(s_fam, opts),
         train=TrainConfig(epochs=1, batch_size=batch_size, lr=0.05, device="cpu"),
@@ -344,17 +373,18 @@ def run_config(name: str, s_fam: str, batch_size: int = 8, mix: dict | None = No
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_training_with_online_teacher_updates_student_only(name):
-    s_fam, t_fam = PAIRS[name]
+    (s_fam, t_fam), shape = PAIRS[name], SHAPES[name]
+    s_sizes, t_sizes = sizes(shape)
     torch.manual_seed(0)
-    teacher = model(t_fam, TEACHER)
+    teacher = model(t_fam, t_sizes, shape)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    data = tiny_data()
-    result = run(run_config(name, s_fam), data, Teacher(teacher))
+    data = tiny_data(shape=shape)
+    result = run(run_config(name, s_fam, shape=shape), data, Teacher(teacher))
     assert all(math.isfinite(h.train_loss) for h in result.history)
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), f"the teacher's {k} changed"
     assert all(p.grad is None for p in teacher.parameters())
     torch.manual_seed(0)
-    fresh = model(s_fam, STUDENT)
+    fresh = model(s_fam, s_sizes, shape)
     changed = [not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), result.model.state_dict().values())]
     assert any(changed), "the student did not train"
