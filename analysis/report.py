@@ -1,8 +1,8 @@
-"""`kdx report`: the frontier pictures, the front as pareto.csv, and one
-self-contained report.html, also logged on the search's parent run; and what the
-MLflow UI shows on the search's own pages (the search run's description: the verdict
-and the front, linked to each student; the front's `kdx.pareto` tags), so a user who
-opens the UI reads the answer without building a query."""
+"""`kdx report`: the frontier pictures (and depth.png for a transformer search), the
+front as pareto.csv, and one self-contained report.html, also logged on the search's
+parent run; and what the MLflow UI shows on the search's own pages (the search run's
+description: the verdict and the front, linked to each student; the front's
+`kdx.pareto` tags), so a user who opens the UI reads the answer without building a query."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from distill.errors import KdxError
 
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
+from .depth import DepthInfo, depth_info, plot_depth
 from .gains import ARMS, PROTOCOL, GainInfo, gain_info, no_gain_reason, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
@@ -25,7 +26,7 @@ from .pareto import front_hypervolume
 from .runs import Experiment
 from .store import VIEW_FRONT, Store, ui_path
 
-__all__ = ["Report", "write_report", "front_table", "search_note", "annotate"]
+__all__ = ["Report", "write_report", "front_table", "search_note", "depth_lines", "annotate"]
 
 PICTURES = ("frontier.png", "gain_vs_ratio.png", "importance.png")
 
@@ -42,6 +43,7 @@ class Report:
     settings: dict = field(default_factory=dict)  # the search run's settings (search.*)
     left_out: tuple[str, ...] = ()  # why, one sentence each
     importance: ImportanceInfo | None = None  # fANOVA over the search's finished trials
+    depth: DepthInfo | None = None  # transformer students by layers (None: no student has a depth)
 
 
 def front_table(info: FrontierInfo) -> pd.DataFrame:
@@ -97,7 +99,8 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures)
     pictures += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
     pictures += _importance_section(report.importance)
-    sections = _control_section(info) + (_chain_section(report.chains, folder, link) if report.chains else "")
+    sections = (_depth_section(report.depth, folder, link) if report.depth else "") + _control_section(info)
+    sections += _chain_section(report.chains, folder, link) if report.chains else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kdx report: {html.escape(exp.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:13px}}
@@ -172,6 +175,42 @@ def _importance_section(imp: ImportanceInfo | None) -> str:
 each column summing to 1 (interactions not shown).{noisy}</p>
 <table><tr><th>parameter</th>{head}</tr>{rows}</table>
 {f"<p>Not in the table:</p><ul>{out}</ul>" if out else ""}
+"""
+
+
+def _depth_section(d: DepthInfo, folder: Path, link) -> str:
+    """Accuracy against layers at fixed width: KD beside its twin, and where the student fails whatever it is taught."""
+    def cell(mean, std, n):
+        return f"<td>{n}</td><td>{_fmt(mean)}</td><td>{_fmt(std)}</td>"
+
+    def width(w):
+        return "default" if w is None else w
+
+    def run(run_id, text):
+        return f'<a href="{link(run_id)}">{html.escape(text)}</a>' if isinstance(run_id, str) else html.escape(text)
+
+    rows = "".join(
+        f"<tr><td>{html.escape(f'{r.family} {r.width_key} {width(r.width)}')}</td><td>{r.depth}</td>"
+        f"<td>{f'{int(r.params):,}' if r.params == r.params else ''}</td>"
+        f"<td style=\"text-align:left\">{run(r.kd_run, r.kd_protocol if r.kd_n else '')}</td>{cell(r.kd_mean, r.kd_std, r.kd_n)}"
+        f"<td style=\"text-align:left\">{run(r.twin_run, r.twin_protocol)}</td>{cell(r.twin_mean, r.twin_std, r.twin_n)}"
+        f"<td>{r.diff_n}</td><td>{_fmt(100 * r.diff_mean)}</td><td>{_fmt(100 * r.diff_std)}</td><td>{_fmt(r.diff_t)}</td>"
+        f"<td>{'yes' if r.distinguishable else 'no' if r.diff_n >= 2 else ''}</td><td>{r.best_arm}</td>"
+        f"<td>{'fails' + (' (at chance)' if r.at_chance else '') if r.fails else 'reaches'}</td></tr>" for r in d.table.itertuples())
+    others = "".join(f"<li>{html.escape(v.sentence)}.</li>" for v in d.verdicts.iloc[1:].itertuples())
+    bar = (f"{d.fraction:.0%} of the teacher's test accuracy ({_fmt(d.bar)})" if d.bar is not None else "chance (no teacher test accuracy)")
+    return f"""<h2>Depth</h2>
+<p><b>{html.escape(d.sentence)}.</b></p>
+{f"<p>Other widths:</p><ul>{others}</ul>" if others else ""}
+<figure>{_img(folder / "depth.png")}</figure>
+<p>Test accuracy over seeds by number of layers, at fixed width. Where the equal-budget gain step ran on the architecture, the
+row reads its winners (KD with its recipe searched, against the <b>tuned twin</b>); elsewhere the search's best student on
+validation against its <b>base-recipe twin</b> (not tuned, so the weaker arm by construction): the protocol columns say which.
+A depth fails when the better of its two arms stays below {html.escape(bar)}, or cannot be told from chance (one-sample t over
+seeds below the 95% critical value). Differences are KD minus twin in points, paired by seed.</p>
+<table><tr><th>width</th><th>layers</th><th>params</th><th>KD</th><th>seeds</th><th>test_acc</th><th>std</th>
+<th>twin</th><th>seeds</th><th>test_acc</th><th>std</th><th>pairs</th><th>KD - twin</th><th>std</th><th>t</th>
+<th>distinguishable</th><th>best arm</th><th>verdict</th></tr>{rows}</table>
 """
 
 
@@ -263,8 +302,14 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
     if chains is not None:
         atomic_write(folder / "chain.png", lambda p: plot_chains(chains, p))
         extra.append("chain.png")
+    depth = depth_info(exp)
+    if depth is not None:
+        atomic_write(folder / "depth.png", lambda p: plot_depth(depth, p))
+        extra.append("depth.png")
+    else:
+        (folder / "depth.png").unlink(missing_ok=True)  # an earlier report's picture in the same folder
     report = Report(folder, info, table, hv, chains, gains=gain_info(exp), pictures=tuple(drawn), left_out=tuple(left_out),
-                    settings=dict(exp.search.settings), importance=importance)
+                    settings=dict(exp.search.settings), importance=importance, depth=depth)
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))
     if log_to_mlflow and exp.parent_id:
@@ -298,6 +343,7 @@ def search_note(exp: Experiment, report: Report) -> str:
         if g.noise == g.noise:
             out.append(f"- objective noise: val_acc std {100 * g.noise:.2f} points over {g.seeds} seeds of one config")
         out.append("")
+    out += depth_lines(report.depth)
     out += [f"**Pareto front** (chosen on validation; [open it as a table]({ui_path(exp.experiment_id, view=VIEW_FRONT)})):",
             "", "| | student | params | val_acc | test_acc | gain vs base-recipe twin |", "|---|---|---:|---:|---:|---:|"]
     for _, r in report.table.iterrows():
@@ -308,6 +354,15 @@ def search_note(exp: Experiment, report: Report) -> str:
         out += ["", f"Hypervolume of the front: {report.hypervolume:.4g} (reference fixed before the first trial)."]
     out += ["", "Pictures and the whole table: the `report/` artifacts of this run (report.html)."]
     return "\n".join(out) + "\n"
+
+
+def depth_lines(d: DepthInfo | None) -> list[str]:
+    """The depth verdict in markdown: the main width's sentence, then the other widths'; nothing for a non-transformer search."""
+    if d is None:
+        return []
+    out = [f"**Depth** (test accuracy by layers at fixed width, the better of KD and its twin): {d.sentence}.", ""]
+    out += [f"- {v.sentence}" for v in d.verdicts.iloc[1:].itertuples()]
+    return out + ([""] if len(d.verdicts) > 1 else [])
 
 
 def annotate(store: Store, exp: Experiment, report: Report) -> None:

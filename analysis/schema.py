@@ -104,7 +104,8 @@ def loss_metric(term: str) -> str:
 def arch_id(student: Mapping[str, Any]) -> str:
     """'mlp:depth=2,width=32' from a student section (family plus shape options; a factory's
     name plus its kwargs)."""
-    shape = ",".join(f"{k}={student[k]}" for k in sorted(student) if k not in ("family", "factory", "features"))
+    shape = ",".join(f"{k}={student[k]}" for k in sorted(student)
+                     if k not in ("family", "factory", "features") and student[k] not in (None, {}, []))  # unset keys (hf's) say nothing
     return f"{student.get('family') or student.get('factory')}:{shape}"
 
 

@@ -107,6 +107,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         report = write_report(load_runs(exp.tracking_uri, exp.name), Path(args.report_dir or f"kdx-report-{exp.name}"))
         _print_gains(report.gains, report.settings)
+        if report.depth:
+            print(f"\ndepth: {report.depth.sentence}")
         print("\nPareto front:")
         _print_front(report.table)
         if report.chains is not None:
@@ -131,6 +133,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"note: {running_note(report.info)}")
     print(counts_line(report.info))
     _print_gains(report.gains, report.settings)
+    if report.depth:
+        print(f"depth: {report.depth.sentence}")
     _print_front(report.table)
     if report.chains is not None:
         _print_chains(report.chains)
