@@ -13,11 +13,12 @@ demo: .venv/.ready
 	mkdir -p runs/demo
 	cd runs/demo && ../../.venv/bin/kdx search ../../examples/demo.yaml --resume
 
+# HF_HUB_OFFLINE: the tests read Hugging Face models and tokenizers from configs and local folders only.
 test: .venv/.ready
-	.venv/bin/python -m pytest -q
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 
 test-slow: .venv/.ready
-	.venv/bin/python -m pytest -q -m slow
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m slow
 
 bench: .venv/.ready
 	.venv/bin/python benchmarks/bench_step.py

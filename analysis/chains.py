@@ -71,7 +71,7 @@ def chain_info(exp: Experiment) -> ChainInfo | None:
 
 def plot_chains(info: ChainInfo, path: str | Path) -> None:
     """The student's test accuracy against its (first) assistant's size; direct and twin as lines."""
-    from .frontier import _pyplot
+    from .frontier import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -94,6 +94,4 @@ def plot_chains(info: ChainInfo, path: str | Path) -> None:
     ax.set_title("teacher -> assistant -> student")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
+    save_figure(fig, path)

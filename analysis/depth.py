@@ -266,7 +266,7 @@ def _wkey(w: Any) -> float:
 
 def plot_depth(info: DepthInfo, path: str | Path) -> None:
     """Test accuracy against layers, one colour per width: KD solid, twin dashed, mean ± std over seeds."""
-    from .frontier import _pyplot
+    from .frontier import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -294,6 +294,4 @@ def plot_depth(info: DepthInfo, path: str | Path) -> None:
     ax.set_title("depth on the frontier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
+    save_figure(fig, path)

@@ -7,9 +7,10 @@ and `card.json` (run config, metrics, teacher, lineage run ids, sha256 of
 every file, how to load). A Hugging Face student (`family: hf`) also gets
 `hf/`, a `save_pretrained` folder with its tokenizer and label names, that
 `AutoModelForSequenceClassification.from_pretrained` and
-`AutoTokenizer.from_pretrained` load, checked like the other formats. Every format is reloaded and run on the test split
-before the folder is called done: its predictions must equal the rebuilt
-model's, whose accuracy must equal the logged test accuracy. A failed check
+`AutoTokenizer.from_pretrained` load, checked like the other formats.
+Every format is reloaded and run on the test split before the folder is
+called done: its predictions must equal the rebuilt model's, whose accuracy
+must equal the logged test accuracy. A failed check
 is an error. Folders are written under a temporary name and renamed, so a
 re-run replaces them whole; registering again reuses existing versions.
 """
@@ -94,6 +95,7 @@ def _quiet_exporters() -> None:
     import warnings
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)  # a constant it cannot fold stays unfolded; the graph is checked below
     warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
 
@@ -135,17 +137,19 @@ def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, fo
 
 def _write_hf(model: nn.Module, data: Dataset, folder: Path, expected: np.ndarray, run_id: str) -> None:
     """The student as a `save_pretrained` folder with the data's tokenizer, reloaded and checked."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    from distill.text import load_tokenizer
 
     hf = model.hf
     labels = list(data.tokens.labels) if data.tokens and data.tokens.labels else [str(i) for i in range(data.num_classes)]
     hf.config.id2label, hf.config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     hf.save_pretrained(folder)
     if data.tokens and data.tokens.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(data.tokens.tokenizer, local_files_only=True)
-        tokenizer.model_max_length = data.tokens.max_len  # what the student was trained on
+        tokenizer = load_tokenizer(Path(data.tokens.tokenizer))
+        tokenizer.model_max_length = data.tokens.max_len  # truncation=True then cuts where the student's training data was cut
         tokenizer.save_pretrained(folder)
-        if len(AutoTokenizer.from_pretrained(folder, local_files_only=True)) != hf.config.vocab_size:
+        if len(load_tokenizer(folder)) != hf.config.vocab_size:
             raise KdxError(f"export of run {run_id}: the saved tokenizer's vocabulary does not match the model's embedding")
     again = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
     pad = model.pad_id
@@ -186,6 +190,10 @@ model = AutoModelForSequenceClassification.from_pretrained('hf').eval()
 batch = tokenizer(['a text to classify'], padding='max_length', truncation=True, return_tensors='pt')
 label = model.config.id2label[int(model(**batch).logits.argmax(-1))]"""
 
+LOAD_HF_IDS = """from transformers import AutoModelForSequenceClassification
+model = AutoModelForSequenceClassification.from_pretrained('hf').eval()
+# a built-in task has no tokenizer: model(input_ids=ids, attention_mask=(ids != card['tokens']['pad_id']).long()).logits"""
+
 
 def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: str, files: dict[str, str]) -> dict:
     teacher = exp.teacher or {}
@@ -215,8 +223,7 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         card["tokens"] = tokens.to_dict()
         card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
     if f"{HF_DIR}/config.json" in files:
-        card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF.split("\nbatch")[0].replace(
-            "tokenizer = AutoTokenizer.from_pretrained('hf')\n", "") + "  # token ids: see 'tokens' (no tokenizer: built-in task)"
+        card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
     return card
 
 

@@ -86,6 +86,13 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """Every picture of the report the same way: laid out, PNG at 110 dpi, closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
+    _pyplot().close(fig)
+
+
 def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -108,9 +115,7 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     ax.set_title("capacity-gap frontier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
@@ -136,7 +141,5 @@ def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
     ax.set_ylabel("distillation gain (test accuracy points)")
     ax.set_title("what distillation buys, by capacity gap")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
+    save_figure(fig, path)
 

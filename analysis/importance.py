@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .frontier import FrontierInfo, _pyplot
+from .frontier import FrontierInfo, _pyplot, save_figure
 from .runs import column
 
 __all__ = ["ImportanceInfo", "importance_info", "plot_importance", "EVALUATOR", "MIN_TRIALS", "FEW_TRIALS"]
@@ -183,6 +183,4 @@ def plot_importance(info: ImportanceInfo, path: str | Path) -> None:
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over one
     ax.set_title(f"parameter importance ({info.evaluator}, {info.n_trials} finished trials)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")  # format given: atomic writes use a temporary name
-    plt.close(fig)
+    save_figure(fig, path)

@@ -213,6 +213,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=["depth", "distilbert", "speed"])
     args = ap.parse_args()
+    # cos in the mix: the cached teacher outputs then hold the hidden states the DistilBERT recipe reads
     base = config(TEACHER["depth"] // 2, {"lr": 3e-3}, 0, extra={"mix": {"ce": 0.1, "kd": 0.9, "cos": 0.1}})
     _DATA = load_data(base.data)
     t0 = time.time()

@@ -31,6 +31,7 @@ from .data import Dataset
 from .errors import ConfigError
 from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
+from .models.hf import check_same_tokenizer
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
@@ -124,6 +125,10 @@ def check_teacher_source(config: RunConfig) -> None:
 def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:
     """The frozen teacher of `config` and its accuracy, training it only once."""
     t = config.teacher
+    if data.tokens is not None:
+        models = (("teacher.pretrained", t.model), ("student.pretrained", config.student))
+        check_same_tokenizer({key: m.options.pretrained for key, m in models if m.family == "hf" and m.options.pretrained},
+                             data.tokens.tokenizer)
     if t.checkpoint:
         return _load_checkpoint(config, data)
     augment = [config.data.augment.to_dict()] if config.data.augment.active else []  # a teacher trains on augmented batches too
@@ -182,7 +187,7 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
     (kept on the CPU); `view(x, rows)` augments a batch first."""
     device = resolve_device("auto")
     model = _frozen(model).to(device)
-    expose(model, _kinds(keys))
+    had = expose(model, _kinds(keys))
     n = len(data.x_train)
     try:
         parts = []
@@ -191,7 +196,7 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
             parts.append(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys))
     finally:
         model.cpu()  # the shared teacher ships to trials from the CPU
-        expose(model, set())
+        expose(model, had)
     flat = {"logits": torch.cat([p.logits for p in parts])}
     for kind in ("features", "attentions", "parts"):
         for name in getattr(parts[0], kind):

@@ -281,7 +281,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         student = student.to(device)
         # token models compute attention maps and q, k, v only when a weighted loss reads them
         kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != "ce")}
-        expose(student, kinds)
+        built_with = expose(student, kinds)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         in_memory = isinstance(data.x_train, Tensor)
         x_train = data.x_train.to(device) if in_memory else data.x_train  # a Mapped file: batches are read as they come
@@ -303,7 +303,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             views = views.to(device)
         if mode == "online":
             t_module.eval().to(device)
-            expose(t_module, kinds)
+            teacher_had = expose(t_module, kinds)
             for p in t_module.parameters():
                 p.requires_grad_(False)
         augment = config.data.augment
@@ -427,7 +427,9 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             val_acc = best_acc
         else:
             best_epoch = cfg.epochs
-        expose(student, set())  # the trained model computes only what inference needs
+        expose(student, built_with)  # the trained model computes what its family does by default, not what the losses read
+        if mode == "online":
+            expose(t_module, teacher_had)  # the shared teacher goes back as it came
         test_acc, _ = evaluate(student, data.x_test, data.y_test)
     finally:
         torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ base)` turns a trial's params into a checked `RunConfig`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -262,6 +263,29 @@ def validate(space: list[Param], base: Mapping, ignore: tuple[str, ...] = ()) ->
                 apply(chosen, base, ignore)
             except ConfigError as e:
                 raise ConfigError(f"space.{p.key}: value {value!r} does not make a valid run ({e})") from None
+    _validate_together(space, base, base_flat, ignore)
+
+
+def _validate_together(space: list[Param], base: Mapping, base_flat: Mapping, ignore: tuple[str, ...], most: int = 256) -> None:
+    """Entries of one section checked together, every combination of their endpoints (up to `most`):
+    keys a model's options check as a pair (a transformer's heads must divide its dim) pass one at a
+    time and fail together. The other entries sit at their first endpoint."""
+    sections: dict[str, list[Param]] = {}
+    for p in space:
+        sections.setdefault(p.key.split(".")[0], []).append(p)
+    for group in (g for g in sections.values() if len(g) > 1):
+        for combo in itertools.islice(itertools.product(*(q.endpoints() for q in group)), most):
+            picked = {q.key: v for q, v in zip(group, combo)}
+            chosen: dict[str, Any] = {}
+            for q in space:  # in order, so that conditions see what they depend on
+                if _active(q, chosen, base_flat):
+                    chosen[q.key] = picked.get(q.key, q.endpoints()[0])
+            try:
+                apply(chosen, base, ignore)
+            except ConfigError as e:
+                values = ", ".join(f"{k} {chosen[k]!r}" for k in picked if k in chosen)
+                raise ConfigError(f"space: {values} together do not make a valid run ({e}); "
+                                  "condition one on the other (when:) or pick values that fit") from None
 
 
 def dump(space: list[Param]) -> str:

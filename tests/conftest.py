@@ -4,6 +4,12 @@ from typing import NamedTuple
 
 import pytest
 
+# Nothing in the tests may reach the Hugging Face hub (models and tokenizers come from configs and
+# local folders): offline, a stray hub name fails at once instead of hanging on a fresh machine.
+# Set here, the CLI subprocesses the tests start inherit it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 # Planted in the environment of the shared search: none may reach MLflow.
 SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
 

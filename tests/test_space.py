@@ -380,3 +380,16 @@ def test_numeric_test_on_string_key_is_a_config_error():
     space = parse_space({"train.lr": {"float": [0.001, 0.1], "when": {"student.family": {"gt": 0}}}})
     with fails(r"space\.train\.lr"):
         validate(space, BASE)
+
+
+def test_entries_a_model_checks_together_are_validated_together():
+    """Each of a transformer's dims and head counts passes alone; 4 heads and dim 30 do not (heads must divide dim)."""
+    from search_spaces.space import parse_space, validate
+
+    base = {"data": {"name": "khop"}, "student": {"family": "transformer", "dim": 16, "heads": 2}}
+    with pytest.raises(ConfigError, match=r"space: student\.dim 30, student\.heads 4 together do not make a valid run "
+                                          r"\(student\.heads: 4 heads do not divide dim 30\)"):
+        validate(parse_space({"student.dim": {"choice": [16, 30]}, "student.heads": {"choice": [1, 4]}}), base)
+    validate(parse_space({"student.dim": {"choice": [16, 32]}, "student.heads": {"choice": [1, 2, 4]}}), base)
+    conditioned = {"student.dim": {"choice": [16, 30]}, "student.heads": {"choice": [1, 4], "when": {"student.dim": 16}}}
+    validate(parse_space(conditioned), {**base, "student": {"family": "transformer", "dim": 16, "heads": 1}})

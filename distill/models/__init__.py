@@ -75,12 +75,16 @@ def example_input(input_shape: tuple[int, ...], batch: int = 1) -> Tensor:
     return torch.randn(batch, *input_shape)
 
 
-def expose(model: nn.Module, kinds: set[str] | frozenset[str]) -> None:
-    """Ask a token model to compute the output kinds `kinds` ("attentions", "parts") on
-    every forward from now on; other models (and factories) ignore it."""
+def expose(model: nn.Module, kinds: set[str] | frozenset[str]) -> frozenset[str]:
+    """Ask a transformer to compute the output kinds `kinds` ("attentions", "parts") on every
+    forward from now on; other models (and factories) ignore it. Returns what it computed
+    before, so a caller that borrows a model gives it back as it was: `expose(m, expose(m, k))`."""
+    before = frozenset()
     for module in model.modules():
         if hasattr(module, "kdx_expose"):
+            before = module.kdx_expose
             module.kdx_expose = frozenset(kinds) & {"attentions", "parts"}
+    return before
 
 
 MODELS = Registry("model family")

@@ -27,6 +27,7 @@ distributions (minilm) or raw scores (tinybert_attn) compute them from q and k.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,10 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import check
+from ..errors import ConfigError, check
 from . import Outputs, TokenShape, register_model
 
-__all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local"]
+__all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local", "check_same_tokenizer"]
 
 SIZE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 
@@ -97,12 +98,11 @@ _PROJ = re.compile(r"^(?:.*\.)?(?:layer|layers|h)\.(\d+)\..*\b(query|key|value|q
 class HFModel(nn.Module):
     """A Hugging Face classifier on token ids, returning `Outputs`."""
 
-    def __init__(self, hf: nn.Module, pad_id: int, tokenizer: str = ""):
+    def __init__(self, hf: nn.Module, pad_id: int):
         super().__init__()
         self.hf, self.pad_id, self.heads = hf, pad_id, int(hf.config.num_attention_heads)
         self.kdx_expose: frozenset[str] = frozenset()
         self.captured: dict[str, Tensor] = {}
-        self.tokenizer = tokenizer  # the folder its own tokenizer came from ("" if built from a config)
         for name, module in hf.named_modules():
             m = _PROJ.match(name)
             if m:
@@ -125,17 +125,17 @@ class HFModel(nn.Module):
     def __reduce__(self) -> tuple:
         # Transformers 5 installs closures as hooks on the first forward, which neither pickle nor
         # cloudpickle can take; a model travels (Ray, deepcopy) as its config and weights instead.
-        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.tokenizer, self.kdx_expose, self.training))
+        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.kdx_expose, self.training))
 
 
-def _rebuild(config: dict, state: dict, pad_id: int, tokenizer: str, exposed: frozenset, training: bool) -> HFModel:
+def _rebuild(config: dict, state: dict, pad_id: int, exposed: frozenset, training: bool) -> HFModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from transformers.utils import logging
 
     _offline()
     logging.set_verbosity_error()
     config = dict(config)
-    model = HFModel(AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id, tokenizer)
+    model = HFModel(AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id)
     model.load_state_dict(state)
     model.kdx_expose = exposed
     return model.train(training)
@@ -192,5 +192,20 @@ def hf(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> nn.Module:
                                                                    ignore_mismatched_sizes=True)
     else:
         model = AutoModelForSequenceClassification.from_config(cfg)
-    tokenizer = opts.pretrained if opts.pretrained and (Path(opts.pretrained) / "tokenizer.json").is_file() else ""
-    return HFModel(model, input_shape.pad_id, tokenizer)
+    return HFModel(model, input_shape.pad_id)
+
+
+def _vocab(folder: str | Path) -> Any:
+    return json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))["model"].get("vocab")
+
+
+def check_same_tokenizer(folders: dict[str, str], data_tokenizer: str) -> None:
+    """Every model folder (config key -> folder) that holds a tokenizer holds the data's: the student
+    learns from the teacher's outputs position by position, which means nothing across tokenizers."""
+    if not data_tokenizer or not (Path(data_tokenizer) / "tokenizer.json").is_file():
+        return  # ids of a built-in task, or a tokenizer kdx cannot read: the vocabulary size is checked at build
+    ours = _vocab(data_tokenizer)
+    for key, folder in folders.items():
+        if (Path(folder) / "tokenizer.json").is_file() and _vocab(folder) != ours:
+            raise ConfigError(f"{key}: the tokenizer in '{folder}' is not the data's ('{data_tokenizer}'): cross-tokenizer "
+                              f"distillation is not supported; tokenize the data with the model's own (data.tokenizer_path: {folder})")
