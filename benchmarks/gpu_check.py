@@ -1,6 +1,6 @@
 """GPU check: what bf16, stored teacher views and packed trials buy on one GPU, as ratios from one run.
 
-Three sections, each timed and reported on its own (a failing section prints one
+Four sections, each timed and reported on its own (a failing section prints one
 line `SECTION n FAILED: ...` and the next one runs; the exit code is 1 if any failed):
 
   1. Epoch time, fp32 against `train.bf16: true` (bf16 autocast), for a resnet8x4
@@ -22,6 +22,12 @@ line `SECTION n FAILED: ...` and the next one runs; the exit code is 1 if any fa
      (Ray start-up, teacher load and report included) and over the trial phase (first
      student run's start to the last one's end, read from the MLflow store). The serial
      search runs first, so it alone pays for cold file caches of Ray's and MLflow's imports.
+  4. Transformers on token ids, fp32 against bf16 autocast: kdx's `transformer` and a
+     Hugging Face BERT (`family: hf`, built from a config), each a half-depth student
+     distilled from an online teacher of its family with KD + cos (DistilBERT's
+     losses) on the built-in `khop` task (longer sequences than the CPU benchmark:
+     `length` tokens of the induction variant). Epoch times as in section 1, tokens
+     per second, and whether the bf16 loss stays finite.
 
 The data are synthetic CIFAR-shaped samples (3x32x32, 100 classes: noise around
 a random template per class) from `cifar_like` below, named in the configs as
@@ -105,15 +111,18 @@ class Sizes:
     batch_size: int = 128
     views: int = 4
     search_timeout: int = 240  # seconds per `kdx search` command
+    tokens: dict = field(default_factory=dict)  # section 4: khop size, kdx transformer and BERT shapes
     notes: list = field(default_factory=list)
 
 
 GPU = Sizes(device="cuda", n=10000, n_views=3000, classes=100, epochs=3,
             student={"family": "resnet", "depth": 8, "width": 4}, teacher={"family": "resnet", "depth": 32, "width": 4},
-            widths=[1, 2, 3, 4], search_epochs=2, serial=(1, {"cpu": 1, "gpu": 1}), packed=(4, {"cpu": 1, "gpu": 0.25}))
+            widths=[1, 2, 3, 4], search_epochs=2, serial=(1, {"cpu": 1, "gpu": 1}), packed=(4, {"cpu": 1, "gpu": 0.25}),
+            tokens={"samples": 20000, "length": 128, "dim": 256, "heads": 8, "depth": 6, "batch": 64})
 SMOKE = Sizes(device="cpu", n=256, n_views=128, classes=10, epochs=2,
               student={"family": "resnet", "depth": 8, "width": 1}, teacher={"family": "resnet", "depth": 14, "width": 1},
-              widths=[1, 2], search_epochs=1, serial=(1, {"cpu": 1}), packed=(2, {"cpu": 0.5}), search_timeout=300)
+              widths=[1, 2], search_epochs=1, serial=(1, {"cpu": 1}), packed=(2, {"cpu": 0.5}), search_timeout=300,
+              tokens={"samples": 200, "length": 16, "dim": 16, "heads": 2, "depth": 2, "batch": 32})
 
 
 def arch(m: dict) -> str:
@@ -342,6 +351,56 @@ def header(sz: Sizes, smoke: bool) -> None:
           "validation included", flush=True)
 
 
+# --- section 4: transformers on token ids, fp32 against bf16 ------------------------------------------
+
+
+def token_config(sz: Sizes, family: str, bf16: bool) -> dict:
+    t = sz.tokens
+    if family == "hf":
+        shape = {"family": "hf", "model_type": "bert", "hidden_size": t["dim"], "num_attention_heads": t["heads"],
+                 "intermediate_size": 4 * t["dim"]}
+        depth_key = "num_hidden_layers"
+    else:
+        shape, depth_key = {"family": "transformer", "dim": t["dim"], "heads": t["heads"], "pool": "cls"}, "depth"
+    return {
+        "data": {"name": "khop", "variant": "induction", "hops": 1, "length": t["length"], "train_samples": t["samples"],
+                 "test_samples": max(10, t["samples"] // 10)},
+        "teacher": {**shape, depth_key: t["depth"], "epochs": 1, "outputs": "online", "batch_size": t["batch"]},
+        "student": {**shape, depth_key: t["depth"] // 2},
+        "train": {"epochs": sz.epochs, "batch_size": t["batch"], "device": sz.device, "bf16": bf16, "init": "teacher"},
+        "losses": {"kd": {"temperature": 2.0}},
+        "mix": {"ce": 2.0, "kd": 5.0, "cos": 1.0},
+    }
+
+
+def section_tokens(sz: Sizes) -> None:
+    from distill.config import RunConfig
+    from distill.data import load_data
+    from distill.teacher import prepare_teacher
+
+    t = sz.tokens
+    print(f"\n[4] transformers on token ids, fp32 vs bf16 autocast: khop (induction, {t['length']} tokens), {t['samples']} samples, "
+          f"batch {t['batch']}; teacher {t['depth']} layers x {t['dim']} ({t['heads']} heads), student {t['depth'] // 2} layers "
+          "(init every other teacher layer), online teacher, KD + cos", flush=True)
+    if sz.device != "cuda":
+        print("    (CPU: kdx's autocast is CUDA-only, so the bf16 run is fp32 too; run only to check the path)")
+    for family in ("transformer", "hf"):
+        fp32, bf16 = (RunConfig.from_dict(token_config(sz, family, b)) for b in (False, True))
+        data = load_data(fp32.data)
+        teacher = prepare_teacher(fp32, data, log=quiet)
+        t_fp32, r_fp32 = timed_run(fp32, data, teacher)
+        m_fp32 = describe_epochs("fp32", t_fp32, r_fp32)
+        t_bf16, r_bf16 = timed_run(bf16, data, teacher)
+        m_bf16 = describe_epochs("bf16", t_bf16, r_bf16)
+        finite = all(math.isfinite(v) for e in r_bf16.history for v in [e.train_loss, *e.losses.values()])
+        tokens = len(data.y_train) * t["length"]
+        print(f"    {family}: student {r_fp32.params:,} params; {tokens / m_fp32:,.0f} tok/s fp32, {tokens / m_bf16:,.0f} tok/s bf16 "
+              f"(epochs with validation); bf16/fp32 epoch time {m_bf16 / m_fp32:.2f}x (bf16 loss finite: {'yes' if finite else 'NO'})",
+              flush=True)
+        if not finite:
+            raise RuntimeError(f"{family}: the bf16 run's loss is not finite")
+
+
 def one_line(e: BaseException) -> str:
     frames = traceback.extract_tb(e.__traceback__)
     where = ""
@@ -357,7 +416,7 @@ def one_line(e: BaseException) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU: checks the script, measures nothing")
-    ap.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 1,3")
+    ap.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 1,3")
     ap.add_argument("--n", type=int, help="training samples of sections 1 and 3")
     ap.add_argument("--n-views", type=int, help="training samples of section 2")
     ap.add_argument("--epochs", type=int, help="epochs per run in sections 1 and 2 (the first is dropped; >= 2)")
@@ -386,7 +445,8 @@ def main() -> int:
             return 2
         header(sz, args.cpu_smoke)
         print(f"temporary folder: {folder}" + ("" if args.keep else " (removed at the end)"), flush=True)
-        for number, section in ((1, lambda: section_bf16(sz)), (2, lambda: section_views(sz)), (3, lambda: section_packing(sz, folder))):
+        for number, section in ((1, lambda: section_bf16(sz)), (2, lambda: section_views(sz)), (3, lambda: section_packing(sz, folder)),
+                                (4, lambda: section_tokens(sz))):
             if number not in sections:
                 continue
             t0 = time.perf_counter()
