@@ -39,6 +39,7 @@ from distill.models import as_outputs
 
 from . import schema
 from .frontier import FrontierInfo, frontier_info
+from .models import method_sentence
 from .runs import Experiment
 from .store import Store
 
@@ -202,9 +203,13 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         "name": f"{exp.name}/{label}",
         "pareto": label,
         "architecture": row["arch"],
-        "metrics": {k: float(row[k]) for k in (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY) if k in row and row[k] == row[k]},
-        "distillation_gain": None if row.get("gain") != row.get("gain") else float(row["gain"]),
-        "scratch_twin_test_acc": None if row.get("twin_test_acc") != row.get("twin_test_acc") else float(row["twin_test_acc"]),
+        "metrics": _metrics(exp, row),
+        "trained": {"method": row.get("method", "kd"), "source": row.get("source", "search trial"),
+                    "seeds": int(row.get("n_seeds") or 1), "val_acc_mean": row.get(schema.VAL_ACC),
+                    "test_acc_mean": row.get("test_acc_mean"), "test_acc_std": row.get("test_acc_std"),
+                    "note": method_sentence(row) if "method" in row else None},
+        "distillation_gain": None if row.get("gain") is None or row.get("gain") != row.get("gain") else float(row["gain"]),
+        "scratch_twin_test_acc": None if row.get("twin_test_acc") is None or row.get("twin_test_acc") != row.get("twin_test_acc") else float(row["twin_test_acc"]),
         "teacher": {k: teacher.get(k) for k in ("run_id", schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC)},
         "lineage": {"experiment": exp.name, "experiment_id": exp.experiment_id, "tracking_uri": exp.tracking_uri,
                     "search_run": exp.parent_id, "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
@@ -225,6 +230,13 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
     if f"{HF_DIR}/config.json" in files:
         card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
     return card
+
+
+def _metrics(exp: Experiment, row: dict) -> dict:
+    """The shipped run's own metrics as logged (the front's val_acc is a mean over seeds where there are several)."""
+    run = exp.runs[exp.runs.run_id == row["run_id"]]
+    source = run.iloc[0].to_dict() if len(run) else row
+    return {k: float(source[k]) for k in (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY) if k in source and source[k] == source[k]}
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
@@ -254,7 +266,7 @@ def _register(client: MlflowClient, name: str, exported: list[ExportedStudent], 
             e.version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{schema.MODEL_DIR}", run_id=e.run_id,
                                                     tags={"kdx.pareto": e.label}).version
         client.set_registered_model_alias(name, f"pareto-{e.label[1:]}", e.version)
-    front = info.front
+    front = _shipped(info)
     best = front.loc[front[schema.VAL_ACC].idxmax(), "run_id"]
     smallest = front.loc[front[schema.PARAMS].idxmin(), "run_id"]
     for alias, run_id in (("most-accurate", best), ("smallest", smallest)):
@@ -269,13 +281,15 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
     if unknown:
         raise KdxError(f"--formats: unknown format '{unknown[0]}' (valid: {', '.join(FORMATS)})")
     info = frontier_info(exp) if info is None else info
-    if info.front.empty:
+    front = _shipped(info)
+    if front.empty:
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
     store = Store(exp.tracking_uri, create=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     exported, datasets = [], {}
-    for k, (_, row) in enumerate(info.front.iterrows(), 1):
+    students = info.students.set_index("run_id")
+    for k, (_, row) in enumerate(front.iterrows(), 1):
         label = f"P{k}"
         final = out / f"{label.lower()}-{row['run_id'][:8]}"
         with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
@@ -292,7 +306,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             folder.mkdir()
             _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
             files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-            card = _card(exp, row.to_dict(), config, data, label, files)
+            card = _card(exp, _with_gain(row.to_dict(), students), config, data, label, files)
             (folder / "card.json").write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False))
             _replace_folder(folder, final)
         exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))
@@ -300,6 +314,19 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
     if register:
         _register(store.client, register, exported, info)
     return exported
+
+
+def _shipped(info: FrontierInfo):
+    """What export ships: the front over every model the search trained (analysis/models.py)."""
+    return info.models.best if info.models is not None else info.front
+
+
+def _with_gain(row: dict, students) -> dict:
+    """A search trial's gain over its base-recipe twin, for the card (other models have none)."""
+    if row["run_id"] in students.index:
+        s = students.loc[row["run_id"]]
+        row |= {k: s.get(k) for k in ("gain", "twin_test_acc", "twin_run") if k in s}
+    return row
 
 
 def _json_safe(value):

@@ -4,6 +4,11 @@
 distilled students, their scratch twins, the Pareto front, the gains); the
 `plot_*` functions only draw it, headless. Tests check the info, not pixels.
 
+Two fronts: `front` is over the search's trials (the architectures the gain then
+measures), `models.best` over every model the search trained, the gain's tuned arms
+included (analysis/models.py): that one is what the report's table lists as P1, P2, ...
+and what `kdx export` ships.
+
 Accuracy on the y axes is validation accuracy: the front is chosen on it, and
 picking anything on the test split would be cheating; test accuracy is in the
 front's table.
@@ -17,6 +22,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from . import schema
+from .models import ModelsInfo, models_info
 from .pareto import eligible, pareto_mask
 from .runs import Experiment, column, seed_stats, with_gains
 
@@ -36,6 +42,7 @@ class FrontierInfo(NamedTuple):
     search_running: bool  # the search run itself is still RUNNING
     chance: pd.DataFrame  # finished students no better than chance (the reference's val_acc): among `students`, never on the front
     same_model: pd.DataFrame  # finished students whose config equals an earlier one's (kdx.config_key): counted once
+    models: ModelsInfo | None = None  # every model the search trained and the front over them: what the export ships
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
@@ -65,8 +72,9 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     search = runs[runs.run_id == exp.parent_id] if exp.parent_id else runs.iloc[0:0]
     search_running = bool(len(search)) and search.iloc[0]["status"] == "RUNNING"
     keep = ok & ~same  # a student at chance is a finished student: counted, drawn, never on the front
+    models = models_info(exp, students[ok & ~same & ~at_chance], objectives, chance_acc)
     return FrontierInfo(t, students[keep], twins, front, students[~ok & ~control & ~running], objectives, reference, controls,
-                        students[running & ~control], search_running, students[at_chance], students[same])
+                        students[running & ~control], search_running, students[at_chance], students[same], models)
 
 
 def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
@@ -99,14 +107,25 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     if info.teacher and info.teacher.get(schema.VAL_ACC) is not None:
         ax.axhline(info.teacher[schema.VAL_ACC], color="black", ls="--", lw=1,
                    label=f"teacher ({int(info.teacher[schema.PARAMS]):,} params)")
-    s, t = info.students, info.twins
-    ax.scatter(t[schema.PARAMS], t[schema.VAL_ACC], marker="x", color="tab:gray", label="scratch twins", zorder=2)
-    ax.scatter(s[schema.PARAMS], s[schema.VAL_ACC], color="tab:blue", alpha=0.7, label="distilled students", zorder=3)
-    f = info.front
+    if info.models is not None:  # every model at the mean of its seeds: the values the fronts are chosen on
+        every = info.models.models
+        s, t = every[every.method == "kd"], every[every.method != "kd"]
+        labels = ("labels-only models (twins, controls; mean over seeds)", "distilled models (mean over seeds)")
+    else:
+        s, t = info.students, info.twins
+        labels = ("scratch twins", "distilled students")
+    ax.scatter(t[schema.PARAMS], t[schema.VAL_ACC], marker="x", color="tab:gray", label=labels[0], zorder=2)
+    ax.scatter(s[schema.PARAMS], s[schema.VAL_ACC], color="tab:blue", alpha=0.7, label=labels[1], zorder=3)
+    m = info.models
+    if m is not None and schema.PARAMS in info.objectives:  # the gap between the two step lines is the capacity-gap frontier
+        for front, color, label in ((m.kd, "tab:blue", "front of the distilled models"),
+                                    (m.labels, "tab:gray", "front of the labels-only models (twins, controls)")):
+            if not front.empty:
+                ax.step(front[schema.PARAMS], front[schema.VAL_ACC], where="post", color=color, lw=1.2, alpha=0.8, label=label, zorder=4)
+    f = m.best if m is not None else info.front
     if not f.empty:
-        if schema.PARAMS in info.objectives:
-            ax.step(f[schema.PARAMS], f[schema.VAL_ACC], where="post", color="tab:red", lw=1.5, zorder=4)
-        ax.scatter(f[schema.PARAMS], f[schema.VAL_ACC], s=70, facecolors="none", edgecolors="tab:red", lw=1.5, label="Pareto front", zorder=5)
+        ax.scatter(f[schema.PARAMS], f[schema.VAL_ACC], s=70, facecolors="none", edgecolors="tab:red", lw=1.5,
+                   label="Pareto front over every model (exported)", zorder=5)
         for k, (_, row) in enumerate(f.iterrows(), 1):
             ax.annotate(f"P{k}", (row[schema.PARAMS], row[schema.VAL_ACC]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
@@ -114,7 +133,7 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.set_title("capacity-gap frontier")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     save_figure(fig, path)
 
 

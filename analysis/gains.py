@@ -19,7 +19,8 @@ import pandas as pd
 from . import schema
 from .runs import Experiment, column, paired
 
-__all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical"]
+__all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical", "protocol", "Candidate", "race_pick",
+           "race_mean", "race_settings"]
 
 ARMS = {
     "kd": "KD, recipe searched",
@@ -33,22 +34,33 @@ CONTROLS = ("twin", "smooth", "shuffled")  # what KD must beat: the best of them
 
 PROTOCOL = (
     "Equal-budget protocol: for every architecture on the Pareto front, KD and two labels-only arms each get "
-    "{k} recipe run(s) of the search's epochs at the base seed: KD over temperature, kd weight (ce = 1 - kd) and lr, "
+    "{k} recipe run(s) of the search's epochs at the base seed, candidate i of every arm on the same lr and weight decay "
+    "(the front student's own lr, the base config's, then draws): KD adds its temperature and kd weight (ce = 1 - kd), "
     "starting from the front student's own recipe and the textbook ones (T 4 with kd 0.9; T 20; the base config); the "
-    "tuned twin over lr and weight decay; the label-smoothing control over lr, weight decay and smoothing. Each arm's "
-    "best on validation is repeated over {s} seed(s), beside two controls of the KD winner at the same seeds (its "
-    "teacher's non-target probabilities shuffled; its recipe on labels only). Differences are of test accuracy, "
-    "paired by seed (same init and batch order)."
+    "tuned twin trains on hard labels; the label-smoothing control adds its smoothing. {race}Each arm's winner is "
+    "repeated over {s} seed(s), beside two controls of the KD winner at the same seeds (its teacher's non-target "
+    "probabilities shuffled; its recipe on labels only). Differences are of test accuracy, paired by seed (same init "
+    "and batch order)."
 )
 
 
+def protocol(g: "GainInfo") -> str:
+    """The protocol sentence of a gain, with its budget, race and seeds."""
+    race = ("Each arm's best on validation at the base seed is its winner (one seed: no race). " if g.race < 2 or g.race_seeds < 2 else
+            f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
+            f"best mean validation accuracy is its winner. ")
+    return PROTOCOL.format(k=g.recipe_trials, s=g.seeds, race=race)
+
+
 class GainInfo(NamedTuple):
-    arms: pd.DataFrame  # arch, params, arm, run_id, recipe, n, test_mean, test_std, val_std
+    arms: pd.DataFrame  # arch, params, arm, run_id (its base seed's), recipe, n, test_mean, test_std, val_mean, val_std
     pairs: pd.DataFrame  # arch, comparison, n, mean, std, t, distinguishable
     verdicts: pd.DataFrame  # one row per front architecture: the gain, the best control, the compute behind it
     noise: float  # the objective's noise: median std of val_acc over seeds of one config (NaN with one seed)
     recipe_trials: int
     seeds: int
+    race: int = 1  # candidates per arm raced over seeds before the pick
+    race_seeds: int = 1  # the seeds of that race (1: the pick was made on one seed)
 
 
 def t_critical(n: int) -> float:
@@ -71,44 +83,89 @@ def _recipe(row: pd.Series, arm: str) -> str:
     return f"lr {g('train.lr'):.3g}, wd {g('train.weight_decay'):.3g}" + (f", smoothing {smooth:.3g}" if smooth > 0 else "")
 
 
+class Candidate(NamedTuple):
+    """One recipe of an arm, as racing sees it: its validation accuracy at its seed and at the seeds after."""
+
+    key: str  # its run id at the base seed
+    val: float
+    start_time: float  # earlier first on a tie
+    seed: int
+    repeats: dict[int, float]  # seed -> val_acc of its finished repeats
+
+
+def race_settings(settings: dict) -> tuple[int, int]:
+    """(candidates raced per arm, seeds they race on), as the search run logged them; 1 each for searches before racing."""
+    seeds = int(settings.get("seeds", 1) or 1)
+    race, on = int(settings.get("race", 1) or 1), int(settings.get("race_seeds", 1) or 1)
+    return (race, min(on, seeds)) if seeds > 1 else (1, 1)
+
+
+def race_pick(candidates: list[Candidate], race: int, seeds: int) -> tuple[str | None, list[Candidate]]:
+    """The winner of an arm's recipes, confirmed on seeds, and the candidates raced (best first at the base seed).
+
+    One seed's validation accuracy is as noisy as the differences between good recipes (0.9
+    points median std in the demo), so a pick on it picks the luckiest seed. The `race` best
+    candidates at the base seed go on to `seeds` seeds in all (successive halving over seeds,
+    one cut); the winner is the best mean over the seeds each has finished (ties: the better
+    base-seed rank)."""
+    raced = sorted(candidates, key=lambda c: (-c.val, c.start_time))[:max(1, race)]
+    if not raced:
+        return None, []
+    best = max(range(len(raced)), key=lambda i: (race_mean(raced[i], seeds), -i))
+    return raced[best].key, raced
+
+
+def race_mean(c: Candidate, seeds: int) -> float:
+    """A candidate's mean val_acc over its race seeds that have finished."""
+    return float(np.mean([c.val, *(v for s, v in c.repeats.items() if c.seed < s < c.seed + seeds)]))
+
+
 def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[metric])}
 
 
-def _arm_runs(df: pd.DataFrame, arch: str, arm: str) -> pd.DataFrame:
+def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1, 1)) -> pd.DataFrame:
     """The arm's runs over seeds: a searched arm's winner and its repeats; a control's runs
     (those of the current KD winner)."""
     mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     if arm not in SEARCHED:
-        kd = _arm_runs(df, arch, "kd")
+        kd = _arm_runs(df, arch, "kd", race)
         winner = kd.run_id.iloc[0] if not kd.empty else None
         return mine[column(mine, "control_of") == winner].drop_duplicates("seed", keep="last")
     candidates = mine[column(mine, "seed_of") == ""]
     if candidates.empty:
         return candidates
-    best = candidates.sort_values([schema.VAL_ACC, "start_time"], ascending=[False, True]).iloc[0]
-    return pd.concat([candidates[candidates.run_id == best.run_id], mine[column(mine, "seed_of") == best.run_id]])
+    best, _ = race_pick(_candidates(mine, candidates), *race)
+    return pd.concat([candidates[candidates.run_id == best], mine[column(mine, "seed_of") == best]])
+
+
+def _candidates(mine: pd.DataFrame, candidates: pd.DataFrame) -> list[Candidate]:
+    seed_of = column(mine, "seed_of")
+    return [Candidate(c.run_id, float(c[schema.VAL_ACC]), float(c.start_time), int(c.seed), _by_seed(mine[seed_of == c.run_id], schema.VAL_ACC))
+            for _, c in candidates.iterrows()]
 
 
 def gain_info(exp: Experiment) -> GainInfo | None:
     """None when the search measured no gain this way (see `no_gain_reason`)."""
     df = exp.runs
-    if "arm" not in df or (column(df, "arm") == "").all():
+    if "arm" not in df or "gain_arch" not in df or (column(df, "arm") == "").all():
         return None
     done = df[(column(df, "arm") != "") & (df.status == "FINISHED")]
+    race = race_settings(exp.search.settings)
     arms, pairs, verdicts, noise = [], [], [], []
     for arch in dict.fromkeys(done.gain_arch):
         test: dict[str, dict[int, float]] = {}
         for arm in ARMS:
-            runs = _arm_runs(done, arch, arm)
+            runs = _arm_runs(done, arch, arm, race)
             if runs.empty:
                 continue
             test[arm] = _by_seed(runs, schema.TEST_ACC)
             acc, val = runs[schema.TEST_ACC].astype(float), runs[schema.VAL_ACC].astype(float)
             if len(runs) > 1:
                 noise.append(float(val.std(ddof=1)))
-            arms.append({"arch": arch, "params": float(runs[schema.PARAMS].iloc[0]), "arm": arm, "run_id": runs.run_id.iloc[0],
-                         "recipe": _recipe(runs.iloc[0], arm), "n": len(runs), "test_mean": float(acc.mean()),
+            first = runs.loc[runs["seed"].astype(float).idxmin()]  # the base seed's run: the model that would ship
+            arms.append({"arch": arch, "params": float(runs[schema.PARAMS].iloc[0]), "arm": arm, "run_id": first.run_id,
+                         "recipe": _recipe(runs.iloc[0], arm), "n": len(runs), "test_mean": float(acc.mean()), "val_mean": float(val.mean()),
                          "test_std": float(acc.std(ddof=1)) if len(runs) > 1 else np.nan,
                          "val_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan})
         if "kd" not in test:
@@ -137,7 +194,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1))
+                    int(settings.get("seeds", 1) or 1), *race)
 
 
 def no_gain_reason(settings: dict) -> str:

@@ -29,7 +29,7 @@ import pandas as pd
 from . import schema
 
 __all__ = [
-    "eligible", "pareto_mask", "to_min_form", "reference_to_min_form",
+    "eligible", "pareto_mask", "non_dominated", "to_min_form", "reference_to_min_form",
     "hypervolume", "front_hypervolume", "hypervolume_history",
 ]
 
@@ -81,6 +81,11 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
     return ~dominates.any(axis=0)
 
 
+def non_dominated(df: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
+    """(n,) bool: rows of df that no other row dominates, eligibility not checked (every row counts)."""
+    return _non_dominated(to_min_form(df, objectives)) if len(df) else np.zeros(0, dtype=bool)
+
+
 def pareto_mask(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
     """True for eligible rows that no other eligible row dominates; index aligned to df."""
     ok = eligible(df, objectives)
@@ -112,11 +117,25 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
         return 0.0
     if reference.size == 1:  # one objective: the hypervolume is a length
         return float(reference[0] - inside[:, 0].min())
+    if reference.size == 2:
+        return _sweep_2d(inside, reference)
     return _wfg(inside, reference)
 
 
+def _sweep_2d(points: np.ndarray, reference: np.ndarray) -> float:
+    """The exact 2-D hypervolume: sort by the first coordinate, add each rectangle that a
+    point's second coordinate improves on the best so far (O(n log n))."""
+    pts = points[np.lexsort((points[:, 1], points[:, 0]))]
+    volume, best = 0.0, reference[1]
+    for x, y in pts:
+        if y < best:
+            volume += (reference[0] - x) * (best - y)
+            best = y
+    return float(volume)
+
+
 def _wfg(points: np.ndarray, reference: np.ndarray) -> float:
-    # optuna's exact WFG implementation (a 2-D sweep and a 3-D special case
+    # three or more objectives: optuna's exact WFG implementation (a 2-D sweep and a 3-D special case
     # inside), the one its plot_hypervolume_history uses. It is private API,
     # so it is called from this one place; it raises unless every point is
     # <= the reference, which hypervolume() guarantees.

@@ -11,6 +11,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from distill.cache import atomic_write
@@ -19,8 +20,9 @@ from distill.errors import KdxError
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
-from .gains import ARMS, PROTOCOL, GainInfo, gain_info, no_gain_reason, t_critical, verdict_line
+from .gains import ARMS, GainInfo, protocol, gain_info, no_gain_reason, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
+from .models import LABELS_ONLY, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -46,20 +48,44 @@ class Report:
     depth: DepthInfo | None = None  # transformer students by layers (None: no student has a depth)
 
 
-def front_table(info: FrontierInfo) -> pd.DataFrame:
-    """The front, one row per student: P-label, run, metrics, gain, sampled params."""
-    f = info.front
-    sampled = sorted({k for keys in f.get("sampled", []) for k in keys})
-    cols = ["run_id", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, schema.TEST_ACC, "twin_test_acc", "gain", "ratio", "twin_run",
-            "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t", schema.AGREEMENT, schema.TEACHER_KL]
+def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The exported front, one row per model: P-label, run, how it was trained, metrics (val_acc the mean
+    over its seeds, test_acc the shipped run's), the gain over its base-recipe twin for a search trial,
+    and the searched params (from `runs`, the experiment's runs frame)."""
+    f = info.models.best if info.models is not None else info.front
+    students = info.students.set_index("run_id")
+    cols = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, "val_acc_std", "n_seeds",
+            schema.TEST_ACC, "test_acc_mean", "test_acc_std"]
     table = f[[c for c in cols if c in f]].copy()
-    if schema.TRAIN_S in f:  # the compute behind the point: its teacher's training and its own (Busbridge et al. 2025)
-        teacher_s = f[schema.TEACHER_TRAIN_S].astype(float).fillna(0.0) if schema.TEACHER_TRAIN_S in f else 0.0
-        table["compute_s"] = f[schema.TRAIN_S].astype(float) + teacher_s
+    for c in ("twin_test_acc", "gain", "ratio", "twin_run", schema.AGREEMENT, schema.TEACHER_KL):
+        if c in students:
+            table[c] = [students[c].get(r) if r in students.index else np.nan for r in table.run_id]
+    trials = info.front.set_index("run_id")  # a search trial's gain over its base-recipe twin, paired over seeds
+    for c in ("gain_n", "gain_mean", "gain_std", "gain_t"):
+        if c in trials:
+            table[c] = [trials[c].get(r) if r in trials.index else np.nan for r in table.run_id]
+    by_id = runs.set_index("run_id") if runs is not None and not runs.empty else pd.DataFrame()
+    if schema.TRAIN_S in by_id:  # the compute behind the point: its own training, and its teacher's where it read one
+        teacher_s = by_id[schema.TEACHER_TRAIN_S].astype(float).fillna(0.0) if schema.TEACHER_TRAIN_S in by_id else 0.0 * by_id[schema.TRAIN_S]
+        table["compute_s"] = [float(by_id[schema.TRAIN_S].get(r, np.nan)) + (float(teacher_s.get(r, 0.0)) if m == "kd" else 0.0)
+                              for r, m in zip(table.run_id, table.method)]
+    sampled = sorted({k for keys in info.students.get("sampled", []) for k in keys} | set(RECIPE_KEYS))
     for key in sampled:
-        table[key] = f[key] if key in f else None
+        if key in by_id:
+            table[key] = [by_id[key].get(r) for r in table.run_id]
     table.insert(0, "pareto", [f"P{k}" for k in range(1, len(f) + 1)])
     return table.reset_index(drop=True)
+
+
+RECIPE_KEYS = ("train.lr", "train.weight_decay", "losses.ce.label_smoothing", "mix.kd", "mix.ce", "losses.kd.temperature")
+
+
+def _methods_line(table: pd.DataFrame) -> str:
+    """The sentences for front points that were trained without the teacher (the reader's first question)."""
+    rows = [r for _, r in table.iterrows() if r.get("method") in LABELS_ONLY]
+    if "method" not in table or not rows:
+        return "Every point of it was distilled from the teacher."
+    return " ".join(f"{r['pareto']}: {method_sentence(r)}." for r in rows)
 
 
 def _img(path: Path) -> str:
@@ -110,13 +136,17 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} th{{background:#
 <p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, validation accuracy {_fmt(t.get(schema.VAL_ACC))},
 test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
 {f"<p><b>{html.escape(running_note(info))}.</b></p>" if running_note(info) else ""}
-<p>{counts_line(info)}, {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))}: {len(info.front)} students;
-hypervolume {hv} against the reference {html.escape(str(info.reference))}, fixed before the search.</p>
+<p>{counts_line(info)}, {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))} and every model
+the search trained: {len(table)} models; the search trials' own front: {len(info.front)} students, hypervolume {hv} against the
+reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
-<p>Chosen on validation accuracy; test accuracy shown for reporting only. Gain here = student minus its
-<b>base-recipe</b> twin (same architecture and budget, the base config's settings, labels only), in test accuracy:
-the student's recipe was searched and the twin's was not, so this gain favours KD; the section above, where
-present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
+<p>Over every model the search trained: its trials, the scratch twins and, where the gain ran, each arm's winner
+(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on validation accuracy, the mean over the
+model's seeds where it has several (<code>n_seeds</code>); <code>test_acc</code> is the shipped run's own and
+<code>test_acc_mean</code> the mean over its seeds, for reporting only. {html.escape(_methods_line(table))}
+Gain here = a search trial minus its <b>base-recipe</b> twin (same architecture and budget, the base config's settings,
+labels only), in test accuracy: the trial's recipe was searched and the twin's was not, so this gain favours KD; the
+section above, where present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 {pictures}
 <h2>Gains with spread</h2>
@@ -145,9 +175,11 @@ def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
         f"<td>{'yes' if p.distinguishable else 'no, within the noise'}</td></tr>" for p in g.pairs.itertuples())
     noise = ("n/a (one seed)" if g.noise != g.noise else
              f"{100 * g.noise:.2f} points (median std of val_acc over {g.seeds} seeds of one config); recipes closer than about "
-             f"twice that on validation are not told apart by the search")
+             f"twice that on one seed's validation are not told apart"
+             + (f", so each arm's pick was made on the mean of {g.race_seeds} seeds (std of that mean about "
+                f"{100 * g.noise / g.race_seeds ** 0.5:.2f} points)" if g.race > 1 and g.race_seeds > 1 else ", and each pick was made on one seed"))
     return f"""<h2>What distillation bought</h2>
-<p>{html.escape(PROTOCOL.format(k=g.recipe_trials, s=g.seeds))}</p>
+<p>{html.escape(protocol(g))}</p>
 <table><tr><th>arch</th><th>params</th><th>KD recipe</th><th>verdict</th><th>compute (s)</th></tr>{rows}</table>
 <p>The search objective's noise: {noise}. Compute: the teacher's training plus every run of that architecture
 (search, twins, recipes, seeds), in seconds.</p>
@@ -296,7 +328,7 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
         drawn.append(name)
     objectives, reference = info.objectives, info.reference
     hv = front_hypervolume(info.students, objectives, reference) if set(objectives) <= set(reference) else None
-    table = front_table(info)
+    table = front_table(info, exp.runs)
     chains = chain_info(exp)
     extra = []
     if chains is not None:
@@ -345,11 +377,13 @@ def search_note(exp: Experiment, report: Report) -> str:
         out.append("")
     out += depth_lines(report.depth)
     out += [f"**Pareto front** (chosen on validation; [open it as a table]({ui_path(exp.experiment_id, view=VIEW_FRONT)})):",
-            "", "| | student | params | val_acc | test_acc | gain vs base-recipe twin |", "|---|---|---:|---:|---:|---:|"]
+            "", "| | model | method | params | val_acc | seeds | test_acc | gain vs base-recipe twin |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for _, r in report.table.iterrows():
-        gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
-        out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {int(r[schema.PARAMS]):,} | "
-                   f"{r[schema.VAL_ACC]:.4f} | {r[schema.TEST_ACC]:.4f} | {gain} |")
+        gain = "" if r.get("gain") != r.get("gain") or r.get("gain") is None else f"{100 * r['gain']:+.2f}"
+        out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {r.get('method', 'kd')} | "
+                   f"{int(r[schema.PARAMS]):,} | {r[schema.VAL_ACC]:.4f} | {int(r.get('n_seeds') or 1)} | {r[schema.TEST_ACC]:.4f} | {gain} |")
+    labels_only = [r for _, r in report.table.iterrows() if r.get("method") in LABELS_ONLY]
+    out += [f"- {r['pareto']}: {method_sentence(r)}" for r in labels_only]
     if report.hypervolume is not None:
         out += ["", f"Hypervolume of the front: {report.hypervolume:.4g} (reference fixed before the first trial)."]
     out += ["", "Pictures and the whole table: the `report/` artifacts of this run (report.html)."]

@@ -35,15 +35,16 @@ search:
   seeds: {seeds}
   twins: {twins}
   recipe_trials: 2
+  gain_archs: {gain_archs}
 """
 
 
 def write_config(folder: Path, name: str = "tiny", epochs: int = 2, samples: int = 4, sampler: str = "random",
                  objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1,
-                 twins: str = "base_recipe") -> Path:
+                 twins: str = "base_recipe", gain_archs: int = 0) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler,
-                                seeds=seeds, twins=twins))
+                                seeds=seeds, twins=twins, gain_archs=gain_archs))
     return path
 
 

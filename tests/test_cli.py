@@ -1,3 +1,4 @@
+import pytest
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ def kdx(*args, cwd):
     return subprocess.run([sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_kdx_run_end_to_end_with_twin(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
@@ -45,6 +47,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     assert "train.lerning_rate" in p.stderr and "did you mean 'lr'" in p.stderr
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_kdx_teacher_trains_once_and_caches_outputs(tmp_path):
     cfg = tmp_path / "t.yaml"
     cfg.write_text("data: {name: hgmm, classes: 10, superclasses: 2, dim: 8}\nteacher: {family: cnn, width: 8, depth: 2, epochs: 2}\n")

@@ -246,6 +246,7 @@ def write_big(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status and RLIMIT_DATA (Linux)")
 def test_mapped_dataset_larger_than_a_memory_cap_trains(tmp_path):
     folder = write_big(tmp_path / "big")

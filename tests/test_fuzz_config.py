@@ -1,3 +1,4 @@
+import pytest
 """Property: any mutation of a valid experiment config is either valid or one clean ConfigError.
 
 Hypothesis replaces, deletes or adds keys anywhere in the config tree with values of the wrong
@@ -72,6 +73,7 @@ def mutated(draw):
     return config
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=mutated())
 def test_mutated_configs_are_valid_or_one_clean_error(config, tmp_path):

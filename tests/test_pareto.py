@@ -218,3 +218,14 @@ def test_history_is_unchanged_by_a_failed_trial():
     # the failed trial takes a slot (trial 2) and repeats the value before it; the rest shift by one
     assert with_failed.hypervolume.drop(index=1).tolist() == pytest.approx(without.hypervolume.tolist())
     assert with_failed.hypervolume[1] == with_failed.hypervolume[0]
+
+
+def test_the_exact_2d_sweep_equals_wfg_on_random_fronts():
+    """2-D hypervolumes are kdx's own sweep (no private Optuna module); WFG stays for 3 objectives and checks it here."""
+    from analysis.pareto import _sweep_2d, _wfg
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        points = rng.uniform(0, 1, (int(rng.integers(1, 30)), 2))
+        assert _sweep_2d(points, np.array([1.0, 1.0])) == pytest.approx(_wfg(points, np.array([1.0, 1.0])), abs=1e-12)
+    assert _sweep_2d(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([1.0, 1.0])) == pytest.approx(0.25)  # duplicates count once

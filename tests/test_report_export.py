@@ -27,6 +27,7 @@ def test_search_ends_with_the_report(searched):
     assert (folder / "end-report" / "report.html").exists()
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_report_writes_pictures_table_and_page(searched):
     folder, _ = searched
     p = kdx("report", "--experiment", "tiny", "--out", "rep-out", cwd=folder)
@@ -35,7 +36,7 @@ def test_report_writes_pictures_table_and_page(searched):
     for name in ("frontier.png", "gain_vs_ratio.png", "importance.png"):  # importance: 4 finished trials, 3 searched params
         assert (out / name).read_bytes().startswith(PNG)
     table = (out / "pareto.csv").read_text().splitlines()
-    assert table[0].startswith("pareto,run_id,arch,params") and len(table) >= 2
+    assert table[0].startswith("pareto,run_id,method,source,arch,params") and len(table) >= 2
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "#/experiments/" in page and "/runs/" in page
     assert "Parameter importance by fANOVA" in page and "these importances are noisy" in page
@@ -45,6 +46,7 @@ def test_report_writes_pictures_table_and_page(searched):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.html", "report/pareto.csv", "report/frontier.png"}
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_export_round_trip_and_registry(searched):
     folder, _ = searched
     p = kdx("export", "--experiment", "tiny", "--out", "shipped", "--register", "rep-students", cwd=folder)

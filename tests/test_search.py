@@ -69,6 +69,7 @@ def test_search_prints_progress_a_person_can_follow(searched):
     assert "INFO" not in p.stdout
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_a_second_search_under_the_same_name_is_refused(searched):
     folder, _, before = searched
     p = kdx("search", str(folder / "tiny.yaml"), cwd=folder)
@@ -124,6 +125,7 @@ def test_trial_actors_ask_for_no_runtime_env(monkeypatch):
     assert not actor._default_options.get("runtime_env"), actor._default_options
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_validate_checks_and_runs_nothing(tmp_path):
     cfg = write_config(tmp_path)
     p = kdx("validate", str(cfg), cwd=tmp_path)
@@ -135,6 +137,7 @@ def test_validate_checks_and_runs_nothing(tmp_path):
     assert p.returncode == 2 and "space.student.widht" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_bad_inputs_fail_before_anything_is_logged(tmp_path):
     cfg = write_config(tmp_path, name="early")
     p = kdx("search", str(cfg), "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path)
@@ -163,6 +166,7 @@ def test_secrets_in_the_environment_never_reach_mlflow(searched):
         assert value not in blob
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_validate_catches_missing_files_and_imports(tmp_path):
     cfg = write_config(tmp_path)
     for old, new, message in [
@@ -251,6 +255,7 @@ def varied(tmp_path_factory):
     return folder, p, by_role(runs(folder / "mlflow.db", "varied"), schema.ROLE_STUDENT)
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(varied):
     _, p, students = varied
     assert "4 finished (1 of them duplicates" in p.stdout and "1 failed" in p.stdout
@@ -260,12 +265,14 @@ def test_a_failing_trial_is_logged_failed_and_the_search_goes_on(varied):
     assert float(failed[0].data.params["train.lr"]) == 1e12
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_dark_knowledge_controls_are_tagged(varied):
     _, _, students = varied
     tagged = {r.data.params["losses.kd.shuffle_nontarget"]: r.data.tags.get(schema.TAG_CONTROL) for r in students}
     assert tagged == {"True": "dark_knowledge", "False": None}
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_a_point_sampled_twice_at_once_trains_once(varied):
     """Two workers get the same config at the same moment: the run begun first trains, the
     other waits for it and records its result as a duplicate, with no weights of its own."""
@@ -280,6 +287,7 @@ def test_a_point_sampled_twice_at_once_trains_once(varied):
     assert len({r.data.tags[schema.TAG_CONFIG_KEY] for r in trained}) == len(trained)  # nothing trained twice
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_a_loss_that_is_one_new_file_runs_in_a_search(varied):
     _, _, students = varied
     finished = [r for r in students if r.info.status == "FINISHED" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)]
@@ -288,6 +296,7 @@ def test_a_loss_that_is_one_new_file_runs_in_a_search(varied):
         assert r.data.params["mix.zz_probe"] == "0.1" and r.data.metrics["loss/zz_probe"] >= 0
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_the_teacher_size_and_epochs_are_searchable(varied):
     folder, _, students = varied
     teacher_run = by_role(runs(folder / "mlflow.db", "varied"), schema.ROLE_TEACHER)[0]

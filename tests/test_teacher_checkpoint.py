@@ -88,6 +88,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, data):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # end to end through the CLI: kept out of the default suite's 4-minute budget, run by CI's slow step
 def test_validate_reports_a_checkpoint_that_does_not_fit(tmp_path, data):
     import os
     import subprocess

@@ -158,13 +158,19 @@ def _print_gains(g, settings: dict) -> None:
 
 
 def _print_front(table) -> None:
-    rows = [("", "params", "latency_ms", "val_acc", "test_acc", "gain vs base-recipe twin", "arch")]
+    from analysis.models import LABELS_ONLY, method_sentence
+
+    rows = [("", "method", "params", "latency_ms", "val_acc", "seeds", "test_acc", "gain vs base-recipe twin", "arch")]
     for _, r in table.iterrows():
-        gain = "" if r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
+        gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
             gain = f"{100 * r['gain_mean']:+.2f} ± {100 * r['gain_std']:.2f} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
-        rows.append((r["pareto"], f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}", gain, str(r["arch"])))
+        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}",
+                     str(int(r.get("n_seeds") or 1)), f"{r['test_acc']:.4f}", gain, str(r["arch"])))
     _print_table(rows)
+    for _, r in table.iterrows():
+        if r.get("method") in LABELS_ONLY:
+            print(f"  {r['pareto']}: {method_sentence(r)}")
 
 
 def _print_chains(c) -> None:

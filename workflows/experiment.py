@@ -28,6 +28,8 @@ from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
 from search_spaces.stages import stage_bases, stage_check, stage_configs, validate_stages
 
+from .sampling import SamplerChoice, choose_sampler
+
 __all__ = ["ExperimentConfig", "SearchSettings", "Resources", "ChainSettings", "load_experiment", "EXPERIMENT_KEYS", "default_tracking_uri"]
 
 EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking", "chain")
@@ -37,7 +39,7 @@ EXPERIMENT_KEYS = ("experiment", "space", "search", "resources", "tracking", "ch
 class SearchSettings:
     num_samples: int = 16
     max_concurrent: int = 2
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    sampler: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"  # auto: chosen for the budget and the keys (workflows/sampling.py)
     seed: int = 0
     objectives: dict = field(default_factory=lambda: {VAL_ACC: "max"})
     scheduler: Literal["asha", "none"] = "none"
@@ -56,6 +58,11 @@ class SearchSettings:
     twins: Literal["tuned", "base_recipe"] = "tuned"
     recipe_trials: int = 4  # per arm and front architecture, with twins: tuned
     gain_archs: int = 0  # with twins: tuned, at most this many front architectures, spread over its sizes (0: all)
+    # With twins: tuned and seeds > 1, each arm's `race` best recipes at the base seed run on `race_seeds`
+    # seeds before its winner is picked on their mean (one seed's val_acc is as noisy as the gaps between
+    # good recipes); the winner's race seeds count toward its `seeds`. race 1 picks on the base seed alone.
+    race: int = 2
+    race_seeds: int = 3
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
@@ -63,6 +70,8 @@ class SearchSettings:
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
         check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
         check(self.recipe_trials >= 1, "recipe_trials", f"must be >= 1, got {self.recipe_trials}")
+        check(self.race >= 1, "race", f"must be >= 1 (1: the winner is picked on one seed), got {self.race}")
+        check(self.race_seeds >= 1, "race_seeds", f"must be >= 1, got {self.race_seeds}")
         check(self.gain_archs >= 0, "gain_archs", f"must be >= 0 (0: every front architecture), got {self.gain_archs}")
         check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
         check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
@@ -120,6 +129,12 @@ class ExperimentConfig:
     @property
     def stage_bases(self) -> dict[str, dict]:
         return stage_bases(self.base, self.chain.assistant, self.chain.assistants)
+
+    @property
+    def sampler(self) -> SamplerChoice:
+        """The sampler this search runs: `search.sampler`, or with auto the one chosen for its budget."""
+        s = self.search
+        return choose_sampler(s.sampler, self.space, s.num_samples, len(s.objectives), s.max_concurrent)
 
     @property
     def objective_names(self) -> list[str]:
@@ -235,7 +250,7 @@ def describe(exp: ExperimentConfig) -> str:
         + f", teacher {exp.run.teacher.model.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
         f"base student {exp.run.student.factory or exp.run.student.family}",
         f"  mix {exp.run.mix}",
-        f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.search.sampler}, "
+        f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.sampler.describe()}, "
         f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",
         f"  gain: twins {exp.search.twins}" + (f", {exp.search.recipe_trials} recipe(s) per arm on "
         + (f"{exp.search.gain_archs} front architecture(s)" if exp.search.gain_archs else "every front architecture")

@@ -7,16 +7,20 @@ moves KD results by up to 4.3 points). So, after the search, for every
 architecture on the Pareto front:
 
 1. recipes, at the base seed, the same budget for each arm
-   (`search.recipe_trials` = k runs of the search's epochs):
-   - `kd`: k KD recipes (temperature, kd weight with ce = 1 - kd, lr): the front
-     student's own, then the textbook ones (T 4 with kd 0.9; Hinton's high T 20;
-     the config's base), then random draws;
-   - `twin`: k labels-only recipes (lr, weight decay; hard labels);
-   - `smooth`: k labels-only recipes with label smoothing searched too (the
-     control of Yuan et al. 2020: KD as learned label smoothing);
-   each arm's best on validation is its winner;
-2. seeds (`search.seeds` = S): the three winners again with seeds seed+1 ..
-   seed+S-1, and two controls of the KD winner at every seed: `shuffled` (its
+   (`search.recipe_trials` = k runs of the search's epochs), on the same k
+   (lr, weight decay) draws: the front student's own lr, the config's, then draws;
+   - `kd`: each draw with a KD recipe (temperature, kd weight with ce = 1 - kd):
+     the front student's own, then the textbook ones (T 4 with kd 0.9; Hinton's
+     high T 20; the config's base), then random draws;
+   - `twin`: each draw on hard labels;
+   - `smooth`: each draw with label smoothing (the control of Yuan et al. 2020:
+     KD as learned label smoothing);
+2. the race (`search.race` = r, `search.race_seeds` = R, with S > 1): each arm's r
+   best candidates on validation at the base seed run at seeds seed+1 .. seed+R-1,
+   and the best mean over those R seeds is the arm's winner (`analysis.gains.race_pick`):
+   a pick on one seed's val_acc picks the luckiest seed;
+3. seeds (`search.seeds` = S): the three winners again with seeds seed+1 ..
+   seed+S-1 (their race seeds already done), and two controls of the KD winner at every seed: `shuffled` (its
    teacher's non-target probabilities shuffled: the dark-knowledge control)
    and `same_recipe` (its own recipe on labels only: the cheap twin).
 
@@ -35,12 +39,13 @@ from typing import Callable
 import numpy as np
 
 from analysis import schema
+from analysis.gains import Candidate, race_pick, race_settings
 from analysis.store import FINISHED, Store, params_of
 
 from .experiment import ExperimentConfig
 from .trial import Job
 
-__all__ = ["recipe_jobs", "seed_jobs", "warm_start", "SEARCHED_ARMS", "TEXTBOOK"]
+__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "warm_start", "SEARCHED_ARMS", "TEXTBOOK"]
 
 Log = Callable[[str], None]
 SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN}
@@ -89,37 +94,37 @@ def _draw(rng: np.random.Generator, low: float, high: float, log: bool = True) -
     return float(f"{10 ** x if log else x:.4g}")
 
 
-def _candidates(exp: ExperimentConfig, arm: str, own: dict, k: int, rng: np.random.Generator) -> list[dict]:
-    """k recipes of one arm, the known-good ones first; each a dict of dotted keys."""
-    base = exp.run
-    lr, wd = base.train.lr, base.train.weight_decay
-    kd = base.losses.get("kd")
-    if arm == "kd":
-        defaults = {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": base.mix.get("kd", 0.9),
-                    "mix.ce": base.mix.get("ce", 0.1), "train.lr": lr}
-        fixed = [own, *({**t, "train.lr": lr} for t in TEXTBOOK), defaults]
-    elif arm == "twin":
-        defaults = {"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.0}
-        fixed = [defaults]
-    else:
-        defaults = {"train.lr": lr, "train.weight_decay": wd, "losses.ce.label_smoothing": 0.1}  # Szegedy et al. 2016's 0.1
-        fixed = [defaults]
-    out, seen = [], []
-    for c in fixed:  # the front student's recipe is often a textbook one: the same recipe is not run twice
-        recipe = {k: c.get(k, v) for k, v in defaults.items()}
-        if recipe not in seen:
-            seen.append(recipe)
-            out.append(c)
+def _draws(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Generator) -> list[dict]:
+    """k (lr, weight decay) pairs that every arm of one architecture trains with: the front
+    student's own (its searched lr), the base config's, then log-uniform draws around the base lr."""
+    lr, wd = exp.run.train.lr, exp.run.train.weight_decay
+    fixed = [{"train.lr": own.get("train.lr", lr), "train.weight_decay": own.get("train.weight_decay", wd)},
+             {"train.lr": lr, "train.weight_decay": wd}]
+    out = [d for i, d in enumerate(fixed) if d not in fixed[:i]]
     while len(out) < k:
-        recipe = {"train.lr": _draw(rng, lr / 10, lr * 10)}
-        if arm == "kd":
-            w = round(_draw(rng, 0.1, 0.95, log=False), 3)
-            recipe |= {"losses.kd.temperature": _draw(rng, 1.0, 20.0), "mix.kd": w, "mix.ce": round(1 - w, 3)}
-        else:
-            recipe |= {"train.weight_decay": _draw(rng, 1e-5, 1e-2),
-                       "losses.ce.label_smoothing": 0.0 if arm == "twin" else _draw(rng, 0.05, 0.3, log=False)}
-        out.append(recipe)
+        out.append({"train.lr": _draw(rng, lr / 10, lr * 10), "train.weight_decay": _draw(rng, 1e-5, 1e-2)})
     return out[:k]
+
+
+def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Generator) -> dict[str, list[dict]]:
+    """k recipes per searched arm, each a dict of dotted keys. Candidate i of every arm trains
+    with the same lr / weight decay (draw i), so no arm is better tuned on a key they share;
+    KD adds its temperature and mix (the front student's own, the textbook ones, the base
+    config's, then draws), the smoothing control its label smoothing (Szegedy et al. 2016's 0.1, then draws)."""
+    draws = _draws(exp, own, k, rng)
+    kd = exp.run.losses.get("kd")
+    base = {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": exp.run.mix.get("kd", 0.9), "mix.ce": exp.run.mix.get("ce", 0.1)}
+    parts = []
+    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *TEXTBOOK, base):  # the front student's recipe is often a textbook one
+        if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
+            parts.append(c)
+    while len(parts) < k:
+        w = round(_draw(rng, 0.1, 0.95, log=False), 3)
+        parts.append({"losses.kd.temperature": _draw(rng, 1.0, 20.0), "mix.kd": w, "mix.ce": round(1 - w, 3)})
+    smoothing = [0.1] + [_draw(rng, 0.05, 0.3, log=False) for _ in range(k - 1)]
+    return {"kd": [parts[i] | d for i, d in enumerate(draws)],
+            "twin": [d | {"losses.ce.label_smoothing": 0.0} for d in draws],
+            "smooth": [d | {"losses.ce.label_smoothing": smoothing[i]} for i, d in enumerate(draws)]}
 
 
 def _tags(arm: str, arch: str) -> dict:
@@ -133,8 +138,9 @@ def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_
     rng = np.random.default_rng(exp.search.seed)
     jobs = []
     for arch, shape, own in _front_archs(exp, store):
+        candidates = _arm_candidates(exp, own, exp.search.recipe_trials, rng)
         for arm, role in SEARCHED_ARMS.items():
-            for i, recipe in enumerate(_candidates(exp, arm, own, exp.search.recipe_trials, rng), 1):
+            for i, recipe in enumerate(candidates[arm], 1):
                 if (arch, arm, str(i)) not in done:
                     jobs.append(Job(role, {**shape, **recipe}, tags=_tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)}, name=f"{arm} {arch} #{i}"))
     return jobs
@@ -146,22 +152,53 @@ def _arm_runs(store: Store, experiment_id: str, parent_id: str, repeats: bool) -
             and bool(r.data.tags.get(schema.TAG_SEED_OF) or r.data.tags.get(schema.TAG_ARM) in CONTROL_ARMS) == repeats]
 
 
-def winners(runs: list) -> dict[tuple[str, str], object]:
-    """(arch, arm) -> the finished candidate with the best val_acc (the earlier one on a tie)."""
-    best: dict = {}
-    for r in runs:
-        if r.info.status != FINISHED:
-            continue
-        key = (r.data.tags[schema.TAG_GAIN_ARCH], r.data.tags[schema.TAG_ARM])
-        score = (r.data.metrics.get(schema.VAL_ACC, -1.0), -r.info.start_time)
-        if key not in best or score > best[key][0]:
-            best[key] = (score, r)
-    return {k: v[1] for k, v in best.items()}
+def _race(exp: ExperimentConfig) -> tuple[int, int]:
+    return race_settings({"seeds": exp.search.seeds, "race": exp.search.race, "race_seeds": exp.search.race_seeds})
+
+
+def _raced(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> dict[tuple[str, str], tuple[object, list]]:
+    """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`."""
+    seeded: dict[str, dict[int, float]] = {}
+    for r in _arm_runs(store, experiment_id, parent_id, repeats=True):
+        if r.info.status == FINISHED and r.data.tags.get(schema.TAG_SEED_OF) and schema.VAL_ACC in r.data.metrics:
+            seeded.setdefault(r.data.tags[schema.TAG_SEED_OF], {})[int(params_of(r)["seed"])] = r.data.metrics[schema.VAL_ACC]
+    groups: dict[tuple[str, str], list] = {}
+    for r in _arm_runs(store, experiment_id, parent_id, repeats=False):
+        if r.info.status == FINISHED and schema.VAL_ACC in r.data.metrics:
+            groups.setdefault((r.data.tags[schema.TAG_GAIN_ARCH], r.data.tags[schema.TAG_ARM]), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        by_id = {r.info.run_id: r for r in runs}
+        cands = [Candidate(r.info.run_id, r.data.metrics[schema.VAL_ACC], r.info.start_time, int(params_of(r)["seed"]),
+                           seeded.get(r.info.run_id, {})) for r in runs]
+        best, raced = race_pick(cands, *_race(exp))
+        out[key] = (by_id[best], [by_id[c.key] for c in raced])
+    return out
+
+
+def _recipe_of(run) -> dict:
+    return {k: v for k, v in params_of(run).items() if k in run.data.tags.get(schema.TAG_SAMPLED, "").split(",")}
+
+
+def race_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
+    """Phase 2: each arm's best candidates at the base seed, again at the race's other seeds, minus those done."""
+    race, seeds = _race(exp)
+    if race < 2 or seeds < 2:
+        return []
+    repeated = store.repeats_done(experiment_id, parent_id)
+    jobs = []
+    for (arch, arm), (_, raced) in sorted(_raced(exp, store, experiment_id, parent_id).items(), key=lambda kv: kv[0]):
+        for run in raced:
+            for seed in range(exp.run.seed + 1, exp.run.seed + seeds):
+                if (run.info.run_id, seed) not in repeated:
+                    jobs.append(Job(SEARCHED_ARMS[arm], _recipe_of(run), seed=seed, repeat_of=run.info.run_id, tags=_tags(arm, arch),
+                                    name=f"{arm} {arch} #{run.data.tags.get(schema.TAG_CANDIDATE)} seed {seed}"))
+    return jobs
 
 
 def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
-    """Phase 2: the winners at the other seeds, and the KD winner's two controls at every seed, minus those done."""
-    won = winners(_arm_runs(store, experiment_id, parent_id, repeats=False))
+    """Phase 3: the winners at the other seeds, and the KD winner's two controls at every seed, minus those done."""
+    won = {key: winner for key, (winner, _) in _raced(exp, store, experiment_id, parent_id).items()}
     repeated = store.repeats_done(experiment_id, parent_id)
     controls = {(r.data.tags.get(schema.TAG_CONTROL_OF), r.data.tags[schema.TAG_ARM], int(params_of(r)["seed"]))
                 for r in store.keep_finished([r for r in _arm_runs(store, experiment_id, parent_id, repeats=True)
@@ -169,7 +206,7 @@ def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
     seeds = range(exp.run.seed, exp.run.seed + exp.search.seeds)
     jobs = []
     for (arch, arm), run in sorted(won.items(), key=lambda kv: kv[0]):
-        recipe = {k: v for k, v in params_of(run).items() if k in run.data.tags.get(schema.TAG_SAMPLED, "").split(",")}
+        recipe = _recipe_of(run)
         for seed in seeds[1:]:
             if (run.info.run_id, seed) not in repeated:
                 jobs.append(Job(SEARCHED_ARMS[arm], recipe, seed=seed, repeat_of=run.info.run_id, tags=_tags(arm, arch),

@@ -20,7 +20,7 @@ from distill.errors import ConfigError
 from search_spaces.space import apply, flatten, holds
 
 from .experiment import ExperimentConfig
-from .gain import recipe_jobs, seed_jobs, warm_start
+from .gain import race_jobs, recipe_jobs, seed_jobs, warm_start
 from .session import SearchSummary, open_session, summarize
 from .trial import Job, job_trial, student_trial
 from .tune import FAILED, fit_search, run_jobs, trial_ids
@@ -123,13 +123,18 @@ def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, kno
 
 
 def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
-    """Both arms tuned on the front's architectures, then seeds (workflows/gain.py)."""
+    """Both arms tuned on the front's architectures, the best recipes raced over seeds, then the winners' seeds (workflows/gain.py)."""
     jobs = recipe_jobs(exp, s.store, s.experiment_id, s.parent_id)
     if jobs:
         k = exp.search.recipe_trials
         archs = len({j.tags[schema.TAG_GAIN_ARCH] for j in jobs})
         log(f"gain: {k} recipe(s) each for KD, the tuned twin and the label-smoothing control on {archs} front architecture(s) ({len(jobs)} runs)")
         run_jobs(job_trial, jobs, exp, s.storage, "recipe", log, **s.shared)
+    jobs = race_jobs(exp, s.store, s.experiment_id, s.parent_id)
+    if jobs:
+        log(f"gain: each arm's {exp.search.race} best recipes raced over {min(exp.search.race_seeds, exp.search.seeds)} seeds before a "
+            f"winner is picked on their mean ({len(jobs)} runs)")
+        run_jobs(job_trial, jobs, exp, s.storage, "race", log, **s.shared)
     jobs = seed_jobs(exp, s.store, s.experiment_id, s.parent_id)
     if jobs:
         log(f"gain: the winners and the controls over {exp.search.seeds} seed(s) ({len(jobs)} runs)")

@@ -111,7 +111,7 @@ def _experiment_note(exp: ExperimentConfig, experiment_id: str) -> str:
     s, t = exp.search, exp.run.teacher
     teacher = f"`{schema.arch_id(t.model.to_dict())}`" + (f" from `{Path(t.checkpoint).name}`" if t.checkpoint else "")
     objectives = ", ".join(f"{k} ({v})" for k, v in s.objectives.items())
-    return (f"**kdx search `{exp.name}`**: {s.num_samples} trials of Optuna's {s.sampler} sampler through Ray Tune on "
+    return (f"**kdx search `{exp.name}`**: {s.num_samples} trials of Optuna's {exp.sampler.describe()} through Ray Tune on "
             f"`{exp.run.data.name}`, objectives {objectives}; teacher {teacher}. Every trial is one distillation run "
             f"(`kdx.role` = student), with a from-scratch twin per architecture (`baseline`).\n\n"
             f"Open [every run]({ui_path(experiment_id, view=VIEW_RUNS)}) or [the Pareto front]({ui_path(experiment_id, view=VIEW_FRONT)}) "
@@ -145,8 +145,9 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
         return parent.info.run_id
     run = store.start(experiment_id, exp.name, {schema.TAG_ROLE: schema.ROLE_SEARCH, schema.TAG_CONFIG_HASH: exp.config_hash})
     s = exp.search
-    settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": s.sampler, "seed": s.seed,
-                "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials}
+    settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": exp.sampler.name, "sampler_why": exp.sampler.describe(), "seed": s.seed,
+                "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials,
+                "race": s.race, "race_seeds": s.race_seeds}
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)

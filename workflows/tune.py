@@ -134,24 +134,13 @@ def tune_path(storage: Path | str, name: str) -> Path | str:
     return f"{storage}/{name}" if isinstance(storage, str) else storage / name
 
 
-def _sampler(exp: ExperimentConfig):
-    import optuna
-
-    s = exp.search
-    return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
-    }[s.sampler]()
-
-
 def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), study=None):
     """OptunaSearch over the space; multi-objective when several objectives are named.
     The config's `search.enqueue` points run first, then `first` (known-good recipes).
     With `study` (a `workflows.study.StudyRef`) every finished trial is copied there."""
     import optuna
 
+    from .sampling import make_sampler
     from .study import MirroredOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -161,18 +150,23 @@ def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), stu
         space=define(exp.space, base),
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
-        sampler=_sampler(exp),
+        sampler=make_sampler(exp.sampler, exp.search.seed),
         points_to_evaluate=[dict(p) for p in (*exp.search.enqueue, *first)] or None,
     )
 
 
 def make_scheduler(exp: ExperimentConfig):
-    """ASHA on val_acc by epoch, or None. It stops trials early; they are tagged and kept off the front."""
+    """ASHA by epoch, or None. It stops trials early; they are tagged and kept off the front. With several
+    objectives its rungs rank by non-dominated sorting, so small students survive (workflows/rungs.py)."""
     if exp.search.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     epochs = exp.run.train.epochs
+    if len(exp.search.objectives) > 1:
+        from .rungs import MOASHA
+
+        return MOASHA(exp.search.objectives, "epoch", epochs, min(exp.search.grace_period, epochs), exp.search.reduction_factor)
     return ASHAScheduler(metric=schema.VAL_ACC, mode=exp.search.objectives[schema.VAL_ACC], time_attr="epoch", max_t=epochs,
                          grace_period=min(exp.search.grace_period, epochs), reduction_factor=exp.search.reduction_factor)
 
@@ -190,6 +184,7 @@ def fit_search(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: P
     study = study_ref(exp, storage)
     study.open()
     log(f"Optuna study '{study.name}': optuna-dashboard {study.storage}")
+    log(f"sampler {exp.sampler.describe()}")
     grid = _fit(exp, fn, space_base, storage, resume, log, first, study, **shared)
     dropped = study.keep_only(trial_ids(grid)) if resume else 0
     if dropped:

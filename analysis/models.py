@@ -1,0 +1,129 @@
+"""One front over every model a search trained, whatever trained it.
+
+A search trains far more than its trials: scratch twins of every architecture and, with
+`search.twins: tuned`, per front architecture a KD winner, a tuned twin, a label-smoothing
+control and a same-recipe twin, each over seeds. Those are the best-tuned models of the
+whole search. A front over the trials alone ships students that models kdx itself trained
+beat (issue 23: the demo's P1-P3 at 650-1,200 parameters scored 46-65% where twins of
+the same sizes scored 74-79%). So the front a user exports ranges over every model:
+
+- search trials (method `kd`), each on its own seed, or its mean where it was repeated;
+- base-recipe twins (`scratch`);
+- the gain's runs (`kd`, `scratch` for the tuned and the same-recipe twin, `smoothing`):
+  every candidate of every arm, each at the mean of the seeds it ran (the winners over
+  `search.seeds`, the raced ones over the race's, the rest on one), with the base seed's run
+  as the model that ships. Where a candidate replayed an earlier run (the front student's
+  own recipe), its mean stands for that model and the earlier single-seed row goes.
+
+So no exported point is dominated by another model the search trained, each compared at the
+mean of its own seeds.
+
+The dark-knowledge control (non-target probabilities shuffled) is left out: its teacher is
+corrupted on purpose, and it is a diagnostic, not a recipe anyone would ship.
+
+Points are chosen on validation accuracy (a mean over seeds where there are several): a
+single-seed point can still be a lucky one, and its `n_seeds` says so. The KD front and the
+labels-only front are computed apart too; the vertical gap between them is the
+capacity-gap frontier the report describes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .gains import gain_info
+from .pareto import non_dominated
+from .runs import Experiment, column
+
+__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence"]
+
+METHODS = ("kd", "scratch", "smoothing")
+LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
+ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch"}
+SOURCES = {"kd": "gain: KD winner", "twin": "gain: tuned twin", "smooth": "gain: label-smoothing control",
+           "same_recipe": "gain: same-recipe twin"}
+COLUMNS = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, "val_acc_std", "n_seeds",
+           schema.TEST_ACC, "test_acc_mean", "test_acc_std"]
+
+
+class ModelsInfo(NamedTuple):
+    models: pd.DataFrame  # every point (COLUMNS): val_acc is the mean over its seeds, test_acc the shipped run's own
+    best: pd.DataFrame  # the front over every model, by params
+    kd: pd.DataFrame  # the front over the KD models only
+    labels: pd.DataFrame  # the front over the labels-only models (scratch, smoothing)
+
+
+def _over_seeds(done: pd.DataFrame, run_id: str) -> dict:
+    runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+    val, test = runs[schema.VAL_ACC].astype(float), runs[schema.TEST_ACC].astype(float)
+    return {schema.VAL_ACC: float(val.mean()), "val_acc_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan,
+            "n_seeds": len(runs), "test_acc_mean": float(test.mean()), "test_acc_std": float(test.std(ddof=1)) if len(runs) > 1 else np.nan}
+
+
+def _point(run: pd.Series, method: str, source: str, stats: dict) -> dict:
+    return {"run_id": run.run_id, "method": method, "source": source, "arch": run.get("arch"), schema.PARAMS: run.get(schema.PARAMS),
+            schema.LATENCY: run.get(schema.LATENCY, np.nan), schema.TEST_ACC: run.get(schema.TEST_ACC), **stats}
+
+
+def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, str], chance: float | None) -> ModelsInfo:
+    """Every finished model of the search as a point, and the fronts over them (`students`: the
+    frontier's eligible search trials, duplicates and controls already out)."""
+    runs = exp.runs
+    done = runs[runs.status == "FINISHED"] if not runs.empty else runs
+    by_id = done.set_index("run_id", drop=False) if not done.empty else done
+    points: dict[str, dict] = {}
+    for _, s in students.iterrows():
+        points[s.run_id] = _point(s, "kd", "search trial", _over_seeds(done, s.run_id))
+    if not done.empty:
+        original = (column(done, "seed_of") == "") & (column(done, "duplicate_of") == "") & (column(done, "arm") == "")
+        for _, t in done[(done.role == schema.ROLE_TWIN) & original].iterrows():
+            points[t.run_id] = _point(t, "scratch", "base-recipe twin", _over_seeds(done, t.run_id))
+    g = gain_info(exp)
+    if g is not None:
+        winners = set(g.arms.run_id)
+        arm, seed_of = column(done, "arm"), column(done, "seed_of")
+        for _, c in done[arm.isin([a for a in ARM_METHODS if a != "same_recipe"]) & (seed_of == "")].iterrows():
+            _add(points, by_id, c.run_id, ARM_METHODS[c.arm], SOURCES[c.arm] if c.run_id in winners else f"gain: {c.arm} candidate",
+                 _over_seeds(done, c.run_id))
+        for a in g.arms[g.arms.arm == "same_recipe"].itertuples():  # a control's seeds are runs of their own, not repeats
+            _add(points, by_id, a.run_id, "scratch", SOURCES["same_recipe"],
+                 {schema.VAL_ACC: a.val_mean, "val_acc_std": a.val_std, "n_seeds": a.n, "test_acc_mean": a.test_mean, "test_acc_std": a.test_std})
+    models = pd.DataFrame(list(points.values()), columns=COLUMNS)
+    keep = np.isfinite(models[list(objectives)].to_numpy(dtype=float)).all(axis=1) if len(models) else np.array([], dtype=bool)
+    if chance is not None and len(models):
+        keep &= models[schema.VAL_ACC].to_numpy(dtype=float) > chance
+    models = models[keep].reset_index(drop=True)
+    return ModelsInfo(models, _front(models, objectives), _front(models[models.method == "kd"], objectives),
+                      _front(models[models.method.isin(LABELS_ONLY)], objectives))
+
+
+def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict) -> None:
+    """A gain run as a point; a replay logged no weights, so the run it replayed ships, and the replay's
+    point (over more seeds) stands for that model instead of the earlier single-seed one."""
+    ships = str(by_id.loc[run_id].get("duplicate_of") or "") or run_id
+    if ships in by_id.index:
+        points.pop(ships, None)
+        points[f"gain/{run_id}"] = _point(by_id.loc[ships], method, source, stats)
+
+
+def _front(models: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+    if models.empty:
+        return models
+    front = models[non_dominated(models, objectives)]
+    # the same point twice (a model and its replay): the one with more seeds behind it
+    front = front.sort_values([schema.PARAMS, schema.VAL_ACC, "n_seeds"], ascending=[True, False, False])
+    return front.drop_duplicates(subset=list(objectives), keep="first").reset_index(drop=True)
+
+
+def method_sentence(row: pd.Series | dict) -> str:
+    """What trained a front point, in words, for the report and the export's card."""
+    params, method = int(row[schema.PARAMS]), row["method"]
+    how = {"kd": "distilled from the teacher", "scratch": "trained without the teacher (labels only)",
+           "smoothing": "trained without the teacher (labels only, with label smoothing)"}[method]
+    seeds = int(row.get("n_seeds") or 1)
+    on = f"mean validation accuracy over {seeds} seeds" if seeds > 1 else "one seed's validation accuracy"
+    return f"at {params:,} parameters the best model was {how} ({row['source']}; chosen on {on})"

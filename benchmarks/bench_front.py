@@ -1,0 +1,166 @@
+"""The front a search buys for its compute: kdx's default sampler against plain Optuna's (issue 23).
+
+On two tasks (hgmm and mnist1d), the same space (student family x width x depth x
+temperature x kd weight x lr) and the same budget of trial epochs (every trial runs the
+full epochs, no scheduler), over several search seeds, for each sampler:
+
+  kdx     : `search.sampler: auto` (workflows/sampling.py) with kdx's warm start
+  random  : Optuna's RandomSampler
+  nsga2   : NSGA-II at Optuna's defaults (population 50)
+  tpe     : plain multi-objective TPE (Optuna's defaults)
+
+Every contender runs through `kdx search` with the same warm start (the textbook recipes
+first), so what differs is the sampler alone. `search.baselines: false`: the trials only, so
+the compute is the trials' training seconds plus the teacher's, and the front is the trials'.
+
+It prints, from one run:
+- the hypervolume of the validation front (params min, val_acc max; the reference fixed
+  before the first trial: chance accuracy and the largest student's size; exact in 2-D) at
+  1/4, 1/2 and the whole budget, mean +- std over the search seeds;
+- the compute kdx needed to reach random search's final hypervolume, as a fraction of
+  random's (goal <= 1/3), and kdx against the best plain Optuna sampler at each budget
+  (goal: at least equal at every budget, ahead at the full one);
+- the test-set hypervolume of the exported front.
+
+    KDX_CACHE=/tmp/benchcache .venv/bin/python benchmarks/bench_front.py [--seeds 3] [--trials 24] [--tasks hgmm,mnist1d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SAMPLERS = ("kdx", "random", "nsga2", "tpe")
+TASKS = {
+    "hgmm": dict(data="{name: hgmm, classes: 20, superclasses: 4, dim: 16}", teacher="{family: mlp, width: 128, depth: 2, epochs: 20}",
+                 epochs=10),
+    "mnist1d": dict(data="{name: mnist1d, num_samples: 4000, val_fraction: 0.2}", teacher="{family: cnn, width: 64, depth: 3, epochs: 30}",
+                    epochs=10),
+}
+SPACE = """  student.family: {choice: [mlp, cnn]}
+  student.width: {int: [4, 64], log: true}
+  student.depth: {int: [1, 3]}
+  losses.kd.temperature: {float: [1.0, 16.0], log: true}
+  mix.kd: {float: [0.1, 1.0]}
+  train.lr: {float: [1.0e-3, 3.0e-2], log: true}"""
+
+
+def config(folder: Path, task: str, sampler: str, seed: int, trials: int) -> Path:
+    t = TASKS[task]
+    name = f"{task}-{sampler}-{seed}"
+    path = folder / f"{name}.yaml"
+    path.write_text(f"""experiment: {name}
+data: {t['data']}
+teacher: {t['teacher']}
+student: {{family: mlp, width: 32, depth: 2}}
+train: {{epochs: {t['epochs']}, batch_size: 128, lr: 0.01}}
+losses: {{kd: {{temperature: 4.0}}}}
+mix: {{ce: 0.1, kd: 0.9}}
+space:
+{SPACE}
+search:
+  num_samples: {trials}
+  max_concurrent: 2
+  sampler: {"auto" if sampler == "kdx" else sampler}
+  seed: {seed}
+  objectives: {{val_acc: max, params: min}}
+  scheduler: none
+  baselines: false
+  seeds: 1
+resources: {{cpu: 1, gpu: 0}}
+""")
+    return path
+
+
+def run_search(folder: Path, path: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "workflows.cli", "search", str(path), "--report-dir", f"report-{path.stem}"], cwd=folder, env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{path.name}: kdx search failed\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return time.monotonic() - t0
+
+
+def curve(folder: Path, name: str) -> dict:
+    """Hypervolume after each trial (in start order), the compute spent by then, and the exported front's test hypervolume."""
+    from analysis import schema
+    from analysis.frontier import frontier_info
+    from analysis.pareto import front_hypervolume, hypervolume_history
+    from analysis.runs import load_runs
+
+    exp = load_runs(f"sqlite:///{folder / 'mlflow.db'}", name)
+    objectives, reference = exp.search.objectives, exp.search.reference
+    hv = hypervolume_history(exp.runs, objectives, reference)
+    students = exp.runs[exp.runs.role == schema.ROLE_STUDENT].sort_values("start_time", kind="stable")
+    teacher_s = float(np.nan_to_num(students.get(schema.TEACHER_TRAIN_S, np.zeros(1)).astype(float).max()))
+    compute = teacher_s + np.cumsum(students[schema.TRAIN_S].astype(float).fillna(0.0).to_numpy())
+    best = frontier_info(exp).models.best
+    test = best.assign(**{schema.VAL_ACC: best[schema.TEST_ACC], "role": schema.ROLE_STUDENT, "status": "FINISHED", "stopped_early": False})
+    return {"hv": hv.hypervolume.to_numpy(), "compute": compute, "test_hv": front_hypervolume(test, objectives, reference)}
+
+
+def at(values: np.ndarray, fraction: float) -> float:
+    return float(values[max(0, int(round(fraction * len(values))) - 1)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--tasks", default="hgmm,mnist1d")
+    ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    args = ap.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-front-"))
+    samplers = args.samplers.split(",")
+    print(f"bench_front: {args.trials} trials x {args.seeds} search seeds per sampler, in {folder}")
+    for task in args.tasks.split(","):
+        res: dict[str, list[dict]] = {s: [] for s in samplers}
+        wall: dict[str, float] = {s: 0.0 for s in samplers}
+        for seed in range(args.seeds):
+            for s in samplers:  # interleaved: the machine's drift falls on every sampler alike
+                path = config(folder, task, s, seed, args.trials)
+                wall[s] += run_search(folder, path)
+                res[s].append(curve(folder, path.stem))
+        print(f"\n## {task}: {TASKS[task]['epochs']} epochs a trial, {args.trials} trials; hypervolume of the validation front "
+              f"(mean +- std over {args.seeds} search seeds)")
+        print(f"{'sampler':<8} {'1/4 budget':>16} {'1/2 budget':>16} {'full':>16} {'test hv (export)':>18} {'wall s':>8}")
+        summary = {}
+        for s in samplers:
+            rows = [[at(r["hv"], f) for f in (0.25, 0.5, 1.0)] for r in res[s]]
+            mean, std = np.mean(rows, axis=0), np.std(rows, axis=0, ddof=1) if len(rows) > 1 else np.zeros(3)
+            test = [r["test_hv"] for r in res[s]]
+            summary[s] = mean
+            cells = " ".join(f"{m:>9.4f} +- {d:<4.3f}" for m, d in zip(mean, std))
+            print(f"{s:<8} {cells} {np.mean(test):>11.4f} +- {np.std(test):.3f} {wall[s] / args.seeds:>7.0f}")
+        if "kdx" in res and "random" in res:
+            fractions = []
+            for k, r in zip(res["kdx"], res["random"]):
+                target = r["hv"][-1]
+                reached = np.nonzero(k["hv"] >= target - 1e-12)[0]
+                fractions.append(k["compute"][reached[0]] / r["compute"][-1] if len(reached) else float("nan"))
+            ok = [f for f in fractions if f == f]
+            print(f"compute kdx needed to reach random search's final hypervolume: "
+                  + ", ".join("not reached" if f != f else f"{f:.2f}x" for f in fractions)
+                  + f" of random's (per seed; goal <= 0.33); reached in {len(ok)} of {len(fractions)}")
+        plain = [s for s in samplers if s not in ("kdx",)]
+        if "kdx" in summary and plain:
+            for i, label in enumerate(("1/4", "1/2", "full")):
+                top = max(plain, key=lambda s: summary[s][i])
+                diff = summary["kdx"][i] - summary[top][i]
+                print(f"  at {label} budget: kdx {summary['kdx'][i]:.4f} against the best plain sampler ({top}) {summary[top][i]:.4f}: "
+                      f"{diff:+.4f} ({'ahead' if diff > 0 else 'equal' if diff == 0 else 'behind'})")
+
+
+if __name__ == "__main__":
+    main()
