@@ -9,14 +9,15 @@ the same sizes scored 74-79%). So the front a user exports ranges over every mod
 
 - search trials (method `kd`), each on its own seed, or its mean where it was repeated;
 - base-recipe twins (`scratch`);
-- the gain's runs (`kd`, `scratch` for the tuned and the same-recipe twin, `smoothing`):
-  every candidate of every arm, each at the mean of the seeds it ran (the winners over
-  `search.seeds`, the raced ones over the race's, the rest on one), with the base seed's run
-  as the model that ships. Where a candidate replayed an earlier run (the front student's
-  own recipe), its mean stands for that model and the earlier single-seed row goes.
+- the gain's arms (`kd`, `scratch` for the tuned and the same-recipe twin, `smoothing`):
+  each arm's winner at the mean of its `search.seeds` seeds, with the base seed's run as the
+  model that ships. The arm's other candidates are not points of their own: each was beaten
+  by the winner on equal seeds (at the base seed, or on the race's mean), and its one lucky
+  seed against the winner's mean would be the winner's curse the race is there to avoid. A
+  search trial that a candidate replayed (the front student's own recipe) goes the same way.
 
-So no exported point is dominated by another model the search trained, each compared at the
-mean of its own seeds.
+So no exported point is dominated by another model the search trained, compared on equal
+seeds: a search trial or a base-recipe twin on its one seed, an arm by its winner.
 
 The dark-knowledge control (non-target probabilities shuffled) is left out: its teacher is
 corrupted on purpose, and it is a diagnostic, not a recipe anyone would ship.
@@ -84,13 +85,13 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
             points[t.run_id] = _point(t, "scratch", "base-recipe twin", _over_seeds(done, t.run_id))
     g = gain_info(exp)
     if g is not None:
-        winners = set(g.arms.run_id)
+        winners = {a.run_id: a for a in g.arms[g.arms.arm.isin(list(ARM_METHODS))].itertuples()}
         arm, seed_of = column(done, "arm"), column(done, "seed_of")
         for _, c in done[arm.isin([a for a in ARM_METHODS if a != "same_recipe"]) & (seed_of == "")].iterrows():
-            _add(points, by_id, c.run_id, ARM_METHODS[c.arm], SOURCES[c.arm] if c.run_id in winners else f"gain: {c.arm} candidate",
-                 _over_seeds(done, c.run_id))
-        for a in g.arms[g.arms.arm == "same_recipe"].itertuples():  # a control's seeds are runs of their own, not repeats
-            _add(points, by_id, a.run_id, "scratch", SOURCES["same_recipe"],
+            ships = str(c.get("duplicate_of") or "") or c.run_id
+            points.pop(ships, None)  # a candidate that replayed a search trial: its arm's winner stands for it
+        for run_id, a in winners.items():
+            _add(points, by_id, run_id, ARM_METHODS[a.arm], SOURCES[a.arm],
                  {schema.VAL_ACC: a.val_mean, "val_acc_std": a.val_std, "n_seeds": a.n, "test_acc_mean": a.test_mean, "test_acc_std": a.test_std})
     models = pd.DataFrame(list(points.values()), columns=COLUMNS)
     keep = np.isfinite(models[list(objectives)].to_numpy(dtype=float)).all(axis=1) if len(models) else np.array([], dtype=bool)

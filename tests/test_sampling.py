@@ -38,8 +38,16 @@ def test_an_explicit_sampler_runs_as_asked():
 
 @pytest.mark.parametrize("name, cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
                                        ("nsga2", optuna.samplers.NSGAIISampler), ("random", optuna.samplers.RandomSampler)])
-def test_make_sampler_builds_the_choice(name, cls):
-    assert isinstance(make_sampler(choose_sampler(name, MIXED, 24, 2, 2), seed=0), cls)
+def test_make_sampler_builds_the_choice_and_it_pickles(name, cls):
+    """Tune pickles the searcher, sampler included, before the first trial (Optuna 5's NSGA-II holds a lock)."""
+    import pickle
+
+    sampler = make_sampler(choose_sampler(name, MIXED, 24, 2, 2), seed=0)
+    assert isinstance(sampler, cls)
+    again = pickle.loads(pickle.dumps(sampler))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=again)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_int("w", 1, 8)), n_trials=3)
+    assert len(study.trials) == 3
 
 
 def test_the_default_is_auto_and_the_demo_gets_tpe(tmp_path):

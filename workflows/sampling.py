@@ -75,5 +75,7 @@ def make_sampler(choice: SamplerChoice, seed: int):
     if choice.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if choice.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA_POPULATION)
+        from .study import PicklableNSGAII
+
+        return PicklableNSGAII(seed=seed, population_size=NSGA_POPULATION)
     return optuna.samplers.RandomSampler(seed=seed)

@@ -20,16 +20,18 @@ file or a database URL (sqlite:///..., postgresql://...). Only the driver writes
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.samplers import NSGAIISampler
 from ray.tune.search.optuna import OptunaSearch
 
 from .tune import DUPLICATE, FAILED, LOCAL_STORAGE
 
-__all__ = ["StudyRef", "study_ref", "MirroredOptunaSearch", "TRIAL_ATTR"]
+__all__ = ["StudyRef", "study_ref", "MirroredOptunaSearch", "PicklableNSGAII", "TRIAL_ATTR"]
 
 TRIAL_ATTR = "kdx.trial_id"  # on each persisted trial: its Tune trial id (the same as the MLflow run's kdx.trial_id tag)
 _open: dict[tuple[str, str], Any] = {}  # one loaded study per (storage, name) in this process
@@ -140,3 +142,19 @@ class MirroredOptunaSearch(OptunaSearch):
         if study is not None and ot is not None:
             study.record(trial_id, self._ot_study.get_trials(deepcopy=False)[ot.number], result, error)
 
+
+
+class PicklableNSGAII(NSGAIISampler):
+    """Optuna 5's NSGA-II sampler holds a thread lock, which no pickle takes, and Tune pickles its
+    searcher (sampler included) into every snapshot: `sampler: nsga2` failed before the first trial
+    with "cannot pickle '_thread.lock' object". The lock guards its generation cache within one
+    process, so a copy gets a new one."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
