@@ -23,6 +23,7 @@ It prints, from one run:
 - the test-set hypervolume of the exported front.
 
     KDX_CACHE=/tmp/benchcache .venv/bin/python benchmarks/bench_front.py [--seeds 3] [--trials 24] [--tasks hgmm,mnist1d]
+    .venv/bin/python benchmarks/bench_front.py --reprint /tmp/bench-front-XXXX   # the figures of a finished run again
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ SPACE = """  student.family: {choice: [mlp, cnn]}
   losses.kd.temperature: {float: [1.0, 16.0], log: true}
   mix.kd: {float: [0.1, 1.0]}
   train.lr: {float: [1.0e-3, 3.0e-2], log: true}"""
+
+
+def _space() -> list:
+    import yaml
+
+    from search_spaces.space import parse_space
+
+    return parse_space(yaml.safe_load(SPACE))
 
 
 def config(folder: Path, task: str, sampler: str, seed: int, trials: int) -> Path:
@@ -102,12 +111,13 @@ def curve(folder: Path, name: str) -> dict:
     exp = load_runs(f"sqlite:///{folder / 'mlflow.db'}", name)
     objectives, reference = exp.search.objectives, exp.search.reference
     hv = hypervolume_history(exp.runs, objectives, reference)
+    box = float(np.prod([abs(reference[k] - (1.0 if objectives[k] == "max" else 0.0)) for k in objectives]))  # the volume a perfect front would have
     students = exp.runs[exp.runs.role == schema.ROLE_STUDENT].sort_values("start_time", kind="stable")
     teacher_s = float(np.nan_to_num(students.get(schema.TEACHER_TRAIN_S, np.zeros(1)).astype(float).max()))
     compute = teacher_s + np.cumsum(students[schema.TRAIN_S].astype(float).fillna(0.0).to_numpy())
     best = frontier_info(exp).models.best
     test = best.assign(**{schema.VAL_ACC: best[schema.TEST_ACC], "role": schema.ROLE_STUDENT, "status": "FINISHED", "stopped_early": False})
-    return {"hv": hv.hypervolume.to_numpy(), "compute": compute, "test_hv": front_hypervolume(test, objectives, reference)}
+    return {"hv": hv.hypervolume.to_numpy() / box, "compute": compute, "test_hv": front_hypervolume(test, objectives, reference) / box}
 
 
 def at(values: np.ndarray, fraction: float) -> float:
@@ -120,20 +130,25 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--tasks", default="hgmm,mnist1d")
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--reprint", help="a folder an earlier run left: print its figures again, training nothing")
     args = ap.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-front-"))
+    folder = Path(args.reprint) if args.reprint else Path(tempfile.mkdtemp(prefix="bench-front-"))
     samplers = args.samplers.split(",")
     print(f"bench_front: {args.trials} trials x {args.seeds} search seeds per sampler, in {folder}")
+    if "kdx" in samplers:
+        from workflows.sampling import choose_sampler
+
+        print("kdx's sampler here: " + choose_sampler("auto", _space(), args.trials, 2, 2).describe())
     for task in args.tasks.split(","):
         res: dict[str, list[dict]] = {s: [] for s in samplers}
         wall: dict[str, float] = {s: 0.0 for s in samplers}
         for seed in range(args.seeds):
             for s in samplers:  # interleaved: the machine's drift falls on every sampler alike
-                path = config(folder, task, s, seed, args.trials)
-                wall[s] += run_search(folder, path)
+                path = folder / f"{task}-{s}-{seed}.yaml" if args.reprint else config(folder, task, s, seed, args.trials)
+                wall[s] += 0.0 if args.reprint else run_search(folder, path)
                 res[s].append(curve(folder, path.stem))
         print(f"\n## {task}: {TASKS[task]['epochs']} epochs a trial, {args.trials} trials; hypervolume of the validation front "
-              f"(mean +- std over {args.seeds} search seeds)")
+              f"as a fraction of the reference box (mean +- std over {args.seeds} search seeds)")
         print(f"{'sampler':<8} {'1/4 budget':>16} {'1/2 budget':>16} {'full':>16} {'test hv (export)':>18} {'wall s':>8}")
         summary = {}
         for s in samplers:
@@ -142,7 +157,7 @@ def main() -> None:
             test = [r["test_hv"] for r in res[s]]
             summary[s] = mean
             cells = " ".join(f"{m:>9.4f} +- {d:<4.3f}" for m, d in zip(mean, std))
-            print(f"{s:<8} {cells} {np.mean(test):>11.4f} +- {np.std(test):.3f} {wall[s] / args.seeds:>7.0f}")
+            print(f"{s:<8} {cells} {np.mean(test):>11.4f} +- {np.std(test):.3f} " + ("      -" if args.reprint else f"{wall[s] / args.seeds:>7.0f}"))
         if "kdx" in res and "random" in res:
             fractions = []
             for k, r in zip(res["kdx"], res["random"]):
@@ -158,8 +173,14 @@ def main() -> None:
             for i, label in enumerate(("1/4", "1/2", "full")):
                 top = max(plain, key=lambda s: summary[s][i])
                 diff = summary["kdx"][i] - summary[top][i]
+                d = np.array([at(k["hv"], f) - at(o["hv"], f) for k, o in zip(res["kdx"], res[top])
+                              for f in ((0.25, 0.5, 1.0)[i],)])
+                t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 and d.std(ddof=1) > 0 else float("nan")
+                crit = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}.get(len(d), 2.26)
+                word = ("identical on every seed" if not d.any() else
+                        f"{'ahead' if diff > 0 else 'behind'}, distinguishable" if t == t and abs(t) >= crit else "within the noise")
                 print(f"  at {label} budget: kdx {summary['kdx'][i]:.4f} against the best plain sampler ({top}) {summary[top][i]:.4f}: "
-                      f"{diff:+.4f} ({'ahead' if diff > 0 else 'equal' if diff == 0 else 'behind'})")
+                      f"{diff:+.4f}, paired over search seeds t {t:.2f} ({word})")
 
 
 if __name__ == "__main__":
