@@ -116,6 +116,9 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
         labels = ("scratch twins", "distilled students")
     ax.scatter(t[schema.PARAMS], t[schema.VAL_ACC], marker="x", color="tab:gray", label=labels[0], zorder=2)
     ax.scatter(s[schema.PARAMS], s[schema.VAL_ACC], color="tab:blue", alpha=0.7, label=labels[1], zorder=3)
+    c = info.chance
+    if not c.empty:  # finished, never on a front: drawn so that a search where nothing learned still shows its students
+        ax.scatter(c[schema.PARAMS], c[schema.VAL_ACC], color="tab:blue", alpha=0.25, marker=".", label="students no better than chance", zorder=2)
     m = info.models
     if m is not None and schema.PARAMS in info.objectives:  # the gap between the two step lines is the capacity-gap frontier
         for front, color, label in ((m.kd, "tab:blue", "front of the distilled models"),
@@ -128,7 +131,9 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
                    label="Pareto front over every model (exported)", zorder=5)
         for k, (_, row) in enumerate(f.iterrows(), 1):
             ax.annotate(f"P{k}", (row[schema.PARAMS], row[schema.VAL_ACC]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
+    sizes = pd.concat([s[schema.PARAMS], t[schema.PARAMS], c[schema.PARAMS]]).astype(float)
+    if (sizes > 0).any():  # a log axis needs a positive size; a search whose every student failed draws none
+        ax.set_xscale("log")
     ax.set_xlabel("student parameters (log)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("capacity-gap frontier")

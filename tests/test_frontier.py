@@ -105,3 +105,13 @@ def test_the_front_holds_a_model_once_and_nothing_at_chance(exp):
     assert list(info.front.run_id) == ["s1", "s2"]  # not s1b beside s1; not c1, though it is the smallest
     assert list(info.same_model.run_id) == ["s1b"] and list(info.chance.run_id) == ["c1"]
     assert "s1b" not in set(info.students.run_id) and "c1" in set(info.students.run_id)  # at chance: finished, never on the front
+
+
+def test_a_search_where_nothing_beat_chance_still_draws_its_students(exp, tmp_path):
+    """No model is better than chance, so no front and no model points: the picture shows the students faintly (it
+    failed on a log axis with nothing on it)."""
+    record = SearchRecord.read(search_params({}, {"val_acc": "max", "params": "min"}, {"val_acc": 0.999, "params": 10000}))
+    info = frontier_info(Experiment(exp.name, exp.experiment_id, exp.tracking_uri, exp.runs, exp.parent_id, record))
+    assert info.models.best.empty and info.front.empty and not info.chance.empty
+    plot_frontier(info, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes().startswith(PNG)
