@@ -27,7 +27,9 @@ from .errors import ConfigError, DataError, check
 from .models import TokenShape
 from .registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "Arrays", "TokenInfo", "register_dataset", "load_data", "is_custom"]
+__all__ = ["Dataset", "DATASETS", "Arrays", "TokenInfo", "register_dataset", "load_data", "is_custom", "IGNORE", "next_token_labels"]
+
+IGNORE = -100  # a language model's label at positions with no next token (padding, the last): torch's ignore_index
 
 DATASETS = Registry("dataset")
 
@@ -43,6 +45,12 @@ class TokenInfo:
     labels: tuple[str, ...] = ()  # class names, id order ("" none: the labels were ids already)
     truncated: int = 0  # samples cut to max_len (train and test): counted and reported, never silent
     samples: int = 0  # samples in all (train and test), so the count reads as a fraction
+    # "lm": next-token prediction. y is then (N, max_len): y[:, t] = x[:, t + 1], IGNORE where no next token is
+    # (`next_token_labels`), and a model's logits are (B, max_len, vocab_size).
+    task: str = "classify"
+    # lm, built-in sources only: the true source's mean cross-entropy (nats) over the test split's predicted
+    # tokens, the floor no model can beat on those tokens (distill/lm.py states the estimator); None unknown.
+    floor: float | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "labels": list(self.labels)}
@@ -72,10 +80,28 @@ class Dataset:
     key: str  # fingerprint of the data config: names caches built from this data
     tokens: TokenInfo | None = None  # token data: its vocabulary, tokenizer, label names and truncation count
 
+    @property
+    def task(self) -> str:
+        return self.tokens.task if self.tokens is not None else "classify"
 
-def register_dataset(name: str, options: type) -> Callable[[Callable], Callable]:
-    """Register `build(options, seed) -> Arrays`."""
-    return DATASETS.register(name, options)
+
+def register_dataset(name: str, options: type, task: str = "classify") -> Callable[[Callable], Callable]:
+    """Register `build(options, seed) -> Arrays`; `task` "lm" for a language-modelling source (the run's
+    `task` must say so: it decides the objectives before any data is made)."""
+    return DATASETS.register(name, options, (task,))
+
+
+def dataset_task(name: str) -> str:
+    """The task a registered dataset serves ("classify" for a user's function)."""
+    return "classify" if is_custom(name) or name not in DATASETS else DATASETS.get(name, "data.name").reads[0]
+
+
+def next_token_labels(ids: np.ndarray, pad_id: int) -> np.ndarray:
+    """(N, L) ids, padded at the tail -> (N, L) labels: the next id at each position, IGNORE where there
+    is none (the last position, and positions whose next id is padding)."""
+    y = np.full(ids.shape, IGNORE, dtype=np.int64)
+    y[:, :-1] = np.where(ids[:, 1:] != pad_id, ids[:, 1:], IGNORE)
+    return y
 
 
 def is_custom(name: str) -> bool:
@@ -301,9 +327,33 @@ def _finite(x: Any, name: str, chunk: int = 4096) -> None:
             raise DataError(f"data: {name} has NaN or infinite values (the first in sample {bad})")
 
 
+def _lm_labels(arrays: Arrays) -> tuple[np.ndarray, np.ndarray, int]:
+    """A language model's labels checked: (N, L) like the ids, ids inside the vocabulary, and every
+    sequence at least two tokens long (one to read, one to predict)."""
+    vocab = arrays.tokens.vocab_size
+    out = []
+    for split, x, y in (("train", arrays.x_train, arrays.y_train), ("test", arrays.x_test, arrays.y_test)):
+        x, y = np.asarray(x), np.asarray(y, dtype=np.int64)
+        if len(x) == 0:
+            raise DataError(f"data: the {split} split is empty")
+        if y.shape != x.shape:
+            raise DataError(f"data: y_{split} must be the next-token labels, shaped like x_{split} {x.shape}, got {y.shape}")
+        if x.min() < 0 or x.max() >= vocab:
+            raise DataError(f"data: x_{split} holds ids outside the vocabulary 0..{vocab - 1} ({x.min()}..{x.max()})")
+        short = np.flatnonzero((y != IGNORE).sum(1) == 0)
+        if len(short):
+            raise DataError(f"data: {split} sequence {short[0]} is shorter than two tokens: a language model reads one and predicts the next "
+                            f"({len(short)} such)")
+        out.append(y)
+    return out[0], out[1], vocab
+
+
 def check_arrays(arrays: Arrays) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked labels (int64) and the class count: labels 0..C-1 and at least two classes,
-    inputs finite, as many labels as samples. Classes no label uses are a warning line."""
+    inputs finite, as many labels as samples. Classes no label uses are a warning line.
+    A language model's labels are next tokens: their checks are `_lm_labels`, the count the vocabulary."""
+    if arrays.tokens is not None and arrays.tokens.task == "lm":
+        return _lm_labels(arrays)
     y_train, y_test = _labels(arrays.y_train, "y_train"), _labels(arrays.y_test, "y_test")
     for split, x, y in (("train", arrays.x_train, y_train), ("test", arrays.x_test, y_test)):
         if len(x) != len(y):
@@ -340,7 +390,7 @@ def load_data(cfg: Any) -> Dataset:
     ids = tokens is not None
     shape = tuple(arrays.x_train.shape[1:])
     if tokens is not None:
-        shape = TokenShape(shape[0], tokens.vocab_size, tokens.pad_id)
+        shape = TokenShape(shape[0], tokens.vocab_size, tokens.pad_id, tokens.task)
         if tokens.truncated:
             print(f"note: data: {tokens.truncated} of {tokens.samples} samples were longer than max_len {tokens.max_len} "
                   "and were cut to it", file=sys.stderr)
@@ -360,4 +410,4 @@ def load_data(cfg: Any) -> Dataset:
     )
 
 
-from . import files, tokens, text  # noqa: E402,F401  (register cifar10, cifar100 and arrays; khop; text files)
+from . import files, tokens, text, lm  # noqa: E402,F401  (register cifar10, cifar100 and arrays; khop; text files; hmm)

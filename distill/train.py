@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from .augment import Augmenter, View, apply_view
 from .cache import fingerprint
 from .config import RunConfig, TrainConfig
-from .data import Dataset
+from .data import IGNORE, Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
 from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_reads, teacher_side
@@ -93,12 +93,13 @@ class Epoch:
     epoch: int
     train_loss: float  # the weighted sum of the terms
     losses: dict[str, float]  # each term's mean, unweighted
-    val_acc: float
-    val_loss: float
+    val_acc: float  # a language model: next-token accuracy over the predicted tokens
+    val_loss: float  # mean cross-entropy, nats (a language model: per predicted token)
     # Constants of the architecture, on every epoch so that any epoch's report is a
     # complete result: a scheduler may stop the run after it.
     params: int
     latency_ms: float
+    val_ppl: float | None = None  # a language model only: exp(val_loss)
 
 
 Report = Callable[[Epoch], None]
@@ -115,9 +116,15 @@ class RunResult:
     history: list[Epoch]
     model: nn.Module = field(repr=False)
     seconds: float = 0.0  # wall time of the run, build to test evaluation (where a trial's time goes)
+    test_loss: float = math.nan  # mean test cross-entropy, nats (a language model: per predicted token)
+    val_loss: float = math.nan  # of the kept weights (best_val: the best epoch's)
+
+    @property
+    def test_ppl(self) -> float:
+        return math.exp(self.test_loss)
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch")}
+        out = {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch", "test_loss", "val_loss")}
         return out | {"history": [dataclasses.asdict(e) for e in self.history]}
 
 
@@ -217,42 +224,67 @@ def _stream_seed(seed: int, what: str) -> int:
     return int(fingerprint([seed, what]), 16) % (2**63)
 
 
+def _batch_rows(x: Tensor, y: Tensor, batch_size: int, vocab_guess: int = 1) -> int:
+    """Rows per evaluation batch: a language model's logits are (rows, L, vocab), so its batches
+    are sized to about 2^24 logits (64 MiB in float32) rather than by rows."""
+    if y.dim() == 1:
+        return batch_size
+    return max(1, min(batch_size, 2**24 // max(1, y.shape[1] * vocab_guess)))
+
+
+def _vocab_of(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    if y.dim() == 1:
+        return 1
+    with torch.no_grad():
+        return int(as_outputs(model(x[:1].to(next(model.parameters()).device))).logits.shape[-1])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2048) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on (x, y), in eval mode."""
+    """(accuracy, mean cross-entropy in nats) of `model` on (x, y), in eval mode. Next-token labels
+    (N, L) score a language model per predicted token: positions labelled IGNORE take no part."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct, loss = 0, 0.0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+    rows = _batch_rows(x, y, batch_size, _vocab_of(model, x, y))
+    correct, loss, count = 0, 0.0, 0
+    for start in range(0, len(x), rows):
+        xb, yb = x[start : start + rows].to(device), y[start : start + rows].to(device)
         logits = as_outputs(model(xb)).logits.float()
-        correct += int((logits.argmax(-1) == yb).sum())
-        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        if yb.dim() == 2:  # next tokens: flatten the positions
+            logits, yb = logits.flatten(0, 1), yb.flatten()
+        valid = yb != IGNORE
+        correct += int(((logits.argmax(-1) == yb) & valid).sum())
+        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum", ignore_index=IGNORE))
+        count += int(valid.sum())
     model.train(was_training)
-    return correct / len(x), loss / len(x)
+    return correct / max(count, 1), loss / max(count, 1)
 
 
 @torch.no_grad()
-def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int = 2048) -> tuple[float, float]:
+def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int = 2048, y: Tensor | None = None) -> tuple[float, float]:
     """(top-1 agreement, mean KL(teacher || student) at T = 1) on `x`: how closely the
     student matches its teacher, which is not how accurate it is (Stanton et al. 2021,
-    "Does knowledge distillation really work?"). 1.0 and 0.0 for the teacher itself."""
+    "Does knowledge distillation really work?"). 1.0 and 0.0 for the teacher itself.
+    A language model's, with its next-token labels `y`, per predicted token (IGNORE skipped)."""
     s_was, t_was = student.training, teacher.training
     student.eval(), teacher.eval()
     device = next(student.parameters()).device
     home = next(teacher.parameters(), torch.empty(0)).device  # the shared teacher goes back where it was
     teacher.to(device)
-    agree, kl = 0, 0.0
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
+    rows = batch_size if y is None else _batch_rows(x, y, batch_size, _vocab_of(student, x, y))
+    agree, kl, count = 0, 0.0, 0
+    for start in range(0, len(x), rows):
+        xb = x[start : start + rows].to(device)
         s = torch.log_softmax(as_outputs(student(xb)).logits.float(), -1)
         t = torch.log_softmax(as_outputs(teacher(xb)).logits.float(), -1)
-        agree += int((s.argmax(-1) == t.argmax(-1)).sum())
-        kl += float((t.exp() * (t - s)).sum())
+        valid = torch.ones(s.shape[:-1], dtype=torch.bool, device=device) if y is None else y[start : start + rows].to(device) != IGNORE
+        agree += int(((s.argmax(-1) == t.argmax(-1)) & valid).sum())
+        kl += float(((t.exp() * (t - s)).sum(-1) * valid).sum())
+        count += int(valid.sum())
     student.train(s_was), teacher.train(t_was)
     teacher.to(home)
-    return agree / len(x), max(0.0, kl / len(x))
+    return agree / max(count, 1), max(0.0, kl / max(count, 1))
 
 
 def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None) -> RunResult:
@@ -347,7 +379,8 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         generator = torch.Generator().manual_seed(config.seed)
 
         history: list[Epoch] = []
-        best_acc, best_epoch, best_state = -1.0, 0, None
+        lm = data.y_val.dim() == 2
+        best_score, best_epoch, best_state, kept = -math.inf, 0, None, (0.0, math.nan)
         mix = torch.tensor(list(weights.values()), device=device)
         sizes = torch.tensor([min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
         # A fused step backpropagates its (rows, K) values with each term's weight over the batch
@@ -413,24 +446,27 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
             val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
-            done = Epoch(epoch, means[0], dict(zip(terms, means[1:])), val_acc, val_loss, n_params, latency)
+            done = Epoch(epoch, means[0], dict(zip(terms, means[1:])), val_acc, val_loss, n_params, latency,
+                         math.exp(min(val_loss, 700.0)) if lm else None)
             history.append(done)
             if report is not None:
                 report(done)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
+            score = -val_loss if lm else val_acc  # a language model is picked on its cross-entropy, as it is scored
+            if score > best_score:
+                best_score, best_epoch, kept = score, epoch, (val_acc, val_loss)
                 if cfg.epoch_policy == "best_val":
                     best_state = copy.deepcopy(student.state_dict())
 
         if cfg.epoch_policy == "best_val":
             student.load_state_dict(best_state)
-            val_acc = best_acc
+            val_acc, val_loss = kept
         else:
             best_epoch = cfg.epochs
         expose(student, built_with)  # the trained model computes what its family does by default, not what the losses read
         if mode == "online":
             expose(t_module, teacher_had)  # the shared teacher goes back as it came
-        test_acc, _ = evaluate(student, data.x_test, data.y_test)
+        test_acc, test_loss = evaluate(student, data.x_test, data.y_test)
     finally:
         torch.set_num_threads(threads)
-    return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student, time.perf_counter() - started)
+    return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student, time.perf_counter() - started,
+                     test_loss, val_loss)

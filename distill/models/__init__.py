@@ -18,6 +18,10 @@ own transformer or a Hugging Face model (`distill.models.hf`):
 Attentions and parts cost time and memory: a model computes them only for the
 kinds `expose(model, kinds)` asked for (what the run's losses read).
 
+A language model (a `TokenShape` whose task is "lm") is causal: position t reads
+positions 0..t only, the logits are (B, N, vocab), one next-token distribution per
+position, and "embedding" is the last block's normed states (B, D, N), unpooled.
+
 A family is one file: an options dataclass and a builder registered with
 `@register_model(name, Options)`; the builder gets the options, the input shape
 of one sample and the number of classes.
@@ -50,21 +54,27 @@ class Outputs(NamedTuple):
 class TokenShape(tuple):
     """The shape of one token sample, (max_len,), that also says the inputs are int64 ids:
     `vocab` ids in all, `pad_id` filling the tail of short samples. A tuple, so code that
-    only needs the shape reads it as one."""
+    only needs the shape reads it as one. `task` "lm": the model predicts the next id at every
+    position (a causal decoder, logits (B, L, vocab)); "classify": one label per sample."""
 
     vocab: int
     pad_id: int
+    task: str
 
-    def __new__(cls, length: int, vocab: int, pad_id: int = 0) -> "TokenShape":
+    def __new__(cls, length: int, vocab: int, pad_id: int = 0, task: str = "classify") -> "TokenShape":
         shape = super().__new__(cls, (int(length),))
-        shape.vocab, shape.pad_id = int(vocab), int(pad_id)
+        shape.vocab, shape.pad_id, shape.task = int(vocab), int(pad_id), task
         return shape
 
+    @property
+    def lm(self) -> bool:
+        return self.task == "lm"
+
     def __reduce__(self):  # pickles (Ray ships datasets) with its vocabulary
-        return (TokenShape, (self[0], self.vocab, self.pad_id))
+        return (TokenShape, (self[0], self.vocab, self.pad_id, self.task))
 
     def __repr__(self) -> str:
-        return f"TokenShape({self[0]}, vocab={self.vocab}, pad_id={self.pad_id})"
+        return f"TokenShape({self[0]}, vocab={self.vocab}, pad_id={self.pad_id}" + (f", task={self.task!r})" if self.lm else ")")
 
 
 def example_input(input_shape: tuple[int, ...], batch: int = 1) -> Tensor:
@@ -91,7 +101,8 @@ MODELS = Registry("model family")
 
 
 def register_model(name: str, options: type, inputs: tuple[str, ...] = ("features",)) -> Callable[[Callable], Callable]:
-    """`inputs`: what the family takes, "features" (float samples) and/or "tokens" (ids, a `TokenShape`)."""
+    """`inputs`: what the family takes, "features" (float samples), "tokens" (ids, a `TokenShape`) and/or
+    "lm" (ids of a language-modelling task: the family builds a causal decoder, logits (B, N, vocab))."""
     return MODELS.register(name, options, inputs)
 
 
@@ -103,6 +114,9 @@ def build_model(family: str, options: object, input_shape: tuple[int, ...], num_
         if tokens and "tokens" not in entry.reads:
             takes = [name for name in MODELS.names() if "tokens" in MODELS.get(name, "").reads]
             raise ValueError(f"{family} takes features, and this data is token ids: use a family with an embedding ({', '.join(takes)})")
+        if tokens and input_shape.lm and "lm" not in entry.reads:
+            takes = [name for name in MODELS.names() if "lm" in MODELS.get(name, "").reads]
+            raise ValueError(f"{family} is not a language model, and this data is next-token prediction: use {', '.join(takes)}")
         if not tokens and "features" not in entry.reads:
             raise ValueError(f"{family} takes token ids, and this data gives features (use data.name: text, khop, or token arrays)")
         return entry.build(options, input_shape if tokens else tuple(input_shape), num_classes)

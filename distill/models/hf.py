@@ -1,7 +1,9 @@
 """Hugging Face models as kdx teachers and students: `family: hf`.
 
 A model for sequence classification (`AutoModelForSequenceClassification`),
-built from a local `save_pretrained` folder (`pretrained`) or from a config:
+or on a language-modelling task a causal LM (`AutoModelForCausalLM`: GPT-2,
+Llama-style configs; logits (B, N, vocab), "embedding" the last hidden states
+(B, D, N)), built from a local `save_pretrained` folder (`pretrained`) or from a config:
 `model_type` plus AutoConfig keys, the size ones by name so a search can
 range over them (`student.num_hidden_layers: {int: [1, 6]}`), any other under
 `config`. Nothing is downloaded: `pretrained` must be a folder on disk, and
@@ -58,7 +60,7 @@ def check_local(path: str, key: str = "pretrained") -> None:
 @dataclass(frozen=True)
 class HFOptions:
     pretrained: str | None = None  # a local save_pretrained folder (config, weights, and its tokenizer if any)
-    model_type: str = "bert"  # AutoConfig.for_model's name, when no folder is given
+    model_type: str | None = None  # AutoConfig.for_model's name, when no folder is given; None: bert, or gpt2 for a language model
     num_hidden_layers: int | None = None  # None: the folder's, or the model type's default (BERT-base: 12)
     hidden_size: int | None = None
     num_attention_heads: int | None = None
@@ -98,9 +100,9 @@ _PROJ = re.compile(r"^(?:.*\.)?(?:layer|layers|h)\.(\d+)\..*\b(query|key|value|q
 class HFModel(nn.Module):
     """A Hugging Face classifier on token ids, returning `Outputs`."""
 
-    def __init__(self, hf: nn.Module, pad_id: int):
+    def __init__(self, hf: nn.Module, pad_id: int, lm: bool = False):
         super().__init__()
-        self.hf, self.pad_id, self.heads = hf, pad_id, int(hf.config.num_attention_heads)
+        self.hf, self.pad_id, self.heads, self.lm = hf, pad_id, int(hf.config.num_attention_heads), lm
         self.kdx_expose: frozenset[str] = frozenset()
         self.captured: dict[str, Tensor] = {}
         for name, module in hf.named_modules():
@@ -117,7 +119,7 @@ class HFModel(nn.Module):
         out = self.hf(input_ids=x, attention_mask=mask.long(), output_hidden_states=True, output_attentions=attend)
         hidden = out.hidden_states
         features = {f"block{i}": h.transpose(1, 2) for i, h in enumerate(hidden)}
-        features["embedding"] = hidden[-1][:, 0]
+        features["embedding"] = hidden[-1].transpose(1, 2) if self.lm else hidden[-1][:, 0]
         attentions = {f"block{i}": a for i, a in enumerate(out.attentions or (), 1)}
         parts, self.captured = self.captured, {}
         return Outputs(out.logits, features, attentions, parts, mask)
@@ -125,17 +127,23 @@ class HFModel(nn.Module):
     def __reduce__(self) -> tuple:
         # Transformers 5 installs closures as hooks on the first forward, which neither pickle nor
         # cloudpickle can take; a model travels (Ray, deepcopy) as its config and weights instead.
-        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.kdx_expose, self.training))
+        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.kdx_expose, self.training, self.lm))
 
 
-def _rebuild(config: dict, state: dict, pad_id: int, exposed: frozenset, training: bool) -> HFModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def _auto(lm: bool) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if lm else AutoModelForSequenceClassification
+
+
+def _rebuild(config: dict, state: dict, pad_id: int, exposed: frozenset, training: bool, lm: bool = False) -> HFModel:
+    from transformers import AutoConfig
     from transformers.utils import logging
 
     _offline()
     logging.set_verbosity_error()
     config = dict(config)
-    model = HFModel(AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id)
+    model = HFModel(_auto(lm).from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id, lm)
     model.load_state_dict(state)
     model.kdx_expose = exposed
     return model.train(training)
@@ -162,16 +170,22 @@ def hf_config(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> Any
             raise ValueError(f"{opts.pretrained} embeds {cfg.vocab_size} token ids, the data's tokenizer has {input_shape.vocab}: "
                              f"tokenize with the model's own (data.tokenizer_path: {opts.pretrained})")
     else:
+        model_type = opts.model_type or ("gpt2" if input_shape.lm else "bert")
         try:
-            cfg = AutoConfig.for_model(opts.model_type)
+            cfg = AutoConfig.for_model(model_type)
         except ValueError:
-            raise ValueError(f"model_type '{opts.model_type}' is not a Hugging Face model type (bert, distilbert, roberta, ...)") from None
+            raise ValueError(f"model_type '{model_type}' is not a Hugging Face model type (bert, distilbert, roberta, gpt2, llama, ...)") from None
         changes = {"vocab_size": input_shape.vocab, "pad_token_id": input_shape.pad_id, **changes}
     for key, value in changes.items():
         if not hasattr(cfg, key) and key not in SIZE_KEYS:
             raise ValueError(f"config: {type(cfg).__name__} has no key '{key}'")
         setattr(cfg, key, value)
-    cfg.num_labels = num_classes
+    if "num_attention_heads" in changes and "num_key_value_heads" not in changes and getattr(cfg, "num_key_value_heads", None):
+        cfg.num_key_value_heads = cfg.num_attention_heads  # Llama's default (32) would not divide a searched head count
+    if not input_shape.lm:
+        cfg.num_labels = num_classes
+    elif cfg.vocab_size != num_classes:
+        raise ValueError(f"the model predicts {cfg.vocab_size} token ids, the data's vocabulary has {num_classes}")
     positions = getattr(cfg, "max_position_embeddings", None)
     if positions is not None and positions < input_shape[0]:
         raise ValueError(f"max_position_embeddings {positions} is shorter than the data's max_len {input_shape[0]}")
@@ -180,19 +194,18 @@ def hf_config(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> Any
     return cfg
 
 
-@register_model("hf", HFOptions, inputs=("tokens",))
+@register_model("hf", HFOptions, inputs=("tokens", "lm"))
 def hf(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
     cfg = hf_config(opts, input_shape, num_classes)
     logging.set_verbosity_error()  # "newly initialized head" is what a new head is; kdx says what it built
+    auto = _auto(input_shape.lm)
     if opts.pretrained and not opts.overrides():
-        model = AutoModelForSequenceClassification.from_pretrained(opts.pretrained, config=cfg, local_files_only=True,
-                                                                   ignore_mismatched_sizes=True)
+        model = auto.from_pretrained(opts.pretrained, config=cfg, local_files_only=True, ignore_mismatched_sizes=True)
     else:
-        model = AutoModelForSequenceClassification.from_config(cfg)
-    return HFModel(model, input_shape.pad_id)
+        model = auto.from_config(cfg)
+    return HFModel(model, input_shape.pad_id, input_shape.lm)
 
 
 def _vocab(folder: str | Path) -> Any:

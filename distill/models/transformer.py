@@ -7,6 +7,14 @@ or the last real token. Float input (L,) or (C, L): tokens are `patch`
 consecutive positions (all channels); (C, H, W): `patch` x `patch` squares,
 mean-pooled (a ViT without [CLS]). Pre-norm blocks either way.
 
+A language model (a `TokenShape` whose task is "lm") is a causal decoder shaped
+as GPT-2 is (pre-norm blocks, learned positions, a final norm, a bias-free head
+over the vocabulary at every position, exact GELU), so that `kdx export` writes
+it as a `GPT2LMHeadModel` with the same weights and the same outputs. Position t
+attends to 0..t only; padding sits at the tail, after every real token, so the
+causal mask alone keeps it out of what a real position reads (GPT-2 without an
+attention mask does the same). The logits are (B, N, vocab).
+
 What a block exposes follows the contract in `distill.models`: hidden states
 always (they are computed anyway), post-softmax attention maps and the q, k, v
 of every block only when `expose` asked for them; otherwise attention runs as
@@ -87,6 +95,7 @@ class Transformer(nn.Module):
     def __init__(self, opts: TransformerOptions, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.pool = opts.pool
+        self.lm = isinstance(input_shape, TokenShape) and input_shape.lm
         if isinstance(input_shape, TokenShape):
             self.pad_id, tokens = input_shape.pad_id, input_shape[0]
             self.embed = nn.Embedding(input_shape.vocab, opts.dim)
@@ -98,7 +107,7 @@ class Transformer(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, tokens, opts.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(opts.dim, opts.heads, opts.mlp_ratio) for _ in range(opts.depth))
         self.norm = nn.LayerNorm(opts.dim)
-        self.head = nn.Linear(opts.dim, num_classes)
+        self.head = nn.Linear(opts.dim, num_classes, bias=not self.lm)  # GPT-2's lm_head has no bias
 
     def _patches(self, p: int, input_shape: tuple[int, ...]) -> tuple[int, int]:
         shape = (1, *input_shape) if len(input_shape) == 1 else tuple(input_shape)
@@ -129,8 +138,9 @@ class Transformer(nn.Module):
             h = self.embed(self.tokenize(x)) + self.pos
         else:
             mask = x != self.pad_id
-            keep = mask[:, None, None, :]
-            h = self.embed(x) + self.pos[:, : x.shape[1]]
+            n = x.shape[1]
+            keep = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()[None, None] if self.lm else mask[:, None, None, :]
+            h = self.embed(x) + self.pos[:, :n]
         explicit = "attentions" in self.kdx_expose
         features, attentions, parts = ({"block0": h.transpose(1, 2)} if mask is not None else {}), {}, {}
         for i, block in enumerate(self.blocks, 1):
@@ -141,6 +151,9 @@ class Transformer(nn.Module):
             if "parts" in self.kdx_expose:
                 parts |= {f"q.block{i}": q, f"k.block{i}": k, f"v.block{i}": v}
         h = self.norm(h)
+        if self.lm:  # every position predicts the next token: nothing is pooled
+            features["embedding"] = h.transpose(1, 2)
+            return Outputs(self.head(h), features, attentions, parts, mask)
         features["embedding"] = embedding = self._pooled(h, mask)
         return Outputs(self.head(embedding), features, attentions, parts, mask)
 
@@ -156,6 +169,6 @@ class Transformer(nn.Module):
         return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
-@register_model("transformer", TransformerOptions, inputs=("features", "tokens"))
+@register_model("transformer", TransformerOptions, inputs=("features", "tokens", "lm"))
 def transformer(opts: TransformerOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return Transformer(opts, input_shape, num_classes)
