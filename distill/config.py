@@ -136,6 +136,13 @@ class TeacherConfig:
     # made once per search with their crop/flip, that trials replay (FKD, Shen & Xing 2022).
     outputs: Literal["cached", "online", "views"] = "cached"
     views: int = 8
+    # A language model's cached outputs: the top-k log-probabilities per token and their ids, the rest
+    # of the mass in one tail bucket (distill/losses/next_token.py): 8k + 4 bytes a token where the
+    # whole vocabulary takes 4 x vocab. None: the whole vocabulary, exact.
+    topk: int | None = None
+    # "slice": a Hugging Face teacher folder whose embedding is padded to more rows than the data's
+    # vocabulary (Qwen's and Llama's round up to a multiple of 64 or 128) scores the shared rows only.
+    vocab: Literal["same", "slice"] = "same"
     epochs: int = 60
     lr: float = 3e-3
     batch_size: int = 128
@@ -149,13 +156,19 @@ class TeacherConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
+        check(self.topk is None or self.topk >= 1, "topk", f"must be >= 1, got {self.topk}")
+        check(self.topk is None or self.outputs == "cached", "topk", "keeps the cached outputs small; with outputs "
+              f"{self.outputs} the teacher's whole distribution is read on each batch")
+        check(self.vocab == "same" or (self.model.family == "hf" and bool(self.model.options.pretrained)), "vocab",
+              "slice reads a Hugging Face teacher folder whose vocabulary is a padded superset of the data's: "
+              "set teacher.family: hf and teacher.pretrained")
 
     def to_dict(self) -> dict:
         return {**self.model.to_dict(), **{k: getattr(self, k) for k in self._OWN}}
 
     def training_dict(self) -> dict:
         """What makes the teacher's weights (how its outputs reach a student does not)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("outputs", "views")}
+        return {k: v for k, v in self.to_dict().items() if k not in ("outputs", "views", "topk", "vocab")}
 
 
 TeacherConfig._OWN = tuple(section_keys(TeacherConfig))

@@ -31,8 +31,12 @@ class JobResult:
             "student": self.student.to_dict(),
             "twin": self.twin.to_dict() if self.twin else None,
         }
+        if self.data.task == "lm":
+            out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token; None where unknown
         if self.twin is not None:
             out["gain"] = self.student.test_acc - self.twin.test_acc
+            if self.data.task == "lm":  # what a language model is scored on: nats per token, positive when the student is better
+                out["gain_nats"] = self.twin.test_loss - self.student.test_loss
         return out
 
 
@@ -41,7 +45,8 @@ def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], Non
     teacher = prepare_teacher(config, data, log=log) if config.needs_teacher else None
     if teacher is not None:
         i = teacher.info
-        log(f"teacher: {i.source}, val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}, {i.params} params")
+        lm = f", test cross-entropy {i.test_loss:.4f} nats/token" if i.test_loss is not None else ""
+        log(f"teacher: {i.source}, val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}{lm}, {i.params} params")
     student = run(config, data, teacher, report=report)
     scratch = run(config.scratch_twin(), data, None) if twin else None
     return JobResult(config, data, teacher.info if teacher else None, student, scratch)

@@ -34,11 +34,14 @@ __all__ = ["HMMOptions", "HMMFloor", "hmm_source", "hmm_floor"]
 
 @dataclass(frozen=True)
 class HMMOptions:
+    # At these defaults (data seed 0): floor 2.550 nats, the last position 2.488; a unigram model of
+    # the training split scores 3.332 on the test split and a bigram 2.748, so about 0.2 nats are
+    # left for a model that infers the hidden state from more than one symbol back.
     states: int = 8
-    symbols: int = 16
+    symbols: int = 64
     length: int = 32
     transition_alpha: float = 0.1  # sparse: each state leads to one or two others
-    emission_alpha: float = 0.2  # sparse: each state emits a few symbols, which is what reveals it
+    emission_alpha: float = 0.05  # sparse: each state emits a few symbols, which is what reveals it
     train_samples: int = 4000
     test_samples: int = 1000
 

@@ -49,6 +49,7 @@ class TeacherInfo:
     params: int
     latency_ms: float
     train_s: float = 0.0  # what training it cost (0 for a user's checkpoint); counted in a front point's compute
+    test_loss: float | None = None  # a language model's test cross-entropy, nats per predicted token
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,8 +64,37 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 def _info(model: nn.Module, data: Dataset, key: str, source: str) -> TeacherInfo:
     val_acc, _ = evaluate(model, data.x_val, data.y_val)
-    test_acc, _ = evaluate(model, data.x_test, data.y_test)
-    return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape))
+    test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+    return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape),
+                       test_loss=test_loss if data.task == "lm" else None)
+
+
+class VocabSlice(nn.Module):
+    """A language model whose output rows are a padded superset of the data's vocabulary, scoring the
+    first `vocab` rows only (`teacher.vocab: slice`): ids past them are padding rows no token uses."""
+
+    def __init__(self, model: nn.Module, vocab: int):
+        super().__init__()
+        self.model, self.vocab = model, vocab
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        out = as_outputs(self.model(x))
+        return out._replace(logits=out.logits[..., : self.vocab])
+
+
+def _build(config: RunConfig, data: Dataset) -> nn.Module:
+    """The teacher's module on this data; with `teacher.vocab: slice` (a Hugging Face folder with
+    more output rows than the data's vocabulary) built at the folder's size and sliced."""
+    t = config.teacher
+    if t.vocab != "slice":
+        return t.model.build(data.input_shape, data.num_classes, "teacher")
+    rows = json.loads((Path(t.model.options.pretrained) / "config.json").read_text()).get("vocab_size", 0)
+    shape = data.input_shape
+    if data.task != "lm" or rows < shape.vocab:
+        raise ConfigError(f"teacher.vocab: slice needs a language model whose vocabulary is a superset of the data's; "
+                          f"'{t.model.options.pretrained}' has {rows} rows, the data {shape.vocab}")
+    wide = type(shape)(shape[0], rows, shape.pad_id, shape.task)
+    return VocabSlice(t.model.build(wide, rows, "teacher"), shape.vocab)
 
 
 def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
@@ -72,7 +102,7 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     path = Path(t.checkpoint)
     if not path.is_file():
         raise ConfigError(f"teacher.checkpoint: no such file '{path}'")
-    model = t.model.build(data.input_shape, data.num_classes, "teacher")
+    model = _build(config, data)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -140,7 +170,7 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
 
 def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log: Log) -> tuple[nn.Module, TeacherInfo]:
     t = config.teacher
-    model = t.model.build(data.input_shape, data.num_classes, "teacher")
+    model = _build(config, data)
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
@@ -155,7 +185,8 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     result = run(teacher_run, data)
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
-    info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds)
+    info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds,
+                       result.test_loss if data.task == "lm" else None)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 
@@ -182,9 +213,11 @@ def _select(out: Outputs, keys: list[str]) -> Outputs:
 
 @torch.no_grad()
 def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: int,
-                  view: Callable[[torch.Tensor, slice], torch.Tensor] = lambda x, rows: x) -> dict[str, torch.Tensor]:
+                  view: Callable[[torch.Tensor, slice], torch.Tensor] = lambda x, rows: x,
+                  shrink: Callable[[Outputs], Outputs] = lambda out: out) -> dict[str, torch.Tensor]:
     """The model's outputs over the training set, batch by batch, on a GPU when there is one
-    (kept on the CPU); `view(x, rows)` augments a batch first."""
+    (kept on the CPU); `view(x, rows)` augments a batch first, `shrink` makes each batch's
+    outputs what is stored (a language model's top-k), so the whole vocabulary is never held."""
     device = resolve_device("auto")
     model = _frozen(model).to(device)
     had = expose(model, _kinds(keys))
@@ -193,7 +226,7 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
         parts = []
         for i in range(0, n, batch_size):
             x = view(data.x_train[i : i + batch_size].to(device), slice(i, min(i + batch_size, n)))
-            parts.append(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys))
+            parts.append(shrink(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys)))
     finally:
         model.cpu()  # the shared teacher ships to trials from the CPU
         expose(model, had)
@@ -217,14 +250,30 @@ def model_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
     return _unflat(_flat_outputs(model, data, keys, batch_size))
 
 
-def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], batch_size: int = 1024) -> Outputs:
-    """The teacher's outputs named by `keys` over the training set, computed once and cached."""
+def _topk(out: Outputs, k: int) -> Outputs:
+    from .losses.next_token import topk_outputs
+
+    top = topk_outputs(out.logits.float(), k)
+    return out._replace(logits=top.logits, parts={**out.parts, "topk.index": top.parts["topk.index"].to(torch.int32)})  # ids fit in 4 bytes
+
+
+def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: list[str], batch_size: int = 1024,
+                    topk: int | None = None) -> Outputs:
+    """The teacher's outputs named by `keys` over the training set, computed once and cached; a
+    language model's logits as the top-k log-probabilities and their ids when `topk` is less than
+    the vocabulary (`distill.losses.next_token.topk_outputs`)."""
     kinds = sorted(_kinds(keys))  # what _select keeps: equal kinds make equal caches
-    path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, kinds])}.pt"
+    if topk is not None and data.task == "lm" and topk > data.num_classes:
+        raise ConfigError(f"teacher.topk: {topk} is more than the vocabulary ({data.num_classes} ids); leave it unset for the whole vocabulary")
+    topk = topk if topk is not None and data.task == "lm" and topk < data.num_classes else None
+    path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, kinds] + ([topk] if topk else []))}.pt"
     flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if flat is None:
-        flat = _flat_outputs(teacher, data, keys, batch_size)
+        shrink = (lambda out: out) if not topk else lambda out: _topk(out, topk)
+        flat = _flat_outputs(teacher, data, keys, batch_size if data.task != "lm" else 64, shrink=shrink)
         save_checked(path, lambda p: torch.save(flat, p))
+    if "parts.topk.index" in flat:
+        flat["parts.topk.index"] = flat["parts.topk.index"].long()  # gather takes int64
     return _unflat(flat)
 
 
@@ -261,4 +310,4 @@ def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = N
         return Teacher(module, info)
     if mode == "views":
         return Teacher(module, info, views=teacher_views(module, info, data, keys, config))
-    return Teacher(module, info, teacher_outputs(module, info, data, keys))
+    return Teacher(module, info, teacher_outputs(module, info, data, keys, topk=config.teacher.topk))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,18 +40,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def progress(e) -> None:
         if e.epoch == 1 or e.epoch % 10 == 0 or e.epoch == config.train.epochs:
-            print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}  val_acc {e.val_acc:.4f}", flush=True)
+            ppl = f"  val_ppl {e.val_ppl:.4f}" if e.val_ppl is not None else ""
+            print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}{ppl}  val_acc {e.val_acc:.4f}", flush=True)
 
     job = distill_once(config, twin=args.twin, report=progress)
-    rows = [("model", "params", "latency_ms", "val_acc", "test_acc")]
+    lm = job.data.task == "lm"
+    rows = [("model", "params", "latency_ms", "val_acc", "test_acc") + (("test nats/token", "test_ppl") if lm else ())]
     for name, r in (("teacher", job.teacher), ("student", job.student), ("scratch twin", job.twin)):
         if r is not None:
-            rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}"))
+            tail = (f"{r.test_loss:.4f}", f"{math.exp(r.test_loss):.3f}") if lm else ()
+            rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + tail)
     print()
     _print_table(rows)
     result = job.to_dict()
+    if lm and job.data.tokens.floor is not None:
+        print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
     if job.twin is not None:
-        print(f"\ndistillation gain (student - twin, test): {100 * result['gain']:+.2f} points")
+        if lm:
+            print(f"\ndistillation gain (twin - student, test cross-entropy; one seed, the twin keeps the student's recipe): "
+                  f"{result['gain_nats']:+.4f} nats/token")
+        else:
+            print(f"\ndistillation gain (student - twin, test): {100 * result['gain']:+.2f} points")
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     out = Path(args.out or ".") / "result.json"
     atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))
