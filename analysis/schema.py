@@ -15,6 +15,8 @@ neither spells a name itself.
   the same names, verbatim); `kdx.sampled` lists which were sampled.
 - Metrics: val_acc and test_acc (fractions), params (count), latency_ms
   (batch-1 CPU, median), train_loss and loss/<term> per epoch (step=epoch).
+  A language model's: val_loss and test_loss in nats per predicted token,
+  val_ppl and test_ppl (their exp), val_acc and test_acc next-token accuracy.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ __all__ = [
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
-    "VAL_ACC", "VAL_LOSS", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "LM_OBJECTIVES", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
-    "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
+    "QUALITY", "quality", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
 
 TAG_ROLE = "kdx.role"
@@ -68,6 +70,9 @@ ROLE_ASSISTANT = "assistant"
 VAL_ACC = "val_acc"
 TEST_ACC = "test_acc"
 VAL_LOSS = "val_loss"
+VAL_PPL = "val_ppl"  # a language model's: exp(val_loss)
+TEST_LOSS = "test_loss"
+TEST_PPL = "test_ppl"
 PARAMS = "params"
 LATENCY = "latency_ms"
 TRAIN_LOSS = "train_loss"
@@ -78,6 +83,7 @@ TEACHER_PARAMS = "teacher_params"
 TEACHER_VAL_ACC = "teacher_val_acc"
 TEACHER_TEST_ACC = "teacher_test_acc"
 TEACHER_TRAIN_S = "teacher_train_s"  # the seconds that teacher's training took (0: a user's checkpoint)
+TEACHER_TEST_LOSS = "teacher_test_loss"  # a language model's teacher: nats per predicted test token
 # Fidelity on the test split (Stanton et al. 2021): top-1 agreement with the run's own teacher,
 # and KL(teacher || student) at T = 1. Twins are measured against the search's teacher.
 AGREEMENT = "test_agreement"
@@ -85,8 +91,17 @@ TEACHER_KL = "test_kl"
 TRAIN_S = "train_s"  # the run's own training time, build to test evaluation
 
 # Objectives a search may name, with what a run reports for each.
-OBJECTIVES = (VAL_ACC, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
-FINAL_ONLY = (AGREEMENT, TEACHER_KL)  # measured once a run ends: a scheduler cannot read them per epoch
+OBJECTIVES = (VAL_ACC, VAL_LOSS, VAL_PPL, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
+# A language model's: val_acc is there next-token accuracy, which is not what it is scored by
+LM_OBJECTIVES = (VAL_PPL, VAL_LOSS, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
+FINAL_ONLY = (AGREEMENT, TEACHER_KL)
+# The objectives that say how good a model is (the others say what it costs), each with its better direction.
+QUALITY = {VAL_ACC: "max", VAL_PPL: "min", VAL_LOSS: "min"}
+
+
+def quality(objectives: Mapping[str, str]) -> str | None:
+    """The first of `objectives` that says how good a model is (val_acc, val_ppl, val_loss), or None."""
+    return next((k for k in objectives if k in QUALITY), None)  # measured once a run ends: a scheduler cannot read them per epoch
 
 # A student's (or teacher's) weights artifact: a folder of the safetensors file and the
 # run config that rebuilds the model (analysis.store writes and reads it).

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from analysis.schema import FINAL_ONLY, OBJECTIVES, VAL_ACC
+from analysis.schema import FINAL_ONLY, LM_OBJECTIVES, OBJECTIVES, QUALITY, VAL_ACC, VAL_PPL, quality
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, resolve_paths, to_plain
-from distill.data import import_object, is_custom
+from distill.data import dataset_task, import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
 from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
@@ -81,7 +81,8 @@ class SearchSettings:
             check(name in OBJECTIVES, "objectives", f"unknown objective '{name}'" + did_you_mean(str(name), list(OBJECTIVES)))
             check(mode in ("max", "min"), "objectives", f"{name}: direction must be max or min, got {mode!r}")
         if self.scheduler == "asha":
-            check(VAL_ACC in self.objectives, "scheduler", "asha stops trials on val_acc per epoch: add val_acc to the objectives")
+            check(quality(self.objectives) is not None, "scheduler",
+                  f"asha stops trials on how good they are per epoch: add one of {', '.join(QUALITY)} to the objectives")
             late = [k for k in self.objectives if k in FINAL_ONLY]
             check(not late, "scheduler", f"asha reads every objective per epoch, and {', '.join(late)} is measured once a run ends")
 
@@ -135,6 +136,16 @@ class ExperimentConfig:
         """The sampler this search runs: `search.sampler`, or with auto the one chosen for its budget."""
         s = self.search
         return choose_sampler(s.sampler, self.space, s.num_samples, len(s.objectives), s.max_concurrent)
+
+    @property
+    def lm(self) -> bool:
+        """A language-modelling search: models are ranked by perplexity, gains read in nats per token."""
+        return dataset_task(self.run.data.name) == "lm"
+
+    @property
+    def quality(self) -> str:
+        """The objective that says how good a model is: the search's own, else val_acc (val_ppl for a language model)."""
+        return quality(self.search.objectives) or (VAL_PPL if self.lm else VAL_ACC)
 
     @property
     def objective_names(self) -> list[str]:
@@ -200,7 +211,15 @@ def load_experiment(
         search_raw["max_concurrent"] = max_concurrent
     if smoke:
         search_raw["num_samples"] = min(int(search_raw.get("num_samples", 4)), 4)
+    lm = dataset_task(run.data.name) == "lm"
+    if lm and "objectives" not in search_raw:
+        search_raw["objectives"] = {VAL_PPL: "min"}  # a language model is scored by perplexity
     search = parse_dataclass(SearchSettings, search_raw, "search")
+    _check_task_objectives(search.objectives, run.data.name, lm)
+    if lm:  # the trials log perplexity already; the front, the tuned-twin gain and the export read accuracy still
+        raise ConfigError(f"data.name: {run.data.name} is language modelling, and kdx search does not rank language models yet (the front, "
+                          "the tuned-twin gain and the export read accuracy): train one with `kdx run`; benchmarks/bench_lm.py "
+                          "measures the tuned gains")
     resources = parse_dataclass(Resources, raw.get("resources"), "resources")
     tracking = parse_dataclass(Tracking, raw.get("tracking"), "tracking")
     chain = None
@@ -240,6 +259,16 @@ def load_experiment(
         import_object(run.data.name, "data.name")
     uri = absolute_uri(tracking_uri or tracking.uri or default_tracking_uri())
     return ExperimentConfig(exp_name.strip(), base, run, space, search, resources, uri, str(path), chain)
+
+
+def _check_task_objectives(objectives: dict, data: str, lm: bool) -> None:
+    """val_acc on a language model (its next-token accuracy) where perplexity was meant, and a
+    language model's objectives on a classifier, are one line each."""
+    if lm and VAL_ACC in objectives:
+        raise ConfigError(f"search.objectives: data {data} is language modelling, where val_acc is next-token accuracy and models are "
+                          f"ranked by perplexity: use {{val_ppl: min}} (or val_loss: min); objectives for this task: {', '.join(LM_OBJECTIVES)}")
+    if not lm and VAL_PPL in objectives:
+        raise ConfigError(f"search.objectives: val_ppl is a language model's, and data {data} is classification: use {{val_acc: max}}")
 
 
 def describe(exp: ExperimentConfig) -> str:

@@ -127,7 +127,7 @@ def _values(p) -> str:
 
 def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:
     """The runs table kdx ui opens on: objectives, test accuracy, the front's label and every sampled param as columns."""
-    metrics = [*exp.search.objectives, schema.TEST_ACC]
+    metrics = [*exp.search.objectives, schema.TEST_PPL if exp.lm else schema.TEST_ACC]
     columns = [f"metrics.`{m}`" for m in dict.fromkeys(metrics)] + [f"tags.`{schema.TAG_PARETO_LABEL}`"]
     store.set_views(experiment_id, columns + [f"params.`{p.key}`" for p in exp.space])
     store.describe(_experiment_note(exp, experiment_id), experiment_id=experiment_id)
@@ -174,8 +174,10 @@ def summarize(exp: ExperimentConfig, grid, s: "Session", twins: int) -> SearchSu
     ran = [r for r in grid if r.error is None and not r.metrics.get(FAILED)]
     stopped = [r for r in ran if r.metrics.get("epoch", epochs) < epochs]
     finished = [r for r in ran if r.metrics.get("epoch", epochs) >= epochs]
-    best = max((r.metrics for r in finished), key=lambda m: m.get(schema.VAL_ACC, -1), default={})
-    best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in best}
+    key = exp.quality
+    sign = 1 if schema.QUALITY[key] == "max" else -1
+    best = max((r.metrics for r in finished if key in r.metrics), key=lambda m: sign * m[key], default={})
+    best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in best}
     timings = s.timings | {"train_s": sum(r.metrics.get("time_train_s", 0.0) for r in grid),
                            "other_s": sum(r.metrics.get("time_other_s", 0.0) for r in grid)}
     duplicates = sum(1 for r in finished if r.metrics.get(DUPLICATE))

@@ -16,6 +16,7 @@ is then ended KILLED and tagged stopped-early, so the front never sees it.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ def timing(started: float, train_s: float) -> dict:
 def teacher_metrics(info: TeacherInfo) -> dict:
     """A teacher as the metrics of the student runs that learned from it."""
     return {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc,
-            schema.TEACHER_TRAIN_S: info.train_s}
+            schema.TEACHER_TRAIN_S: info.train_s} | ({schema.TEACHER_TEST_LOSS: info.test_loss} if info.test_loss is not None else {})
 
 
 def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.Module | None = None) -> dict:
@@ -106,8 +107,12 @@ def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.
         schema.EPOCHS: result.epochs,
         schema.TRAIN_S: result.seconds,
     }
+    lm = data is not None and data.task == "lm"
+    if lm:
+        out |= {schema.VAL_LOSS: result.val_loss, schema.VAL_PPL: math.exp(result.val_loss), schema.TEST_LOSS: result.test_loss,
+                schema.TEST_PPL: result.test_ppl}
     if reference is not None and data is not None:
-        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test)
+        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test, y=data.y_test if lm else None)
     return out
 
 
@@ -216,7 +221,7 @@ def replay_finished(store: Store, ctx: TrialContext, trial_id: str) -> bool:
         if (r.info.status == FINISHED and r.data.tags.get(schema.TAG_STOPPED) != "true"
                 and r.data.tags.get(schema.TAG_ROLE) != schema.ROLE_ASSISTANT):  # a chain's student ends it
             m = r.data.metrics
-            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS])})
+            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in m} | {"epoch": int(m[schema.EPOCHS])})
             return True
     for r in old:
         store.delete(r.info.run_id)
@@ -265,7 +270,7 @@ def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dic
     log.metrics(m, step=int(m.get(schema.EPOCHS, 0)))
     log.end(FINISHED)
     store.client.update_run(log.run_id, name=f"{name} = {first.info.run_name}")
-    tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
+    tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
     return None
 
 
@@ -279,7 +284,7 @@ def log_failed(store: Store, ctx: TrialContext, name: str, tags: dict, params: d
 
 def _epoch_metrics(e: Epoch) -> dict[str, float]:
     return {schema.TRAIN_LOSS: e.train_loss, **{schema.loss_metric(k): v for k, v in e.losses.items()},
-            schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss}
+            schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss} | ({schema.VAL_PPL: e.val_ppl} if e.val_ppl is not None else {})
 
 
 def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig, data: Dataset, teacher: Teacher | None,
@@ -303,7 +308,10 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
     objectives: dict = {}
 
     def on_epoch(e: Epoch) -> None:
-        objectives.update({schema.VAL_ACC: e.val_acc, schema.PARAMS: e.params, schema.LATENCY: e.latency_ms}, epoch=e.epoch)
+        objectives.update({schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss, schema.PARAMS: e.params, schema.LATENCY: e.latency_ms},
+                          epoch=e.epoch)
+        if e.val_ppl is not None:
+            objectives[schema.VAL_PPL] = e.val_ppl
         reporting = report_epochs and ctx.report_every_epoch and e.epoch < epochs
         # Flushed before a scheduler sees the epoch: a stop may end this process before the
         # except-branch below has written anything; the driver then closes the run (search.py).

@@ -167,7 +167,8 @@ def make_scheduler(exp: ExperimentConfig):
         from .rungs import MOASHA
 
         return MOASHA(exp.search.objectives, "epoch", epochs, min(exp.search.grace_period, epochs), exp.search.reduction_factor)
-    return ASHAScheduler(metric=schema.VAL_ACC, mode=exp.search.objectives[schema.VAL_ACC], time_attr="epoch", max_t=epochs,
+    metric = schema.quality(exp.search.objectives)
+    return ASHAScheduler(metric=metric, mode=exp.search.objectives[metric], time_attr="epoch", max_t=epochs,
                          grace_period=min(exp.search.grace_period, epochs), reduction_factor=exp.search.reduction_factor)
 
 
@@ -212,7 +213,7 @@ def _fit(exp: ExperimentConfig, fn: Callable, space_base: dict, storage: Path | 
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=exp.name, storage_path=str(storage), verbose=0, callbacks=[Progress(exp.search.num_samples, exp.run.train.epochs)],
+            name=exp.name, storage_path=str(storage), verbose=0, callbacks=[Progress(exp.search.num_samples, exp.run.train.epochs, quality=exp.quality)],
             # Retries are for the machine (a lost node, a killed worker): failures a
             # retry cannot change end the trial themselves (FAILED in the result).
             failure_config=tune.FailureConfig(max_failures=exp.search.retries),
@@ -231,7 +232,7 @@ def run_jobs(fn: Callable, jobs: list, exp: ExperimentConfig, storage: Path | st
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=exp.search.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=f"{exp.name}-{label}s-{int(time.time())}", storage_path=str(storage), verbose=0,
-                                  callbacks=[Progress(len(jobs), exp.run.train.epochs, label=label)],
+                                  callbacks=[Progress(len(jobs), exp.run.train.epochs, label=label, quality=exp.quality)],
                                   failure_config=tune.FailureConfig(max_failures=exp.search.retries)),
     ).fit()
 
@@ -253,8 +254,8 @@ class Progress(Callback):
     and pickling the twins' Tuner failed on it); it logs through the one the
     search in this process set, so a copy Tune restored logs where the caller asked."""
 
-    def __init__(self, total: int, epochs: int, label: str = "trial"):
-        self.total, self.epochs, self.label = total, epochs, label
+    def __init__(self, total: int, epochs: int, label: str = "trial", quality: str = schema.VAL_ACC):
+        self.total, self.epochs, self.label, self.quality = total, epochs, label, quality
         self.count, self.best, self.started = 0, None, time.monotonic()
 
     @staticmethod
@@ -279,10 +280,12 @@ class Progress(Callback):
         elif r.get("epoch", self.epochs) < self.epochs:
             what = f"stopped at epoch {r.get('epoch')}"
         else:
-            what = f"val_acc {r.get(schema.VAL_ACC, float('nan')):.4f}  params {int(r.get(schema.PARAMS, 0)):,}"
-            if self.best is None or r.get(schema.VAL_ACC, -1) > self.best[0]:
-                self.best = (r.get(schema.VAL_ACC, -1), int(r.get(schema.PARAMS, 0)))
-        best = f"best val_acc {self.best[0]:.4f} ({self.best[1]:,} params)" if self.best else "best -"
+            key = self.quality
+            value, sign = r.get(key, float("nan")), 1 if schema.QUALITY[key] == "max" else -1
+            what = f"{key} {value:.4f}  params {int(r.get(schema.PARAMS, 0)):,}"
+            if value == value and (self.best is None or sign * value > sign * self.best[0]):
+                self.best = (value, int(r.get(schema.PARAMS, 0)))
+        best = f"best {self.quality} {self.best[0]:.4f} ({self.best[1]:,} params)" if self.best else "best -"
         self.log(f"[{self.count:>3}/{self.total}] {self.label} {trial.trial_id}: {what} | {best} | {_clock(elapsed)} elapsed, ~{_clock(left)} left")
 
 
