@@ -111,12 +111,12 @@ def build_model(family: str, options: object, input_shape: tuple[int, ...], num_
     try:
         entry = MODELS.get(family, f"{path}.family")
         tokens = isinstance(input_shape, TokenShape)
-        if tokens and "tokens" not in entry.reads:
-            takes = [name for name in MODELS.names() if "tokens" in MODELS.get(name, "").reads]
-            raise ValueError(f"{family} takes features, and this data is token ids: use a family with an embedding ({', '.join(takes)})")
         if tokens and input_shape.lm and "lm" not in entry.reads:
             takes = [name for name in MODELS.names() if "lm" in MODELS.get(name, "").reads]
             raise ValueError(f"{family} is not a language model, and this data is next-token prediction: use {', '.join(takes)}")
+        if tokens and "tokens" not in entry.reads:
+            takes = [name for name in MODELS.names() if "tokens" in MODELS.get(name, "").reads]
+            raise ValueError(f"{family} takes features, and this data is token ids: use a family with an embedding ({', '.join(takes)})")
         if not tokens and "features" not in entry.reads:
             raise ValueError(f"{family} takes token ids, and this data gives features (use data.name: text, khop, or token arrays)")
         return entry.build(options, input_shape if tokens else tuple(input_shape), num_classes)
