@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping
 import yaml
 
 from .augment import AugmentConfig
-from .data import DATASETS, is_custom
+from .data import DATASETS, dataset_task, is_custom
 from .errors import ConfigError, check
-from .losses import LOSSES
+from .losses import LOSSES, is_next_token, next_token_losses
 from .models import MODELS, build_model
 from .models.factory import build_factory, check_factory
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
@@ -226,6 +226,13 @@ class RunConfig:
         for name, weight in self.mix.items():
             check(weight >= 0, f"mix.{name}", f"weight must be >= 0, got {weight}")
         check(any(w > 0 for w in self.mix.values()), "mix", "at least one loss weight must be > 0")
+        lm = dataset_task(self.data.name) == "lm"
+        for name, weight in self.mix.items():
+            if weight > 0 and name != "ce" and is_next_token(name) != lm:
+                raise ConfigError(
+                    f"mix.{name}: data {self.data.name} is language modelling, where a teacher teaches next-token distributions: "
+                    f"use {', '.join(next_token_losses())}" if lm else
+                    f"mix.{name}: a next-token loss for language models, and data {self.data.name} is classification (use kd)")
         aug, outputs = self.data.augment, self.teacher.outputs
         if self.distills:
             check(not (aug.active and outputs == "cached"), "teacher.outputs",

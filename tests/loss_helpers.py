@@ -2,8 +2,10 @@
 student and a larger teacher of each family, on (1, 16) inputs with 5 classes; for each registered
 loss the first pair of families it accepts (PAIR_ORDER), and `case(name)`: the loss built on them.
 A loss that builds for no pair on float inputs (the token-model losses) gets the token pair:
-transformers over TokenShape(12, vocab=20) ids, some rows ending in padding. Models are asked for
-the output kinds the loss reads (`expose`), as `train.run` asks."""
+transformers over TokenShape(12, vocab=20) ids, some rows ending in padding; a loss that builds on
+neither (the next-token losses) gets the language-model pair: causal transformers over the same ids,
+its targets the next ids (IGNORE at the end and over padding). Models are asked for the output
+kinds the loss reads (`expose`), as `train.run` asks."""
 
 import dataclasses
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from distill.data import next_token_labels
 from distill.errors import ConfigError
 from distill.losses import LOSSES, build_loss, teacher_reads
 from distill.models import MODELS, Outputs, TokenShape, build_model, expose
@@ -28,11 +31,13 @@ TOKENS = TokenShape(12, vocab=20)
 TOKEN_PAIR = ("transformer", "transformer")
 TOKEN_STUDENT = {"transformer": dict(dim=16, depth=2, heads=4)}
 TOKEN_TEACHER = {"transformer": dict(dim=16, depth=4, heads=4, mlp_ratio=4)}
+LM_TOKENS = TokenShape(12, vocab=20, task="lm")
 
 
 def model(family: str, sizes: dict, shape=INPUT_SHAPE, **kw) -> nn.Module:
     opts = MODELS.get(family, "model.family").options(**{**sizes.get(family, {}), **kw})
-    return build_model(family, opts, shape, NUM_CLASSES)
+    lm = isinstance(shape, TokenShape) and shape.lm
+    return build_model(family, opts, shape, shape.vocab if lm else NUM_CLASSES)  # a language model predicts ids
 
 
 def sizes(shape) -> tuple[dict, dict]:
@@ -50,6 +55,13 @@ def inputs(shape, batch: int) -> torch.Tensor:
     for row in range(1, batch, 2):
         ids[row, int(torch.randint(2, shape[0] - 1, ())):] = shape.pad_id
     return ids
+
+
+def targets(shape, x: torch.Tensor) -> torch.Tensor:
+    """Labels for the batch `x`: a class per sample, or a language model's next ids."""
+    if isinstance(shape, TokenShape) and shape.lm:
+        return torch.from_numpy(next_token_labels(x.numpy(), shape.pad_id))
+    return torch.randint(0, NUM_CLASSES, (len(x),))
 
 
 def kinds(loss: str) -> set[str]:
@@ -85,7 +97,8 @@ def exposed(m: nn.Module, loss: str) -> nn.Module:
 def pair_for(loss: str) -> tuple[tuple[str, str], tuple[int, ...]]:
     """The first (student, teacher) pair of families that `loss` can be built for, and its input shape:
     on float inputs, else the token pair on token ids."""
-    for (s_sizes, t_sizes), shape, pairs in (((STUDENT, TEACHER), INPUT_SHAPE, PAIR_ORDER), ((TOKEN_STUDENT, TOKEN_TEACHER), TOKENS, [TOKEN_PAIR])):
+    for (s_sizes, t_sizes), shape, pairs in (((STUDENT, TEACHER), INPUT_SHAPE, PAIR_ORDER), ((TOKEN_STUDENT, TOKEN_TEACHER), TOKENS, [TOKEN_PAIR]),
+                                             ((TOKEN_STUDENT, TOKEN_TEACHER), LM_TOKENS, [TOKEN_PAIR])):
         torch.manual_seed(0)
         x = inputs(shape, 2)
         with torch.no_grad():
@@ -95,7 +108,7 @@ def pair_for(loss: str) -> tuple[tuple[str, str], tuple[int, ...]]:
                 except ConfigError:
                     continue
                 return (s, t), shape
-    pytest.fail(f"loss {loss!r} builds for no pair of model families, on float inputs or token ids")
+    pytest.fail(f"loss {loss!r} builds for no pair of model families, on float inputs, token ids or a language model's ids")
 
 
 PAIRS, SHAPES = {}, {}  # loss -> (student family, teacher family), and the input shape of that pair
@@ -127,7 +140,7 @@ def case(name: str, seed: int = 0, opts=None, pair: tuple[str, str] | None = Non
     student = exposed(model(pair[0], s_sizes, shape), name)
     teacher = exposed(model(pair[1], t_sizes, shape), name).eval()
     x = inputs(shape, BATCH)
-    y = torch.randint(0, NUM_CLASSES, (BATCH,))
+    y = targets(shape, x)
     with torch.no_grad():
         t_out = teacher(x)
     s_out = student(x)

@@ -6,7 +6,9 @@ larger teacher from the model registry, on a seeded batch of (1, 16) inputs
 with 5 classes. The pair of families is the first of PAIR_ORDER the loss
 accepts (`at` needs cnn+cnn or transformer+transformer, the others take mlp);
 a loss that builds for none of them (cos, tinybert_*, minilm, pkd: they need
-token models) gets the token pair, transformers over token ids with padding.
+token models) gets the token pair, transformers over token ids with padding, and
+a next-token loss (token_kd, rkl, gjsd, skew_kl) the language-model pair, causal
+transformers whose targets are the next ids.
 So a new loss gets the generated checks without editing this file, except for
 its pinned value (PINNED, which `test_every_loss_is_pinned` enforces).
 
@@ -37,6 +39,7 @@ from loss_helpers import (
     NUM_CLASSES,
     PAIRS,
     SHAPES,
+    LM_TOKENS,
     TOKEN_PAIR,
     TOKENS,
     assert_finite_scalar,
@@ -48,10 +51,11 @@ from loss_helpers import (
     num,
     options,
     sizes,
+    targets,
 )
 
-from distill.config import ModelConfig, RunConfig, TrainConfig
-from distill.data import Dataset
+from distill.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from distill.data import Dataset, TokenInfo
 from distill.errors import ConfigError
 from distill.losses import LOSSES, build_loss, soft_term, teacher_side
 from distill.models import MODELS, Outputs
@@ -67,14 +71,19 @@ PINNED = {
     "cos": 1.092496,
     "dkd": 0.2851530,
     "fitnet": 0.1464159,
+    "gjsd": 0.07373899,
     "kd": 0.03334300,
     "minilm": 0.1794083,
     "pkd": 0.1176328,
     "rkd": 9.225878,
+    "rkl": 0.3050547,
+    "skew_kl": 0.2476752,
     "tinybert_attn": 0.3819148,
     "tinybert_hidden": 4.590140,
+    "token_kd": 0.3298756,
 }
 TOKEN_LOSSES = ("cos", "tinybert_attn", "tinybert_hidden", "minilm", "pkd")
+NEXT_TOKEN_LOSSES = ("token_kd", "rkl", "gjsd", "skew_kl")
 
 # Losses that are not ~0 when the student's outputs equal the teacher's.
 NOT_ZERO_AT_IDENTITY = {
@@ -91,7 +100,7 @@ IDENTITY_OPTIONS = {"pkd": {"layers": "uniform"}}
 
 
 def test_registry_has_the_documented_losses():
-    assert {"ce", "kd", "dkd", "fitnet", "rkd", "at", *TOKEN_LOSSES} <= set(LOSS_NAMES)
+    assert {"ce", "kd", "dkd", "fitnet", "rkd", "at", *TOKEN_LOSSES, *NEXT_TOKEN_LOSSES} <= set(LOSS_NAMES)
 
 
 def test_pair_choice():
@@ -99,7 +108,9 @@ def test_pair_choice():
     for name in ("kd", "dkd", "rkd", "fitnet", "ce"):
         assert PAIRS[name] == ("mlp", "mlp") and SHAPES[name] == INPUT_SHAPE
     for name in TOKEN_LOSSES:
-        assert PAIRS[name] == TOKEN_PAIR and SHAPES[name] == TOKENS
+        assert PAIRS[name] == TOKEN_PAIR and SHAPES[name] == TOKENS and not SHAPES[name].lm
+    for name in NEXT_TOKEN_LOSSES:
+        assert PAIRS[name] == TOKEN_PAIR and SHAPES[name].lm
 
 
 def test_token_cases_have_padding_and_what_their_losses_read():
@@ -354,16 +365,23 @@ def tiny_data(n_train: int = 24, shape=INPUT_SHAPE) -> Dataset:
     torch.manual_seed(0)
 
     def split(n):
-        return inputs(shape, n), torch.randint(0, NUM_CLASSES, (n,))
+        x = inputs(shape, n)
+        return x, targets(shape, x)
 
     (xt, yt), (xv, yv), (xs, ys) = split(n_train), split(8), split(8)
-    return Dataset("toy", xt, yt, xv, yv, xs, ys, NUM_CLASSES, shape, "toy")
+    lm = shape == LM_TOKENS and shape.lm
+    if not lm:
+        return Dataset("toy", xt, yt, xv, yv, xs, ys, NUM_CLASSES, shape, "toy")
+    tokens = TokenInfo(shape.vocab, shape.pad_id, shape[0], task="lm")
+    return Dataset("toy", xt, yt, xv, yv, xs, ys, shape.vocab, shape, "toy", tokens=tokens)
 
 
 def run_config(name: str, s_fam: str, batch_size: int = 8, mix: dict | None = None, shape=INPUT_SHAPE) -> RunConfig:
     mix = mix or {name: 1.0}
     opts = MODELS.get(s_fam, "x").options(**sizes(shape)[0].get(s_fam, {}))
+    lm = getattr(shape, "lm", False)
     return RunConfig(
+        data=DataConfig("hmm") if lm else DataConfig(),  # the config's task follows its data: next-token losses need an LM's
         student=ModelConfig(s_fam, opts),
         train=TrainConfig(epochs=1, batch_size=batch_size, lr=0.05, device="cpu"),
         losses={k: options(k) for k in mix},

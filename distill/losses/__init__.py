@@ -46,7 +46,7 @@ from ..models import Outputs
 from ..registry import Registry
 
 __all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "teacher_side", "TeacherSide", "SoftTerm", "soft_term",
-           "NoOptions", "block_names", "pair_blocks"]
+           "NoOptions", "block_names", "pair_blocks", "is_next_token", "next_token_losses"]
 
 LOSSES = Registry("loss")
 
@@ -113,6 +113,16 @@ def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] =
         return obj
 
     return decorate
+
+
+def is_next_token(name: str) -> bool:
+    """A language model's loss: it compares next-token distributions, (B, L, vocab) logits, position
+    by position (its class says `next_token = True`; distill/losses/next_token.py)."""
+    return name in LOSSES and bool(getattr(LOSSES.get(name, "mix").build, "next_token", False))
+
+
+def next_token_losses() -> list[str]:
+    return [name for name in LOSSES.names() if is_next_token(name)]
 
 
 def teacher_reads(names) -> list[str]:
