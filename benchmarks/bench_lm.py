@@ -251,7 +251,7 @@ def main() -> None:
         cost = "the reference" if k == vocab else f"cost {m:+.4f} ± {sd:.4f} (t {t:5.1f}): {verdict(-m, sd, t, len(seeds)).replace('KD', 'the cache')}"
         print(f"  k {k:>3}{' (all)' if k == vocab else '      '}: {per_token:6.0f} B/token  test {fmt(xs)}  {cost}")
     print(f"  (at GPT-2's 50,257 ids the whole vocabulary is {stored_bytes(50257, 0):,} B/token, k 32 {stored_bytes(33, 32):,}; "
-          f"here, at {vocab} ids, k 32 is larger than the whole vocabulary)")
+          f"here, at {vocab} ids, k 32 is no smaller than the whole vocabulary)")
     online = [res[("online", s)][1] for s in seeds]
     print(f"  whole-vocabulary cache against the online teacher: max |difference| in test cross-entropy {max(abs(a - b) for a, b in zip(full, online)):.2e}")
 
