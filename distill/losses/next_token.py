@@ -30,6 +30,7 @@ exact, so a student that equals the teacher still scores 0.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -37,13 +38,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import IGNORE
+from ..errors import check
 from ..models import Outputs
 
-__all__ = ["TokenTargets", "topk_outputs", "NextTokenLoss", "token_mean"]
+__all__ = ["TokenTargets", "TemperatureOptions", "topk_outputs", "NextTokenLoss", "token_mean"]
 
 # A tail with no mass left (float32 underflow) is stored as this log-probability, not -inf, so the
 # divergences stay finite; e^-1e4 is 0 in every float type, so the bucket still holds no mass.
 _EMPTY_TAIL = -1.0e4
+
+
+@dataclass(frozen=True)
+class TemperatureOptions:
+    """The options of a next-token loss that has no other knob (token_kd, rkl)."""
+
+    temperature: float = 1.0  # the LM tools' default; T^2 keeps the gradient's size at other T
+
+    def __post_init__(self) -> None:
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
 
 
 class TokenTargets(NamedTuple):

@@ -11,24 +11,13 @@ samples; this is its token-level form on the data's sequences (off-policy), as T
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
-from ..errors import check
 from . import register_loss
-from .next_token import NextTokenLoss, kl
+from .next_token import NextTokenLoss, TemperatureOptions, kl
 
 
-@dataclass(frozen=True)
-class RKLOptions:
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-
-
-@register_loss("rkl", RKLOptions)
+@register_loss("rkl", TemperatureOptions)
 class ReverseKL(NextTokenLoss):
     def divergence(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl(log_q, log_p)

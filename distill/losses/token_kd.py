@@ -11,24 +11,13 @@ cache, the tail bucket and the other tools' conventions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
-from ..errors import check
 from . import register_loss
-from .next_token import NextTokenLoss, kl
+from .next_token import NextTokenLoss, TemperatureOptions, kl
 
 
-@dataclass(frozen=True)
-class TokenKDOptions:
-    temperature: float = 1.0  # the LM tools' default; T^2 keeps the gradient's size at other T
-
-    def __post_init__(self) -> None:
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-
-
-@register_loss("token_kd", TokenKDOptions)
+@register_loss("token_kd", TemperatureOptions)
 class TokenKD(NextTokenLoss):
     def divergence(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl(log_p, log_q)
