@@ -203,7 +203,10 @@ def _verdict(rows: pd.DataFrame, teacher: float | None, bar: float | None, chanc
 
 
 def depth_info(exp: Experiment, fraction: float = FAIL_FRACTION) -> DepthInfo | None:
-    """None when no student run has a depth (not a transformer search)."""
+    """None when no student run has a depth (not a transformer search), and for a language model's search,
+    whose depth reads cross-entropy against the entropy floor, not accuracy against the teacher's (not built yet)."""
+    if exp.score != schema.ACCURACY:
+        return None
     df = exp.runs
     done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]
     if done.empty or "student.family" not in done:

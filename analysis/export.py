@@ -11,7 +11,11 @@ every file, how to load). A Hugging Face student (`family: hf`) also gets
 Every format is reloaded and run on the test split before the folder is
 called done: its predictions must equal the rebuilt model's, whose accuracy
 must equal the logged test accuracy. A failed check
-is an error. Folders are written under a temporary name and renamed, so a
+is an error. A language model (task lm) ships as `model.safetensors` and `hf/`, a folder that
+`AutoModelForCausalLM.from_pretrained` loads (GPT-2's architecture for kdx's causal transformer,
+distill/models/causal.py; the data's tokenizer beside it where there is one), whose test
+cross-entropy is checked against the logged one; its card gives a `generate` snippet (no .pt2 or
+ONNX: a decoder is deployed through its Hugging Face folder). Folders are written under a temporary name and renamed, so a
 re-run replaces them whole; registering again reuses existing versions.
 """
 
@@ -55,9 +59,10 @@ class ExportedStudent:
     label: str  # P1, P2, ... in order of size
     run_id: str
     folder: Path
-    test_acc: float
+    test_score: float  # what every format reproduced: test accuracy, a language model's test cross-entropy
     files: dict[str, str]  # file name -> sha256
     version: str | None = None  # registered model version
+    metric: str = schema.TEST_ACC  # which
 
 
 class LogitsOnly(nn.Module):
@@ -136,6 +141,49 @@ def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, fo
         _write_hf(model, data, out / HF_DIR, expected, run_id)
 
 
+def _write_causal_lm(model: nn.Module, data: Dataset, weights: Path, out: Path, run_id: str, logged_loss: float) -> None:
+    """A language model: its kdx weights and `hf/`, a folder AutoModelForCausalLM.from_pretrained loads (with the
+    data's tokenizer where it has one), each scored again on the test split to the logged cross-entropy."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from distill.models.causal import save_causal_lm
+
+    hf_logging.disable_progress_bar()  # its weight-loading bars say nothing here: the scores below are checked
+    from distill.train import evaluate
+
+    x, y, pad = data.x_test, data.y_test, data.tokens.pad_id
+    _, loss = evaluate(model, x, y)
+    if abs(loss - logged_loss) > 1e-6 * max(1.0, abs(logged_loss)):
+        raise KdxError(f"export of run {run_id}: the rebuilt model scores {loss:.6f} nats per test token, the run logged {logged_loss:.6f}")
+    shutil.copyfile(weights, out / FILES["safetensors"])
+    tokenizer = None
+    if data.tokens.tokenizer:
+        from distill.text import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(data.tokens.tokenizer))
+    try:
+        save_causal_lm(model, out / HF_DIR, pad, x[:8], tokenizer=tokenizer)
+    except RuntimeError as e:
+        raise KdxError(f"export of run {run_id}: {e}") from None
+    hf = AutoModelForCausalLM.from_pretrained(out / HF_DIR, local_files_only=True).eval()
+    _, again = evaluate(_HFLogits(hf, pad), x, y)
+    if abs(again - logged_loss) > 1e-4 * max(1.0, abs(logged_loss)):
+        raise KdxError(f"export of run {run_id}: {HF_DIR}/ (from_pretrained) scores {again:.6f} nats per test token "
+                       f"(perplexity {math.exp(again):.4f}), the run logged {logged_loss:.6f}")
+
+
+class _HFLogits(nn.Module):
+    """A Hugging Face causal LM as kdx's evaluation calls a model: ids in, logits out, padding masked."""
+
+    def __init__(self, hf: nn.Module, pad_id: int):
+        super().__init__()
+        self.hf, self.pad_id = hf, pad_id
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=ids, attention_mask=(ids != self.pad_id).long()).logits
+
+
 def _write_hf(model: nn.Module, data: Dataset, folder: Path, expected: np.ndarray, run_id: str) -> None:
     """The student as a `save_pretrained` folder with the data's tokenizer, reloaded and checked."""
     from transformers import AutoModelForSequenceClassification
@@ -191,13 +239,22 @@ model = AutoModelForSequenceClassification.from_pretrained('hf').eval()
 batch = tokenizer(['a text to classify'], padding='max_length', truncation=True, return_tensors='pt')
 label = model.config.id2label[int(model(**batch).logits.argmax(-1))]"""
 
+GENERATE = """import json
+import torch
+from transformers import AutoModelForCausalLM
+card = json.load(open('card.json'))
+model = AutoModelForCausalLM.from_pretrained('hf').eval()
+ids = torch.tensor([[1, 2, 3]])  # ids of the data's vocabulary (card['tokens']); a tokenizer, where the data had one, is in hf/ too
+out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=True, pad_token_id=card['tokens']['pad_id'])
+# at most card['tokens']['max_len'] positions in all: the positions the model was trained on"""
+
 LOAD_HF_IDS = """from transformers import AutoModelForSequenceClassification
 model = AutoModelForSequenceClassification.from_pretrained('hf').eval()
 # a built-in task has no tokenizer: model(input_ids=ids, attention_mask=(ids != card['tokens']['pad_id']).long()).logits"""
 
 
 def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: str, files: dict[str, str]) -> dict:
-    teacher = exp.teacher or {}
+    teacher, score = exp.teacher or {}, exp.score
     input_shape, num_classes, tokens = data.input_shape, data.num_classes, data.tokens
     card = {
         "name": f"{exp.name}/{label}",
@@ -205,12 +262,13 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         "architecture": row["arch"],
         "metrics": _metrics(exp, row),
         "trained": {"method": row.get("method", "kd"), "source": row.get("source", "search trial"),
-                    "seeds": int(row.get("n_seeds") or 1), "val_acc_mean": row.get(schema.VAL_ACC),
-                    "test_acc_mean": row.get("test_acc_mean"), "test_acc_std": row.get("test_acc_std"),
-                    "note": method_sentence(row) if "method" in row else None},
+                    "seeds": int(row.get("n_seeds") or 1), f"{score.val}_mean": row.get(score.val),
+                    f"{score.test}_mean": row.get("test_mean"), f"{score.test}_std": row.get("test_std"),
+                    "note": method_sentence(row, score) if "method" in row else None},
         "distillation_gain": None if row.get("gain") is None or row.get("gain") != row.get("gain") else float(row["gain"]),
-        "scratch_twin_test_acc": None if row.get("twin_test_acc") is None or row.get("twin_test_acc") != row.get("twin_test_acc") else float(row["twin_test_acc"]),
-        "teacher": {k: teacher.get(k) for k in ("run_id", schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC)},
+        "distillation_gain_unit": score.unit,
+        f"scratch_twin_{score.test}": None if row.get("twin_test") is None or row.get("twin_test") != row.get("twin_test") else float(row["twin_test"]),
+        "teacher": {k: teacher.get(k) for k in dict.fromkeys(("run_id", schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, score.val, score.test))},
         "lineage": {"experiment": exp.name, "experiment_id": exp.experiment_id, "tracking_uri": exp.tracking_uri,
                     "search_run": exp.parent_id, "student_run": row["run_id"], "teacher_run": teacher.get("run_id"),
                     "twin_run": row.get("twin_run")},
@@ -229,6 +287,12 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
     if f"{HF_DIR}/config.json" in files:
         card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
+    if tokens and tokens.task == "lm":  # a causal LM ships as its weights and the Hugging Face folder
+        card["how_to_load"] = {"model.safetensors": LOAD_TOKENS.replace("t['pad_id'])", "t['pad_id'], task='lm')").replace(
+                                   "model(ids).logits,", "model(ids).logits (batch, max_len, vocab): the next id's at every position,"),
+                               f"{HF_DIR}/": GENERATE}
+        card["metrics"] |= {"test_ppl": math.exp(card["metrics"][schema.TEST_LOSS])} if schema.TEST_LOSS in card["metrics"] else {}
+        card["entropy_floor"] = tokens.floor
     return card
 
 
@@ -236,7 +300,8 @@ def _metrics(exp: Experiment, row: dict) -> dict:
     """The shipped run's own metrics as logged (the front's val_acc is a mean over seeds where there are several)."""
     run = exp.runs[exp.runs.run_id == row["run_id"]]
     source = run.iloc[0].to_dict() if len(run) else row
-    return {k: float(source[k]) for k in (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY) if k in source and source[k] == source[k]}
+    keys = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.VAL_LOSS, schema.TEST_LOSS)
+    return {k: float(source[k]) for k in keys if k in source and source[k] == source[k]}
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
@@ -267,7 +332,7 @@ def _register(client: MlflowClient, name: str, exported: list[ExportedStudent], 
                                                     tags={"kdx.pareto": e.label}).version
         client.set_registered_model_alias(name, f"pareto-{e.label[1:]}", e.version)
     front = _shipped(info)
-    best = front.loc[front[schema.VAL_ACC].idxmax(), "run_id"]
+    best = front.loc[(info.score.sign * front[info.score.val]).idxmax(), "run_id"]
     smallest = front.loc[front[schema.PARAMS].idxmin(), "run_id"]
     for alias, run_id in (("most-accurate", best), ("smallest", smallest)):
         version = next(e.version for e in exported if e.run_id == run_id)
@@ -281,7 +346,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
     if unknown:
         raise KdxError(f"--formats: unknown format '{unknown[0]}' (valid: {', '.join(FORMATS)})")
     info = frontier_info(exp) if info is None else info
-    front = _shipped(info)
+    front, score = _shipped(info), info.score
     if front.empty:
         raise KdxError(f"--experiment: '{exp.name}' has no finished full-budget students, so nothing to export")
     store = Store(exp.tracking_uri, create=False)
@@ -304,12 +369,15 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             model.eval()
             folder = tmp / "out"
             folder.mkdir()
-            _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[schema.TEST_ACC]))
+            if data.task == "lm":
+                _write_causal_lm(model, data, weights, folder, row["run_id"], float(row[score.test]))
+            else:
+                _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[score.test]))
             files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
             card = _card(exp, _with_gain(row.to_dict(), students), config, data, label, files)
             (folder / "card.json").write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False))
             _replace_folder(folder, final)
-        exported.append(ExportedStudent(label, row["run_id"], final, float(row[schema.TEST_ACC]), files))
+        exported.append(ExportedStudent(label, row["run_id"], final, float(row[score.test]), files, metric=score.test))
     _drop_stale(out, {e.folder.name for e in exported})
     if register:
         _register(store.client, register, exported, info)
@@ -325,7 +393,7 @@ def _with_gain(row: dict, students) -> dict:
     """A search trial's gain over its base-recipe twin, for the card (other models have none)."""
     if row["run_id"] in students.index:
         s = students.loc[row["run_id"]]
-        row |= {k: s.get(k) for k in ("gain", "twin_test_acc", "twin_run") if k in s}
+        row |= {k: s.get(k) for k in ("gain", "twin_test", "twin_run") if k in s}
     return row
 
 

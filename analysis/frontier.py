@@ -9,9 +9,9 @@ measures), `models.best` over every model the search trained, the gain's tuned a
 included (analysis/models.py): that one is what the report's table lists as P1, P2, ...
 and what `kdx export` ships.
 
-Accuracy on the y axes is validation accuracy: the front is chosen on it, and
-picking anything on the test split would be cheating; test accuracy is in the
-front's table.
+The y axes are validation accuracy (a language model's: validation cross-entropy in nats per
+token, with the source's entropy floor where the data knows it): the front is chosen on it, and
+picking anything on the test split would be cheating; the test score is in the front's table.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ class FrontierInfo(NamedTuple):
     chance: pd.DataFrame  # finished students no better than chance (the reference's val_acc): among `students`, never on the front
     same_model: pd.DataFrame  # finished students whose config equals an earlier one's (kdx.config_key): counted once
     models: ModelsInfo | None = None  # every model the search trained and the front over them: what the export ships
+    score: schema.Score = schema.ACCURACY  # what the y axes, the picks and the gains read: accuracy, or a language model's nats per token
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
-    objectives, reference = exp.search.objectives, exp.search.reference
+    objectives, reference, score = exp.search.objectives, exp.search.reference, exp.score
     students = with_gains(exp)
     control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
     running = students["status"] == "RUNNING"
@@ -57,24 +58,25 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     same = pd.Series(False, index=students.index)
     same[ok] = key[ok].duplicated(keep="first") & (key[ok] != "")
     # A student no better than chance (lr 1000: loss 4.7e7 but finite) is not a trade-off
-    # worth shipping: the hypervolume's reference marks chance.
-    chance_acc = reference.get(schema.VAL_ACC)
-    at_chance = ok & ~same & (students[schema.VAL_ACC] <= chance_acc) if chance_acc is not None else ok & False
+    # worth shipping: the hypervolume's reference marks chance (a language model's: the uniform
+    # distribution's log V nats per token).
+    chance = reference.get(score.val)
+    at_chance = ok & ~same & (score.sign * students[score.val] <= score.sign * chance) if chance is not None else ok & False
     candidates = ~control & ~same & ~at_chance
     on_front = pareto_mask(students[candidates], objectives).reindex(students.index, fill_value=False)
-    front = students[on_front].sort_values([schema.PARAMS, schema.VAL_ACC], ascending=[True, False])
+    front = students[on_front].sort_values([schema.PARAMS, score.val], ascending=[True, score.better == "min"])
     front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
     twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED") & (column(runs, "arm") == "")]
     teacher = exp.teacher
-    t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, "run_id")}
+    t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, score.val, score.test, schema.FLOOR, "run_id")}
     controls = students[control & eligible(students, objectives)]
     search = runs[runs.run_id == exp.parent_id] if exp.parent_id else runs.iloc[0:0]
     search_running = bool(len(search)) and search.iloc[0]["status"] == "RUNNING"
     keep = ok & ~same  # a student at chance is a finished student: counted, drawn, never on the front
-    models = models_info(exp, students[ok & ~same & ~at_chance], objectives, chance_acc)
+    models = models_info(exp, students[ok & ~same & ~at_chance], objectives, chance)
     return FrontierInfo(t, students[keep], twins, front, students[~ok & ~control & ~running], objectives, reference, controls,
-                        students[running & ~control], search_running, students[at_chance], students[same], models)
+                        students[running & ~control], search_running, students[at_chance], students[same], models, score)
 
 
 def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +85,10 @@ def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
     grouped = have.groupby("arch").agg(ratio=("ratio", "first"), params=(schema.PARAMS, "first"),
                                        gain_mean=("gain", "mean"), gain_std=("gain", "std"), n=("gain", "size"))
     return grouped.reset_index().sort_values("ratio")
+
+
+def _finite(x) -> bool:
+    return x is not None and x == x
 
 
 def _pyplot():
@@ -104,9 +110,11 @@ def save_figure(fig, path: str | Path) -> None:
 def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    if info.teacher and info.teacher.get(schema.VAL_ACC) is not None:
-        ax.axhline(info.teacher[schema.VAL_ACC], color="black", ls="--", lw=1,
-                   label=f"teacher ({int(info.teacher[schema.PARAMS]):,} params)")
+    y = info.score.val
+    if info.teacher and _finite(info.teacher.get(y)):
+        ax.axhline(info.teacher[y], color="black", ls="--", lw=1, label=f"teacher ({int(info.teacher[schema.PARAMS]):,} params)")
+    if info.teacher and _finite(info.teacher.get(schema.FLOOR)):  # the cross-entropy no model can beat on this source
+        ax.axhline(info.teacher[schema.FLOOR], color="tab:green", ls=":", lw=1.2, label="entropy floor of the source (test split)")
     if info.models is not None:  # every model at the mean of its seeds: the values the fronts are chosen on
         every = info.models.models
         s, t = every[every.method == "kd"], every[every.method != "kd"]
@@ -114,28 +122,28 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     else:
         s, t = info.students, info.twins
         labels = ("scratch twins", "distilled students")
-    ax.scatter(t[schema.PARAMS], t[schema.VAL_ACC], marker="x", color="tab:gray", label=labels[0], zorder=2)
-    ax.scatter(s[schema.PARAMS], s[schema.VAL_ACC], color="tab:blue", alpha=0.7, label=labels[1], zorder=3)
+    ax.scatter(t[schema.PARAMS], t[y], marker="x", color="tab:gray", label=labels[0], zorder=2)
+    ax.scatter(s[schema.PARAMS], s[y], color="tab:blue", alpha=0.7, label=labels[1], zorder=3)
     c = info.chance
     if not c.empty:  # finished, never on a front: drawn so that a search where nothing learned still shows its students
-        ax.scatter(c[schema.PARAMS], c[schema.VAL_ACC], color="tab:blue", alpha=0.25, marker=".", label="students no better than chance", zorder=2)
+        ax.scatter(c[schema.PARAMS], c[y], color="tab:blue", alpha=0.25, marker=".", label="students no better than chance", zorder=2)
     m = info.models
     if m is not None and schema.PARAMS in info.objectives:  # the gap between the two step lines is the capacity-gap frontier
         for front, color, label in ((m.kd, "tab:blue", "front of the distilled models"),
                                     (m.labels, "tab:gray", "front of the labels-only models (twins, controls)")):
             if not front.empty:
-                ax.step(front[schema.PARAMS], front[schema.VAL_ACC], where="post", color=color, lw=1.2, alpha=0.8, label=label, zorder=4)
+                ax.step(front[schema.PARAMS], front[y], where="post", color=color, lw=1.2, alpha=0.8, label=label, zorder=4)
     f = m.best if m is not None else info.front
     if not f.empty:
-        ax.scatter(f[schema.PARAMS], f[schema.VAL_ACC], s=70, facecolors="none", edgecolors="tab:red", lw=1.5,
+        ax.scatter(f[schema.PARAMS], f[y], s=70, facecolors="none", edgecolors="tab:red", lw=1.5,
                    label="Pareto front over every model (exported)", zorder=5)
         for k, (_, row) in enumerate(f.iterrows(), 1):
-            ax.annotate(f"P{k}", (row[schema.PARAMS], row[schema.VAL_ACC]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(f"P{k}", (row[schema.PARAMS], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     sizes = pd.concat([s[schema.PARAMS], t[schema.PARAMS], c[schema.PARAMS]]).astype(float)
     if (sizes > 0).any():  # a log axis needs a positive size; a search whose every student failed draws none
         ax.set_xscale("log")
     ax.set_xlabel("student parameters (log)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel("validation accuracy" if y == schema.VAL_ACC else "validation cross-entropy (nats per token)")
     ax.set_title("capacity-gap frontier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -148,21 +156,22 @@ def plot_gain_vs_ratio(info: FrontierInfo, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhline(0, color="black", lw=1)
     c = gain_by_arch(info.controls)
+    k = info.score.scale
     if not c.empty:
-        ax.errorbar(c["ratio"], 100 * c["gain_mean"], yerr=100 * c["gain_std"].fillna(0), fmt="s", capsize=3, color="tab:orange",
+        ax.errorbar(c["ratio"], k * c["gain_mean"], yerr=k * c["gain_std"].fillna(0), fmt="s", capsize=3, color="tab:orange",
                     alpha=0.8, label="control: non-target probabilities shuffled")
     if not g.empty:
-        ax.errorbar(g["ratio"], 100 * g["gain_mean"], yerr=100 * g["gain_std"].fillna(0), fmt="o", capsize=3,
+        ax.errorbar(g["ratio"], k * g["gain_mean"], yerr=k * g["gain_std"].fillna(0), fmt="o", capsize=3,
                     color="tab:blue", label="KD gain over scratch twin (mean ± std over runs)")
         for _, row in g.iterrows():
             if row["n"] > 1:
-                ax.annotate(f"n={row['n']}", (row["ratio"], 100 * row["gain_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(f"n={row['n']}", (row["ratio"], k * row["gain_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no student has a finished scratch twin", ha="center", transform=ax.transAxes)
     ax.set_xlabel("teacher / student parameters (log)")
-    ax.set_ylabel("distillation gain (test accuracy points)")
+    ax.set_ylabel(f"distillation gain ({info.score.unit})")
     ax.set_title("what distillation buys, by capacity gap")
     ax.grid(alpha=0.3)
     save_figure(fig, path)

@@ -20,7 +20,7 @@ from . import schema
 from .runs import Experiment, column, paired
 
 __all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical", "protocol", "Candidate", "race_pick",
-           "race_mean", "race_settings"]
+           "race_mean", "race_settings", "noise_line"]
 
 ARMS = {
     "kd": "KD, recipe searched",
@@ -44,12 +44,25 @@ PROTOCOL = (
 )
 
 
+PROTOCOL_LM = (
+    "Equal-budget protocol: for every architecture on the Pareto front, KD and two labels-only arms each get "
+    "{k} recipe run(s) of the search's epochs at the base seed, candidate i of every arm on the same lr and weight decay "
+    "(the front student's own lr, the base config's, then draws): KD adds its next-token loss's temperature and weight "
+    "(ce = 1 - weight), starting from the front student's own recipe and kdx's next-token textbook ones (T 1 with weight 1; "
+    "T 2 with weight 0.5; the base config); the tuned twin trains on the next tokens alone; the label-smoothing control adds "
+    "its smoothing. {race}Each arm's winner is repeated over {s} seed(s), beside the KD winner's recipe on labels only at the "
+    "same seeds (no shuffled control: shuffling non-target classes has no next-token meaning). Differences are of test "
+    "cross-entropy in nats per predicted token, twin minus KD (> 0: KD better), paired by seed (same init and batch order)."
+)
+
+
 def protocol(g: "GainInfo") -> str:
     """The protocol sentence of a gain, with its budget, race and seeds."""
+    what = "validation accuracy" if g.score == schema.ACCURACY else "validation cross-entropy"
     race = ("Each arm's best on validation at the base seed is its winner (one seed: no race). " if g.race < 2 or g.race_seeds < 2 else
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
-            f"best mean validation accuracy is its winner. ")
-    return PROTOCOL.format(k=g.recipe_trials, s=g.seeds, race=race)
+            f"best mean {what} is its winner. ")
+    return (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
 
 
 class GainInfo(NamedTuple):
@@ -61,6 +74,7 @@ class GainInfo(NamedTuple):
     seeds: int
     race: int = 1  # candidates per arm raced over seeds before the pick
     race_seeds: int = 1  # the seeds of that race (1: the pick was made on one seed)
+    score: schema.Score = schema.ACCURACY  # what the arms are picked on and compared in; a pair's mean > 0 is KD better
 
 
 def t_critical(n: int) -> float:
@@ -75,10 +89,18 @@ def t_critical(n: int) -> float:
 def _recipe(row: pd.Series, arm: str) -> str:
     def g(key: str) -> float:
         v = row.get(key)
-        return float(v) if v is not None and v == v else float("nan")
+        try:
+            return float(v) if v is not None and v == v else float("nan")
+        except (TypeError, ValueError):
+            return float("nan")
 
     if arm in ("kd", "shuffled"):
-        return f"T {g('losses.kd.temperature'):.3g}, kd {g('mix.kd'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
+        terms = [k[4:] for k in row.index if k.startswith("mix.") and k not in ("mix.ce", "mix.kd") and g(k) > 0]
+        if g("mix.kd") > 0 or not terms:
+            return f"T {g('losses.kd.temperature'):.3g}, kd {g('mix.kd'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
+        name = terms[0]  # a next-token loss: its name, and gjsd's beta (0 forward KL, 1 reverse)
+        beta = f", beta {g(f'losses.{name}.beta'):.3g}" if f"losses.{name}.beta" in row.index else ""
+        return f"{name}{beta}, T {g(f'losses.{name}.temperature'):.3g}, weight {g(f'mix.{name}'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
     smooth = g("losses.ce.label_smoothing")
     return f"lr {g('train.lr'):.3g}, wd {g('train.weight_decay'):.3g}" + (f", smoothing {smooth:.3g}" if smooth > 0 else "")
 
@@ -124,24 +146,26 @@ def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[metric])}
 
 
-def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1, 1)) -> pd.DataFrame:
+def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1, 1), score: schema.Score = schema.ACCURACY) -> pd.DataFrame:
     """The arm's runs over seeds: a searched arm's winner and its repeats; a control's runs
     (those of the current KD winner)."""
     mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     if arm not in SEARCHED:
-        kd = _arm_runs(df, arch, "kd", race)
+        kd = _arm_runs(df, arch, "kd", race, score)
         winner = kd.run_id.iloc[0] if not kd.empty else None
         return mine[column(mine, "control_of") == winner].drop_duplicates("seed", keep="last")
     candidates = mine[column(mine, "seed_of") == ""]
     if candidates.empty:
         return candidates
-    best, _ = race_pick(_candidates(mine, candidates), *race)
+    best, _ = race_pick(_candidates(mine, candidates, score), *race)
     return pd.concat([candidates[candidates.run_id == best], mine[column(mine, "seed_of") == best]])
 
 
-def _candidates(mine: pd.DataFrame, candidates: pd.DataFrame) -> list[Candidate]:
+def _candidates(mine: pd.DataFrame, candidates: pd.DataFrame, score: schema.Score) -> list[Candidate]:
+    """Each candidate's validation score, signed so that higher is better (a language model's cross-entropy negated)."""
     seed_of = column(mine, "seed_of")
-    return [Candidate(c.run_id, float(c[schema.VAL_ACC]), float(c.start_time), int(c.seed), _by_seed(mine[seed_of == c.run_id], schema.VAL_ACC))
+    return [Candidate(c.run_id, score.sign * float(c[score.val]), float(c.start_time), int(c.seed),
+                      {k: score.sign * v for k, v in _by_seed(mine[seed_of == c.run_id], score.val).items()})
             for _, c in candidates.iterrows()]
 
 
@@ -151,16 +175,16 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     if "arm" not in df or "gain_arch" not in df or (column(df, "arm") == "").all():
         return None
     done = df[(column(df, "arm") != "") & (df.status == "FINISHED")]
-    race = race_settings(exp.search.settings)
+    race, score = race_settings(exp.search.settings), exp.score
     arms, pairs, verdicts, noise = [], [], [], []
     for arch in dict.fromkeys(done.gain_arch):
         test: dict[str, dict[int, float]] = {}
         for arm in ARMS:
-            runs = _arm_runs(done, arch, arm, race)
+            runs = _arm_runs(done, arch, arm, race, score)
             if runs.empty:
                 continue
-            test[arm] = _by_seed(runs, schema.TEST_ACC)
-            acc, val = runs[schema.TEST_ACC].astype(float), runs[schema.VAL_ACC].astype(float)
+            test[arm] = {k: score.sign * v for k, v in _by_seed(runs, score.test).items()}  # higher is better: a difference is a gain
+            acc, val = runs[score.test].astype(float), runs[score.val].astype(float)
             if len(runs) > 1:
                 noise.append(float(val.std(ddof=1)))
             first = runs.loc[runs["seed"].astype(float).idxmin()]  # the base seed's run: the model that would ship
@@ -177,7 +201,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
                               "distinguishable": bool(p["n"] >= 2 and abs(p["t"]) >= t_critical(p["n"]))})
         mine = pd.DataFrame([a for a in arms if a["arch"] == arch]).set_index("arm")
         present = [c for c in CONTROLS if c in test]
-        best = max(present, key=lambda c: mine.loc[c, "test_mean"]) if present else None
+        best = max(present, key=lambda c: score.sign * mine.loc[c, "test_mean"]) if present else None
         trained = df[((df.arch == arch) | (column(df, "gain_arch") == arch)) & (column(df, "duplicate_of") == "")]  # a replay cost nothing
         compute = float(trained[schema.TRAIN_S].fillna(0).sum()) if schema.TRAIN_S in trained else 0.0
         teacher_s = float(np.nan_to_num(df.get(schema.TEACHER_TRAIN_S, pd.Series([0.0])).max()))
@@ -194,7 +218,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1), *race)
+                    int(settings.get("seeds", 1) or 1), *race, score)
 
 
 def no_gain_reason(settings: dict) -> str:
@@ -207,23 +231,30 @@ def no_gain_reason(settings: dict) -> str:
     return "no gain was measured: no front architecture has a finished KD arm (its runs failed or have not run yet)"
 
 
-def _points(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:+.2f}"
+def noise_line(g: "GainInfo") -> str:
+    """'objective noise: val_acc std 0.94 points over 5 seeds of one config', or '' with one seed."""
+    if g.noise != g.noise:
+        return ""
+    size = f"{100 * g.noise:.2f} points" if g.score.scale != 1 else f"{g.noise:.4f} nats/token"
+    return f"objective noise: {g.score.val} std {size} over {g.seeds} seeds of one config"
 
 
-def verdict_line(v) -> str:
-    """One line a person reads: the gain over the tuned twin, then against the best control."""
+def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:
+    """One line a person reads: the gain over the tuned twin, then against the best control (> 0: KD better,
+    in points of accuracy, or a language model's nats per test token)."""
+    unit = "points" if score.scale != 1 else "nats/token"
+    spread = f"{score.scale * v.gain_std:.2f}" if score.scale != 1 else f"{v.gain_std:.4f}"
     if v.gain_n >= 2:
-        gain = (f"KD {_points(v.gain_mean)} ± {100 * v.gain_std:.2f} points over the tuned twin (t {v.gain_t:.1f}, {v.gain_n} seeds): "
+        gain = (f"KD {score.diff(v.gain_mean)} ± {spread} {unit} over the tuned twin (t {v.gain_t:.1f}, {v.gain_n} seeds): "
                 + ("distinguishable from zero" if v.gain_distinguishable else f"within the noise (|t| < {t_critical(v.gain_n):.2f})"))
     else:
-        gain = f"KD {_points(v.gain_mean)} points over the tuned twin (one seed: no spread, so no verdict)"
+        gain = f"KD {score.diff(v.gain_mean)} {unit} over the tuned twin (one seed: no spread, so no verdict)"
     if v.best_control is None:
         return gain
     if v.gain_n >= 2:
-        ctrl = (f"against the best control ({v.best_control}) {_points(v.vs_control_mean)} (t {v.vs_control_t:.1f}): "
+        ctrl = (f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)} (t {v.vs_control_t:.1f}): "
                 + ("KD beats it" if v.vs_control_distinguishable and v.vs_control_mean > 0
                    else "the control wins" if v.vs_control_distinguishable else "within the noise"))
     else:
-        ctrl = f"against the best control ({v.best_control}) {_points(v.vs_control_mean)}"
+        ctrl = f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)}"
     return f"{gain}; {ctrl}"

@@ -47,42 +47,53 @@ LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
 ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch"}
 SOURCES = {"kd": "gain: KD winner", "twin": "gain: tuned twin", "smooth": "gain: label-smoothing control",
            "same_recipe": "gain: same-recipe twin"}
-COLUMNS = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, "val_acc_std", "n_seeds",
-           schema.TEST_ACC, "test_acc_mean", "test_acc_std"]
+
+
+def columns(score: schema.Score) -> list[str]:
+    """A models frame's columns: the score's validation metric is the mean over the point's seeds, its test metric the shipped run's."""
+    return ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds", score.test, "test_mean", "test_std"]
+
+
+def front_objectives(objectives: dict[str, str], score: schema.Score) -> dict[str, str]:
+    """The objectives with the quality one read as the score's validation metric: val_ppl becomes val_loss (min), the
+    same ranking, so the front is the same, on the metric whose mean over seeds is kept."""
+    return {(score.val if k in schema.QUALITY else k): (score.better if k in schema.QUALITY else d) for k, d in objectives.items()}
 
 
 class ModelsInfo(NamedTuple):
-    models: pd.DataFrame  # every point (COLUMNS): val_acc is the mean over its seeds, test_acc the shipped run's own
+    models: pd.DataFrame  # every point (`columns`): the score's val metric is the mean over its seeds, its test metric the shipped run's own
     best: pd.DataFrame  # the front over every model, by params
     kd: pd.DataFrame  # the front over the KD models only
     labels: pd.DataFrame  # the front over the labels-only models (scratch, smoothing)
 
 
-def _over_seeds(done: pd.DataFrame, run_id: str) -> dict:
+def _over_seeds(done: pd.DataFrame, run_id: str, score: schema.Score) -> dict:
     runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
-    val, test = runs[schema.VAL_ACC].astype(float), runs[schema.TEST_ACC].astype(float)
-    return {schema.VAL_ACC: float(val.mean()), "val_acc_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan,
-            "n_seeds": len(runs), "test_acc_mean": float(test.mean()), "test_acc_std": float(test.std(ddof=1)) if len(runs) > 1 else np.nan}
+    val, test = runs[score.val].astype(float), runs[score.test].astype(float)
+    return {score.val: float(val.mean()), "val_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan,
+            "n_seeds": len(runs), "test_mean": float(test.mean()), "test_std": float(test.std(ddof=1)) if len(runs) > 1 else np.nan}
 
 
-def _point(run: pd.Series, method: str, source: str, stats: dict) -> dict:
+def _point(run: pd.Series, method: str, source: str, stats: dict, score: schema.Score) -> dict:
     return {"run_id": run.run_id, "method": method, "source": source, "arch": run.get("arch"), schema.PARAMS: run.get(schema.PARAMS),
-            schema.LATENCY: run.get(schema.LATENCY, np.nan), schema.TEST_ACC: run.get(schema.TEST_ACC), **stats}
+            schema.LATENCY: run.get(schema.LATENCY, np.nan), score.test: run.get(score.test), **stats}
 
 
 def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, str], chance: float | None) -> ModelsInfo:
     """Every finished model of the search as a point, and the fronts over them (`students`: the
-    frontier's eligible search trials, duplicates and controls already out)."""
-    runs = exp.runs
+    frontier's eligible search trials, duplicates and controls already out; `chance`: the score's
+    validation value of a model that learned nothing, never on a front)."""
+    runs, score = exp.runs, exp.score
+    objectives = front_objectives(objectives, score)
     done = runs[runs.status == "FINISHED"] if not runs.empty else runs
     by_id = done.set_index("run_id", drop=False) if not done.empty else done
     points: dict[str, dict] = {}
     for _, s in students.iterrows():
-        points[s.run_id] = _point(s, "kd", "search trial", _over_seeds(done, s.run_id))
+        points[s.run_id] = _point(s, "kd", "search trial", _over_seeds(done, s.run_id, score), score)
     if not done.empty:
         original = (column(done, "seed_of") == "") & (column(done, "duplicate_of") == "") & (column(done, "arm") == "")
         for _, t in done[(done.role == schema.ROLE_TWIN) & original].iterrows():
-            points[t.run_id] = _point(t, "scratch", "base-recipe twin", _over_seeds(done, t.run_id))
+            points[t.run_id] = _point(t, "scratch", "base-recipe twin", _over_seeds(done, t.run_id, score), score)
     g = gain_info(exp)
     if g is not None:
         winners = {a.run_id: a for a in g.arms[g.arms.arm.isin(list(ARM_METHODS))].itertuples()}
@@ -92,39 +103,40 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
             points.pop(ships, None)  # a candidate that replayed a search trial: its arm's winner stands for it
         for run_id, a in winners.items():
             _add(points, by_id, run_id, ARM_METHODS[a.arm], SOURCES[a.arm],
-                 {schema.VAL_ACC: a.val_mean, "val_acc_std": a.val_std, "n_seeds": a.n, "test_acc_mean": a.test_mean, "test_acc_std": a.test_std})
-    models = pd.DataFrame(list(points.values()), columns=COLUMNS)
+                 {score.val: a.val_mean, "val_std": a.val_std, "n_seeds": a.n, "test_mean": a.test_mean, "test_std": a.test_std}, score)
+    models = pd.DataFrame(list(points.values()), columns=columns(score))
     keep = np.isfinite(models[list(objectives)].to_numpy(dtype=float)).all(axis=1) if len(models) else np.array([], dtype=bool)
     if chance is not None and len(models):
-        keep &= models[schema.VAL_ACC].to_numpy(dtype=float) > chance
+        keep &= score.sign * models[score.val].to_numpy(dtype=float) > score.sign * chance
     models = models[keep].reset_index(drop=True)
-    return ModelsInfo(models, _front(models, objectives), _front(models[models.method == "kd"], objectives),
-                      _front(models[models.method.isin(LABELS_ONLY)], objectives))
+    return ModelsInfo(models, _front(models, objectives, score), _front(models[models.method == "kd"], objectives, score),
+                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score))
 
 
-def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict) -> None:
+def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict, score: schema.Score) -> None:
     """A gain run as a point; a replay logged no weights, so the run it replayed ships, and the replay's
     point (over more seeds) stands for that model instead of the earlier single-seed one."""
     ships = str(by_id.loc[run_id].get("duplicate_of") or "") or run_id
     if ships in by_id.index:
         points.pop(ships, None)
-        points[f"gain/{run_id}"] = _point(by_id.loc[ships], method, source, stats)
+        points[f"gain/{run_id}"] = _point(by_id.loc[ships], method, source, stats, score)
 
 
-def _front(models: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+def _front(models: pd.DataFrame, objectives: dict[str, str], score: schema.Score) -> pd.DataFrame:
     if models.empty:
         return models
     front = models[non_dominated(models, objectives)]
     # the same point twice (a model and its replay): the one with more seeds behind it
-    front = front.sort_values([schema.PARAMS, schema.VAL_ACC, "n_seeds"], ascending=[True, False, False])
+    front = front.sort_values([schema.PARAMS, score.val, "n_seeds"], ascending=[True, score.better == "min", False])
     return front.drop_duplicates(subset=list(objectives), keep="first").reset_index(drop=True)
 
 
-def method_sentence(row: pd.Series | dict) -> str:
+def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY) -> str:
     """What trained a front point, in words, for the report and the export's card."""
     params, method = int(row[schema.PARAMS]), row["method"]
     how = {"kd": "distilled from the teacher", "scratch": "trained without the teacher (labels only)",
            "smoothing": "trained without the teacher (labels only, with label smoothing)"}[method]
     seeds = int(row.get("n_seeds") or 1)
-    on = f"mean validation accuracy over {seeds} seeds" if seeds > 1 else "one seed's validation accuracy"
+    what = "validation accuracy" if score.val == schema.VAL_ACC else "validation cross-entropy"
+    on = f"mean {what} over {seeds} seeds" if seeds > 1 else f"one seed's {what}"
     return f"at {params:,} parameters the best model was {how} ({row['source']}; chosen on {on})"

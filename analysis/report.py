@@ -20,7 +20,7 @@ from distill.errors import KdxError
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
-from .gains import ARMS, GainInfo, protocol, gain_info, no_gain_reason, t_critical, verdict_line
+from .gains import ARMS, GainInfo, protocol, gain_info, no_gain_reason, noise_line, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
 from .models import LABELS_ONLY, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
@@ -49,15 +49,19 @@ class Report:
 
 
 def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The exported front, one row per model: P-label, run, how it was trained, metrics (val_acc the mean
-    over its seeds, test_acc the shipped run's), the gain over its base-recipe twin for a search trial,
+    """The exported front, one row per model: P-label, run, how it was trained, metrics (the score's val
+    metric the mean over its seeds, its test metric the shipped run's; a language model's in nats per
+    token, with test_ppl beside), the gain over its base-recipe twin for a search trial,
     and the searched params (from `runs`, the experiment's runs frame)."""
     f = info.models.best if info.models is not None else info.front
     students = info.students.set_index("run_id")
-    cols = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, schema.VAL_ACC, "val_acc_std", "n_seeds",
-            schema.TEST_ACC, "test_acc_mean", "test_acc_std"]
+    score = info.score
+    cols = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds",
+            score.test, "test_mean", "test_std"]
     table = f[[c for c in cols if c in f]].copy()
-    for c in ("twin_test_acc", "gain", "ratio", "twin_run", schema.AGREEMENT, schema.TEACHER_KL):
+    if score.test == schema.TEST_LOSS and score.test in table:  # what a language-model user reads first
+        table[schema.TEST_PPL] = np.exp(table[score.test].astype(float))
+    for c in ("twin_test", "gain", "ratio", "twin_run", schema.AGREEMENT, schema.TEACHER_KL):
         if c in students:
             table[c] = [students[c].get(r) if r in students.index else np.nan for r in table.run_id]
     trials = info.front.set_index("run_id")  # a search trial's gain over its base-recipe twin, paired over seeds
@@ -80,12 +84,20 @@ def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.Data
 RECIPE_KEYS = ("train.lr", "train.weight_decay", "losses.ce.label_smoothing", "mix.kd", "mix.ce", "losses.kd.temperature")
 
 
-def _methods_line(table: pd.DataFrame) -> str:
+def _methods_line(table: pd.DataFrame, score: schema.Score) -> str:
     """The sentences for front points that were trained without the teacher (the reader's first question)."""
     rows = [r for _, r in table.iterrows() if r.get("method") in LABELS_ONLY]
     if "method" not in table or not rows:
         return "Every point of it was distilled from the teacher."
-    return " ".join(f"{r['pareto']}: {method_sentence(r)}." for r in rows)
+    return " ".join(f"{r['pareto']}: {method_sentence(r, score)}." for r in rows)
+
+
+def _teacher_words(t: dict, score: schema.Score) -> str:
+    if score.val == schema.VAL_ACC:
+        return f"validation accuracy {_fmt(t.get(schema.VAL_ACC))}, test accuracy {_fmt(t.get(schema.TEST_ACC))}"
+    floor = t.get(schema.FLOOR)
+    return (f"validation cross-entropy {_fmt(t.get(schema.VAL_LOSS))}, test {_fmt(t.get(schema.TEST_LOSS))} nats per token"
+            + (f" (the source's entropy floor: {_fmt(floor)}; no model can go below it)" if floor is not None and floor == floor else ""))
 
 
 def _img(path: Path) -> str:
@@ -101,6 +113,9 @@ def _fmt(value) -> str:
 
 def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     info, table = report.info, report.table
+    score = info.score
+    lm = score.val != schema.VAL_ACC
+    k = score.scale
     link = lambda run_id: f"{ui_url.rstrip('/')}/{ui_path(exp.experiment_id, run_id)}"  # noqa: E731
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns if c not in ("run_id", "twin_run"))
     rows = []
@@ -119,7 +134,7 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     gains = gain_by_arch(info.students)
     gain_rows = "".join(
         f"<tr><td>{html.escape(str(r.arch))}</td><td>{int(r.params):,}</td><td>{r.ratio:.1f}</td>"
-        f"<td>{100 * r.gain_mean:+.2f}</td><td>{_fmt(100 * r.gain_std) if r.n > 1 else ''}</td><td>{r.n}</td></tr>"
+        f"<td>{k * r.gain_mean:+.4g}</td><td>{_fmt(k * r.gain_std) if r.n > 1 else ''}</td><td>{r.n}</td></tr>"
         for r in gains.itertuples())
     hv = f"{report.hypervolume:.4g}" if report.hypervolume is not None else "n/a (no reference point logged)"
     pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures)
@@ -133,19 +148,18 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} th{{background:#f3f3f3}} img{{max-width:100%}} figure{{margin:1em 0}}</style></head>
 <body><h1>kdx report: {html.escape(exp.name)}</h1>
 {_answer_section(report.gains, exp)}
-<p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, validation accuracy {_fmt(t.get(schema.VAL_ACC))},
-test accuracy {_fmt(t.get(schema.TEST_ACC))}. Search: {settings}.</p>
+<p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, {_teacher_words(t, score)}. Search: {settings}.</p>
 {f"<p><b>{html.escape(running_note(info))}.</b></p>" if running_note(info) else ""}
 <p>{counts_line(info)}, {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))} and every model
 the search trained: {len(table)} models; the search trials' own front: {len(info.front)} students, hypervolume {hv} against the
 reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
 <p>Over every model the search trained: its trials, the scratch twins and, where the gain ran, each arm's winner
-(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on validation accuracy, the mean over the
-model's seeds where it has several (<code>n_seeds</code>); <code>test_acc</code> is the shipped run's own and
-<code>test_acc_mean</code> the mean over its seeds, for reporting only. {html.escape(_methods_line(table))}
-Gain here = a search trial minus its <b>base-recipe</b> twin (same architecture and budget, the base config's settings,
-labels only), in test accuracy: the trial's recipe was searched and the twin's was not, so this gain favours KD; the
+(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on {"validation cross-entropy (nats per token; the same ranking as perplexity)" if lm else "validation accuracy"}, the mean over the
+model's seeds where it has several (<code>n_seeds</code>); <code>{score.test}</code> is the shipped run's own and
+<code>test_mean</code> the mean over its seeds, for reporting only. {html.escape(_methods_line(table, score))}
+Gain here = how much better a search trial is than its <b>base-recipe</b> twin (same architecture and budget, the base config's settings,
+labels only), in {score.unit}: the trial's recipe was searched and the twin's was not, so this gain favours KD; the
 section above, where present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 {pictures}
@@ -153,7 +167,7 @@ section above, where present, has the gain over a tuned twin. Each P links to it
 <p>Per architecture, over every distilled run of it (seeds, temperatures, mixes); the front's table above pairs
 each Pareto student with its twin seed by seed (n_seeds, gain_mean, gain_std, gain_t) where <code>search.seeds</code> &gt; 1.
 A gain within about two standard deviations of zero, or a t below about 2, is seed noise.</p>
-<table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain (points)</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
+<table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain ({"nats/token" if lm else "points"})</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
 {sections}
 </body></html>
 """
@@ -163,29 +177,30 @@ def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
     """The answer first: per front size, what KD bought over the tuned twin and against the best control."""
     if g is None:
         return f"<h2>What distillation bought</h2><p>{html.escape(no_gain_reason(exp.search.settings))}.</p>"
+    k, unit = g.score.scale, "points" if g.score.scale != 1 else "nats/token"
     rows = "".join(
         f"<tr><td>{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td>{html.escape(v.kd_recipe)}</td>"
-        f"<td>{html.escape(verdict_line(v))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())
+        f"<td>{html.escape(verdict_line(v, g.score))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())
     arms = "".join(
         f"<tr><td>{html.escape(str(a.arch))}</td><td>{html.escape(ARMS[a.arm])}</td><td>{html.escape(a.recipe)}</td><td>{a.n}</td>"
         f"<td>{_fmt(a.test_mean)}</td><td>{_fmt(a.test_std)}</td></tr>" for a in g.arms.itertuples())
     pairs = "".join(
-        f"<tr><td>{html.escape(str(p.arch))}</td><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(100 * p.mean)}</td>"
-        f"<td>{_fmt(100 * p.std)}</td><td>{_fmt(p.t)}</td><td>{_fmt(t_critical(p.n)) if p.n >= 2 else ''}</td>"
+        f"<tr><td>{html.escape(str(p.arch))}</td><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(k * p.mean)}</td>"
+        f"<td>{_fmt(k * p.std)}</td><td>{_fmt(p.t)}</td><td>{_fmt(t_critical(p.n)) if p.n >= 2 else ''}</td>"
         f"<td>{'yes' if p.distinguishable else 'no, within the noise'}</td></tr>" for p in g.pairs.itertuples())
     noise = ("n/a (one seed)" if g.noise != g.noise else
-             f"{100 * g.noise:.2f} points (median std of val_acc over {g.seeds} seeds of one config); recipes closer than about "
+             f"{k * g.noise:.4g} {unit} (median std of {g.score.val} over {g.seeds} seeds of one config); recipes closer than about "
              f"twice that on one seed's validation are not told apart"
              + (f", so each arm's pick was made on the mean of {g.race_seeds} seeds (std of that mean about "
-                f"{100 * g.noise / g.race_seeds ** 0.5:.2f} points)" if g.race > 1 and g.race_seeds > 1 else ", and each pick was made on one seed"))
+                f"{k * g.noise / g.race_seeds ** 0.5:.4g} {unit})" if g.race > 1 and g.race_seeds > 1 else ", and each pick was made on one seed"))
     return f"""<h2>What distillation bought</h2>
 <p>{html.escape(protocol(g))}</p>
 <table><tr><th>arch</th><th>params</th><th>KD recipe</th><th>verdict</th><th>compute (s)</th></tr>{rows}</table>
 <p>The search objective's noise: {noise}. Compute: the teacher's training plus every run of that architecture
 (search, twins, recipes, seeds), in seconds.</p>
 <h3>The arms</h3>
-<table><tr><th>arch</th><th>arm</th><th>winner's recipe</th><th>seeds</th><th>test_acc</th><th>std</th></tr>{arms}</table>
-<h3>Paired differences (points of test accuracy)</h3>
+<table><tr><th>arch</th><th>arm</th><th>winner's recipe</th><th>seeds</th><th>{g.score.test}</th><th>std</th></tr>{arms}</table>
+<h3>Paired differences ({g.score.unit}; &gt; 0: KD better)</h3>
 <table><tr><th>arch</th><th>difference</th><th>n</th><th>mean</th><th>std</th><th>t</th><th>95% critical</th><th>distinguishable</th></tr>{pairs}</table>
 """
 
@@ -360,7 +375,7 @@ def _link(exp: Experiment, run_id: str, text: str) -> str:
 
 def search_note(exp: Experiment, report: Report) -> str:
     """The search run's description, in markdown: counts, the verdict per front architecture, the front."""
-    info, names = report.info, dict(zip(exp.runs.run_id, exp.runs["name"]))
+    info, names, score = report.info, dict(zip(exp.runs.run_id, exp.runs["name"])), report.info.score
     out = [f"### What `{exp.name}` found", ""]
     if running_note(info):
         out += [f"*{running_note(info)}.*", ""]
@@ -369,21 +384,21 @@ def search_note(exp: Experiment, report: Report) -> str:
     if g is None:
         out += [f"**Distillation gain:** {no_gain_reason(report.settings)}.", ""]
     else:
-        out += [f"**What distillation bought** (test accuracy, paired by seed; each arm tuned with {g.recipe_trials} recipe(s) per "
+        out += [f"**What distillation bought** ({g.score.unit}, paired by seed; each arm tuned with {g.recipe_trials} recipe(s) per "
                 "architecture, selected on validation):", ""]
-        out += [f"- `{v.arch}` ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v)}" for v in g.verdicts.itertuples()]
-        if g.noise == g.noise:
-            out.append(f"- objective noise: val_acc std {100 * g.noise:.2f} points over {g.seeds} seeds of one config")
+        out += [f"- `{v.arch}` ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}" for v in g.verdicts.itertuples()]
+        if noise_line(g):
+            out.append(f"- {noise_line(g)}")
         out.append("")
     out += depth_lines(report.depth)
     out += [f"**Pareto front** (chosen on validation; [open it as a table]({ui_path(exp.experiment_id, view=VIEW_FRONT)})):",
-            "", "| | model | method | params | val_acc | seeds | test_acc | gain vs base-recipe twin |", "|---|---|---|---:|---:|---:|---:|---:|"]
+            "", f"| | model | method | params | {score.val} | seeds | {score.test} | gain vs base-recipe twin |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for _, r in report.table.iterrows():
-        gain = "" if r.get("gain") != r.get("gain") or r.get("gain") is None else f"{100 * r['gain']:+.2f}"
+        gain = "" if r.get("gain") != r.get("gain") or r.get("gain") is None else score.diff(r["gain"])
         out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {r.get('method', 'kd')} | "
-                   f"{int(r[schema.PARAMS]):,} | {r[schema.VAL_ACC]:.4f} | {int(r.get('n_seeds') or 1)} | {r[schema.TEST_ACC]:.4f} | {gain} |")
+                   f"{int(r[schema.PARAMS]):,} | {r[score.val]:.4f} | {int(r.get('n_seeds') or 1)} | {r[score.test]:.4f} | {gain} |")
     labels_only = [r for _, r in report.table.iterrows() if r.get("method") in LABELS_ONLY]
-    out += [f"- {r['pareto']}: {method_sentence(r)}" for r in labels_only]
+    out += [f"- {r['pareto']}: {method_sentence(r, score)}" for r in labels_only]
     if report.hypervolume is not None:
         out += ["", f"Hypervolume of the front: {report.hypervolume:.4g} (reference fixed before the first trial)."]
     out += ["", "Pictures and the whole table: the `report/` artifacts of this run (report.html)."]

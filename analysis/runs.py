@@ -22,7 +22,8 @@ from .store import SearchRecord, Store, params_of
 __all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "column"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
-           schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S)
+           schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S,
+           schema.VAL_LOSS, schema.VAL_PPL, schema.TEST_LOSS, schema.TEST_PPL, schema.TEACHER_TEST_LOSS, schema.FLOOR)
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Experiment:
     runs: pd.DataFrame
     parent_id: str | None  # the search run
     search: SearchRecord  # what the search run recorded: settings, objectives, hypervolume reference
+
+    @property
+    def score(self) -> schema.Score:
+        """What its models are picked and compared on: accuracy, or a language model's nats per token."""
+        return self.search.score
 
     @property
     def teacher(self) -> dict | None:
@@ -90,22 +96,24 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
 
 
 def with_gains(exp: Experiment) -> pd.DataFrame:
-    """Student rows with their scratch twin's accuracy, the distillation gain
-    (student minus twin test accuracy, same architecture and budget) and the
-    teacher/student parameter ratio."""
+    """Student rows with their scratch twin's score (`twin_test`, `twin_val`: test and validation
+    accuracy, or a language model's cross-entropy), the distillation gain (how much better the
+    student's test score is than its twin's, same architecture and budget: accuracy minus the
+    twin's, or the twin's nats per token minus the student's) and the teacher/student parameter ratio."""
     df = exp.runs
     # repeats with other seeds are summarised by seed_stats; a duplicate trial is its earlier run again
     # and the equal-budget arms (analysis.gains) are read apart
     original = (column(df, "seed_of") == "") & (column(df, "duplicate_of") == "") & (column(df, "arm") == "")
     students = df[(df.role == schema.ROLE_STUDENT) & original].copy()
     twins = df[(df.role == schema.ROLE_TWIN) & (df.status == "FINISHED") & original]
-    twin_acc = twins.groupby("arch")[schema.TEST_ACC].mean()
-    twin_val = twins.groupby("arch")[schema.VAL_ACC].mean()
+    score = exp.score
+    twin_test = twins.groupby("arch")[score.test].mean()
+    twin_val = twins.groupby("arch")[score.val].mean()
     twin_run = twins.groupby("arch")["run_id"].first()
-    students["twin_test_acc"] = students["arch"].map(twin_acc)
-    students["twin_val_acc"] = students["arch"].map(twin_val)
+    students["twin_test"] = students["arch"].map(twin_test)
+    students["twin_val"] = students["arch"].map(twin_val)
     students["twin_run"] = students["arch"].map(twin_run)
-    students["gain"] = students[schema.TEST_ACC] - students["twin_test_acc"]
+    students["gain"] = score.gain(students[score.test], students["twin_test"])
     teacher = exp.teacher
     teacher_params = pd.Series(teacher[schema.PARAMS] if teacher else np.nan, index=students.index, dtype=float)
     if schema.TEACHER_PARAMS in students:  # each student's own teacher where the search varied it
@@ -119,12 +127,12 @@ def column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
 
 
-def by_seed(done: pd.DataFrame, run_id: str | None) -> dict[int, float]:
-    """{seed: test accuracy} of a run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
+def by_seed(done: pd.DataFrame, run_id: str | None, metric: str = schema.TEST_ACC) -> dict[int, float]:
+    """{seed: metric} of a run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
     if not isinstance(run_id, str):
         return {}
     runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
-    return {int(k): float(v) for k, v in zip(runs.get("seed", []), runs[schema.TEST_ACC]) if k == k}
+    return {int(k): float(v) for k, v in zip(runs.get("seed", []), runs[metric]) if k == k}
 
 
 def paired(a: dict, b: dict) -> dict:
@@ -137,18 +145,19 @@ def paired(a: dict, b: dict) -> dict:
 
 def seed_stats(exp: Experiment, students: pd.DataFrame) -> pd.DataFrame:
     """For each student row: its runs over seeds (itself and its repeats), and the
-    gain paired by seed with its twin's runs: n, test mean and std, gain mean,
-    std and paired t (mean / (std / sqrt n)); NaN where fewer than two pairs."""
-    df = exp.runs
+    gain paired by seed with its twin's runs: n, test mean and std (of the experiment's score), gain mean,
+    std and paired t (mean / (std / sqrt n)), > 0 where the student is better; NaN where fewer than two pairs."""
+    df, score = exp.runs, exp.score
     done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]  # a repeated chain's assistants carry seed_of too
     rows = []
     for _, s in students.iterrows():
-        mine = by_seed(done, s.run_id)
+        mine = by_seed(done, s.run_id, score.test)
         acc = np.array(list(mine.values()), dtype=float)
-        gain = paired(mine, by_seed(done, s.get("twin_run")))
+        twin = by_seed(done, s.get("twin_run"), score.test)
+        gain = paired(mine, twin) if score.better == "max" else paired(twin, mine)
         rows.append({
-            "run_id": s.run_id, "n_seeds": len(mine), "test_acc_mean": acc.mean() if len(acc) else np.nan,
-            "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
+            "run_id": s.run_id, "n_seeds": len(mine), "test_mean": acc.mean() if len(acc) else np.nan,
+            "test_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
             "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
         })
-    return pd.DataFrame(rows, columns=["run_id", "n_seeds", "test_acc_mean", "test_acc_std", "gain_n", "gain_mean", "gain_std", "gain_t"])
+    return pd.DataFrame(rows, columns=["run_id", "n_seeds", "test_mean", "test_std", "gain_n", "gain_mean", "gain_std", "gain_t"])

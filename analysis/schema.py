@@ -21,6 +21,7 @@ neither spells a name itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = [
@@ -29,9 +30,9 @@ __all__ = [
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
-    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "LM_OBJECTIVES", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "FLOOR", "LM_OBJECTIVES", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
-    "QUALITY", "quality", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
+    "QUALITY", "quality", "Score", "ACCURACY", "NEXT_TOKEN", "score_of", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
 
 TAG_ROLE = "kdx.role"
@@ -84,6 +85,7 @@ TEACHER_VAL_ACC = "teacher_val_acc"
 TEACHER_TEST_ACC = "teacher_test_acc"
 TEACHER_TRAIN_S = "teacher_train_s"  # the seconds that teacher's training took (0: a user's checkpoint)
 TEACHER_TEST_LOSS = "teacher_test_loss"  # a language model's teacher: nats per predicted test token
+FLOOR = "test_floor"  # on a language model's teacher run: the data's entropy floor, nats per predicted test token (distill/lm.py)
 # Fidelity on the test split (Stanton et al. 2021): top-1 agreement with the run's own teacher,
 # and KL(teacher || student) at T = 1. Twins are measured against the search's teacher.
 AGREEMENT = "test_agreement"
@@ -102,6 +104,47 @@ QUALITY = {VAL_ACC: "max", VAL_PPL: "min", VAL_LOSS: "min"}
 def quality(objectives: Mapping[str, str]) -> str | None:
     """The first of `objectives` that says how good a model is (val_acc, val_ppl, val_loss), or None."""
     return next((k for k in objectives if k in QUALITY), None)  # measured once a run ends: a scheduler cannot read them per epoch
+
+
+
+@dataclass(frozen=True)
+class Score:
+    """How a task's models are ranked and compared: the validation metric a pick is made on, the
+    test metric reported, which way is better, and the unit a difference is read in.
+
+    A language model is picked and compared in nats per predicted token (val_loss, test_loss),
+    also where its search's objective is val_ppl: the same ranking (perplexity is exp of it), and
+    a mean over seeds or a paired difference of cross-entropies is one of the same quantity,
+    where a mean of perplexities is not the perplexity of the mean."""
+
+    val: str
+    test: str
+    better: str  # "max" | "min"
+    unit: str  # what a difference is read in
+    scale: float  # a difference times this, in `unit`
+
+    def gain(self, a: float, b: float) -> float:
+        """How much better a is than b, > 0 when a is better (in the metric's own units)."""
+        return a - b if self.better == "max" else b - a
+
+    @property
+    def sign(self) -> float:
+        """+1 where higher is better: sign * value ranks best first when sorted descending."""
+        return 1.0 if self.better == "max" else -1.0
+
+    def diff(self, x: float) -> str:
+        """A gain in words' units: '+1.23' points, '+0.0123' nats."""
+        return "n/a" if x != x else f"{self.scale * x:+.2f}" if self.scale != 1 else f"{x:+.4f}"
+
+
+ACCURACY = Score(VAL_ACC, TEST_ACC, "max", "points of test accuracy", 100.0)
+NEXT_TOKEN = Score(VAL_LOSS, TEST_LOSS, "min", "nats per predicted test token", 1.0)
+
+
+def score_of(task: str | None) -> Score:
+    """A language model's search (`task` lm, as the search run logs it) is compared in nats, any other in accuracy."""
+    return NEXT_TOKEN if task == "lm" else ACCURACY
+
 
 # A student's (or teacher's) weights artifact: a folder of the safetensors file and the
 # run config that rebuilds the model (analysis.store writes and reads it).

@@ -73,6 +73,11 @@ class SearchRecord:
         reference = {k.removeprefix(_REF): float(v) for k, v in params.items() if k.startswith(_REF)}
         return cls(settings, objectives, reference)
 
+    @property
+    def score(self) -> "schema.Score":
+        """How this search's models are compared: in nats for a language model, else in accuracy."""
+        return schema.score_of(self.settings.get("task"))
+
 
 def search_params(settings: Mapping[str, Any], objectives: Mapping[str, str], reference: Mapping[str, float]) -> dict[str, Any]:
     """The search run's params, which `SearchRecord.read` reads back."""

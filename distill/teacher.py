@@ -50,6 +50,7 @@ class TeacherInfo:
     latency_ms: float
     train_s: float = 0.0  # what training it cost (0 for a user's checkpoint); counted in a front point's compute
     test_loss: float | None = None  # a language model's test cross-entropy, nats per predicted token
+    val_loss: float | None = None  # ... and its validation cross-entropy
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,10 +64,11 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 def _info(model: nn.Module, data: Dataset, key: str, source: str) -> TeacherInfo:
-    val_acc, _ = evaluate(model, data.x_val, data.y_val)
+    val_acc, val_loss = evaluate(model, data.x_val, data.y_val)
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+    lm = data.task == "lm"
     return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape),
-                       test_loss=test_loss if data.task == "lm" else None)
+                       test_loss=test_loss if lm else None, val_loss=val_loss if lm else None)
 
 
 class VocabSlice(nn.Module):

@@ -148,8 +148,13 @@ def test_language_model_objectives_and_searches_say_what_to_do(tmp_path):
 
     with pytest.raises(ConfigError, match=r"search.objectives: .*val_acc is next-token accuracy.*val_ppl: min.*objectives for this task: val_ppl"):
         load_experiment(write({"objectives": {"val_acc": "max"}}))
-    with pytest.raises(ConfigError, match="kdx search does not rank language models yet.*kdx run"):
-        load_experiment(write({"objectives": {"val_ppl": "min", "params": "min"}}))
+    exp = load_experiment(write({"objectives": {"val_ppl": "min", "params": "min"}}))
+    assert exp.lm and exp.quality == "val_ppl"
+    assert load_experiment(write({})).search.objectives == {"val_ppl": "min"}  # a language model is scored by perplexity unless told
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(open(write({}))), "chain": {"assistants": 1}}))
+    with pytest.raises(ConfigError, match="^chain: .*language modelling"):
+        load_experiment(str(path))
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"data": {"name": "mnist1d"}, "space": "capacity_gap", "search": {"objectives": {"val_ppl": "min"}}}))
     with pytest.raises(ConfigError, match="val_ppl is a language model's"):

@@ -109,7 +109,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"\ndone in {s.elapsed_s:.0f} s: {s.finished} finished{dup}, {s.stopped} stopped early, {s.failed} failed, "
           f"{s.twins} scratch twins")
     if s.best:
-        print("best by val_acc: " + ", ".join(f"{k} {v:,.0f}" if k == "params" else f"{k} {v:.4g}" for k, v in s.best.items()))
+        print(f"best by {exp.quality}: " + ", ".join(f"{k} {v:,.0f}" if k == "params" else f"{k} {v:.4g}" for k, v in s.best.items()))
     print(f"MLflow experiment '{s.experiment}' (id {s.experiment_id}), search run {s.parent_run_id}; browse with: kdx ui")
     if s.finished:
         from analysis.report import write_report
@@ -120,7 +120,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if report.depth:
             print(f"\ndepth: {report.depth.sentence}")
         print("\nPareto front:")
-        _print_front(report.table)
+        _print_front(report.table, report.info.score)
         if report.chains is not None:
             _print_chains(report.chains)
         print(f"report: {report.folder}/report.html")
@@ -145,7 +145,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     _print_gains(report.gains, report.settings)
     if report.depth:
         print(f"depth: {report.depth.sentence}")
-    _print_front(report.table)
+    _print_front(report.table, report.info.score)
     if report.chains is not None:
         _print_chains(report.chains)
     print(f"wrote {report.folder}/report.html, pareto.csv, {', '.join(report.pictures)} (also on the search run)")
@@ -154,33 +154,37 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_gains(g, settings: dict) -> None:
     """The answer first: per front size, the gain over the tuned twin and against the best control."""
-    from analysis.gains import no_gain_reason, verdict_line
+    from analysis.gains import no_gain_reason, noise_line, verdict_line
 
     if g is None:
         print(f"\ngains: {no_gain_reason(settings)}")
         return
-    print(f"\nwhat distillation bought (test accuracy, paired by seed; KD, tuned twin and label smoothing each searched "
+    print(f"\nwhat distillation bought ({g.score.unit}, paired by seed; KD, tuned twin and label smoothing each searched "
           f"with {g.recipe_trials} recipe(s) per architecture):")
     for v in g.verdicts.itertuples():
-        print(f"  {v.arch} ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v)}")
-    if g.noise == g.noise:
-        print(f"  objective noise: val_acc std {100 * g.noise:.2f} points over {g.seeds} seeds of one config")
+        print(f"  {v.arch} ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}")
+    if noise_line(g):
+        print(f"  {noise_line(g)}")
 
 
-def _print_front(table) -> None:
+def _print_front(table, score) -> None:
+    from analysis import schema
     from analysis.models import LABELS_ONLY, method_sentence
 
-    rows = [("", "method", "params", "latency_ms", "val_acc", "seeds", "test_acc", "gain vs base-recipe twin", "arch")]
+    ppl = schema.TEST_PPL in table
+    rows = [("", "method", "params", "latency_ms", score.val, "seeds", score.test) + ((schema.TEST_PPL,) if ppl else ())
+            + ("gain vs base-recipe twin", "arch")]
     for _, r in table.iterrows():
-        gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else f"{100 * r['gain']:+.2f}"
+        gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else score.diff(r["gain"])
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
-            gain = f"{100 * r['gain_mean']:+.2f} ± {100 * r['gain_std']:.2f} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
-        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r['val_acc']:.4f}",
-                     str(int(r.get("n_seeds") or 1)), f"{r['test_acc']:.4f}", gain, str(r["arch"])))
+            gain = f"{score.diff(r['gain_mean'])} ± {score.diff(r['gain_std']).lstrip('+')} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
+        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r[score.val]:.4f}",
+                     str(int(r.get("n_seeds") or 1)), f"{r[score.test]:.4f}") + ((f"{r[schema.TEST_PPL]:.3f}",) if ppl else ())
+                    + (gain, str(r["arch"])))
     _print_table(rows)
     for _, r in table.iterrows():
         if r.get("method") in LABELS_ONLY:
-            print(f"  {r['pareto']}: {method_sentence(r)}")
+            print(f"  {r['pareto']}: {method_sentence(r, score)}")
 
 
 def _print_chains(c) -> None:
@@ -208,7 +212,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     exported = export_front(exp, args.out, formats=formats, register=args.register, info=info)
     for e in exported:
         version = f", registered {args.register} v{e.version}" if e.version else ""
-        print(f"{e.label}: {e.folder} ({', '.join(e.files)}; test_acc {e.test_acc:.4f} reproduced by every format{version})")
+        print(f"{e.label}: {e.folder} ({', '.join(e.files)}; {e.metric} {e.test_score:.4f} reproduced by every format{version})")
     return 0
 
 

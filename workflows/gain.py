@@ -45,26 +45,59 @@ from analysis.store import FINISHED, Store, params_of
 from .experiment import ExperimentConfig
 from .trial import Job
 
-__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "warm_start", "SEARCHED_ARMS", "TEXTBOOK"]
+__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "warm_start", "kd_loss", "SEARCHED_ARMS", "TEXTBOOK", "TEXTBOOK_RECIPES"]
 
 Log = Callable[[str], None]
 SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN}
 CONTROL_ARMS = {"shuffled": schema.ROLE_STUDENT, "same_recipe": schema.ROLE_TWIN}
-TEXTBOOK = ({"losses.kd.temperature": 4.0, "mix.kd": 0.9, "mix.ce": 0.1},  # Hinton et al. 2015 as most code runs it
-            {"losses.kd.temperature": 20.0, "mix.kd": 0.9, "mix.ce": 0.1})  # Hinton's high-temperature regime
+# (temperature, KD weight, ce weight) of the textbook recipes, per task
+TEXTBOOK_RECIPES = {
+    "classification": ((4.0, 0.9, 0.1),  # Hinton et al. 2015 as most code runs it
+                       (20.0, 0.9, 0.1)),  # Hinton's high-temperature regime
+    # next-token KD: pure distillation at T 1 (GKD trains at T = 1 whatever the config says), and a
+    # softer teacher in an even mix with the labels; a 20-degree temperature flattens a vocabulary to noise
+    "lm": ((1.0, 1.0, 0.0), (2.0, 0.5, 0.5)),
+}
+TEXTBOOK = tuple({"losses.kd.temperature": t, "mix.kd": w, "mix.ce": ce} for t, w, ce in TEXTBOOK_RECIPES["classification"])
+TEMPERATURES = {"classification": (1.0, 20.0), "lm": (1.0, 4.0)}  # the range of a random KD candidate's temperature
+
+
+def kd_loss(exp: ExperimentConfig) -> str:
+    """The distillation loss the gain's KD arm tunes: kd for a classifier; a language model's next-token
+    loss (token_kd, rkl, gjsd, skew_kl) that the base mix weights, else the first the space weights."""
+    if not exp.lm:
+        return "kd"
+    from distill.losses import next_token_losses
+
+    names = next_token_losses()
+    weighted = [n for n, w in exp.run.mix.items() if w > 0 and n in names]
+    spaced = [p.key.split(".", 1)[1] for p in exp.space if p.key.startswith("mix.") and p.key.split(".", 1)[1] in names]
+    return (weighted + spaced + ["token_kd"])[0]
+
+
+def _textbook(exp: ExperimentConfig) -> list[dict]:
+    name = kd_loss(exp)
+    return [{f"losses.{name}.temperature": t, f"mix.{name}": w, "mix.ce": ce} for t, w, ce in TEXTBOOK_RECIPES["lm" if exp.lm else "classification"]]
+
+
+def _base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) -> dict:
+    """The base config's own KD recipe on the KD arm's keys (the defaults where its mix leaves a weight out)."""
+    name = kd_loss(exp)
+    opts = exp.run.losses.get(name)
+    return {f"losses.{name}.temperature": getattr(opts, "temperature", 4.0) if opts else 4.0, f"mix.{name}": exp.run.mix.get(name, default_kd),
+            "mix.ce": exp.run.mix.get("ce", default_ce)}
 
 
 def warm_start(exp: ExperimentConfig) -> list[dict]:
     """The textbook recipes and the config's own as the search's first trials, on the keys
     the space samples (numbers clipped into its ranges; T 20 becomes the space's highest)."""
     space = {p.key: p for p in exp.space if p.kind in ("int", "float") and not p.when}
-    kd = exp.run.losses.get("kd")
-    base = {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": exp.run.mix.get("kd", 0.0),
-            "mix.ce": exp.run.mix.get("ce", 0.0), "train.lr": exp.run.train.lr}
+    base = _base_recipe(exp, 0.0, 0.0) | {"train.lr": exp.run.train.lr}
+    kd_keys = {k for k in base if k.startswith(("losses.", "mix.")) and k != "mix.ce"}
     points: list[dict] = []
-    for recipe in (*TEXTBOOK, base):
+    for recipe in (*_textbook(exp), base):
         point = {k: min(max(v, space[k].low), space[k].high) for k, v in (base | recipe).items() if k in space}
-        if {"losses.kd.temperature", "mix.kd"} & set(point) and point not in points:
+        if kd_keys & set(point) and point not in points:
             points.append({k: int(v) if space[k].kind == "int" else v for k, v in point.items()})
     return points
 
@@ -112,15 +145,16 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     KD adds its temperature and mix (the front student's own, the textbook ones, the base
     config's, then draws), the smoothing control its label smoothing (Szegedy et al. 2016's 0.1, then draws)."""
     draws = _draws(exp, own, k, rng)
-    kd = exp.run.losses.get("kd")
-    base = {"losses.kd.temperature": kd.temperature if kd else 4.0, "mix.kd": exp.run.mix.get("kd", 0.9), "mix.ce": exp.run.mix.get("ce", 0.1)}
+    name = kd_loss(exp)
+    base = _base_recipe(exp, 0.9, 0.1)
     parts = []
-    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *TEXTBOOK, base):  # the front student's recipe is often a textbook one
+    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *_textbook(exp), base):  # the front student's recipe is often a textbook one
         if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
             parts.append(c)
+    low, high = TEMPERATURES["lm" if exp.lm else "classification"]
     while len(parts) < k:
         w = round(_draw(rng, 0.1, 0.95, log=False), 3)
-        parts.append({"losses.kd.temperature": _draw(rng, 1.0, 20.0), "mix.kd": w, "mix.ce": round(1 - w, 3)})
+        parts.append({f"losses.{name}.temperature": _draw(rng, low, high), f"mix.{name}": w, "mix.ce": round(1 - w, 3)})
     smoothing = [0.1] + [_draw(rng, 0.05, 0.3, log=False) for _ in range(k - 1)]
     return {"kd": [parts[i] | d for i, d in enumerate(draws)],
             "twin": [d | {"losses.ce.label_smoothing": 0.0} for d in draws],
@@ -157,19 +191,21 @@ def _race(exp: ExperimentConfig) -> tuple[int, int]:
 
 
 def _raced(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> dict[tuple[str, str], tuple[object, list]]:
-    """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`."""
+    """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`, on the
+    validation score signed so that higher is better (a language model's cross-entropy negated)."""
+    score = schema.score_of("lm" if exp.lm else "classification")
     seeded: dict[str, dict[int, float]] = {}
     for r in _arm_runs(store, experiment_id, parent_id, repeats=True):
-        if r.info.status == FINISHED and r.data.tags.get(schema.TAG_SEED_OF) and schema.VAL_ACC in r.data.metrics:
-            seeded.setdefault(r.data.tags[schema.TAG_SEED_OF], {})[int(params_of(r)["seed"])] = r.data.metrics[schema.VAL_ACC]
+        if r.info.status == FINISHED and r.data.tags.get(schema.TAG_SEED_OF) and score.val in r.data.metrics:
+            seeded.setdefault(r.data.tags[schema.TAG_SEED_OF], {})[int(params_of(r)["seed"])] = score.sign * r.data.metrics[score.val]
     groups: dict[tuple[str, str], list] = {}
     for r in _arm_runs(store, experiment_id, parent_id, repeats=False):
-        if r.info.status == FINISHED and schema.VAL_ACC in r.data.metrics:
+        if r.info.status == FINISHED and score.val in r.data.metrics:
             groups.setdefault((r.data.tags[schema.TAG_GAIN_ARCH], r.data.tags[schema.TAG_ARM]), []).append(r)
     out = {}
     for key, runs in groups.items():
         by_id = {r.info.run_id: r for r in runs}
-        cands = [Candidate(r.info.run_id, r.data.metrics[schema.VAL_ACC], r.info.start_time, int(params_of(r)["seed"]),
+        cands = [Candidate(r.info.run_id, score.sign * r.data.metrics[score.val], r.info.start_time, int(params_of(r)["seed"]),
                            seeded.get(r.info.run_id, {})) for r in runs]
         best, raced = race_pick(cands, *_race(exp))
         out[key] = (by_id[best], [by_id[c.key] for c in raced])
@@ -214,6 +250,8 @@ def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
         if arm != "kd":
             continue
         for control, role in CONTROL_ARMS.items():
+            if control == "shuffled" and exp.lm:  # shuffling non-target classes has no next-token meaning: the same-recipe twin stays
+                continue
             extra = {"losses.kd.shuffle_nontarget": True} if control == "shuffled" else {}
             for seed in seeds:  # keyed by the winner: should it change on a resume, its controls follow
                 if (run.info.run_id, control, seed) not in controls:

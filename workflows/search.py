@@ -11,6 +11,7 @@ the Pareto students and their twins repeat with more seeds. A config with a
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Callable
 
@@ -31,7 +32,8 @@ Log = Callable[[str], None]
 
 
 def reference_point(exp: ExperimentConfig, data) -> dict[str, float]:
-    """The hypervolume reference, fixed before any trial: chance accuracy and the
+    """The hypervolume reference, fixed before any trial: chance accuracy (a language model's: the
+    uniform distribution's cross-entropy and perplexity, log V and V) and the
     size and latency of the largest student the space can make (every numeric
     entry at its high end, every combination of choices, up to 256)."""
     from distill.models import count_params, measure_latency
@@ -53,6 +55,8 @@ def reference_point(exp: ExperimentConfig, data) -> dict[str, float]:
         if count_params(model) > size:
             largest, size = model, count_params(model)
     ref = {schema.VAL_ACC: 1.0 / data.num_classes}
+    if data.task == "lm":  # a model that learned nothing predicts the uniform distribution over the vocabulary
+        ref |= {schema.VAL_LOSS: math.log(data.num_classes), schema.VAL_PPL: float(data.num_classes)}
     if largest is not None:
         ref[schema.PARAMS] = float(size)
         ref[schema.LATENCY] = measure_latency(largest, data.input_shape)

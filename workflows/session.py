@@ -13,6 +13,7 @@ chains) run their trials inside it.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,21 +148,26 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     s = exp.search
     settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": exp.sampler.name, "sampler_why": exp.sampler.describe(), "seed": s.seed,
                 "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials,
-                "race": s.race, "race_seeds": s.race_seeds}
+                "race": s.race, "race_seeds": s.race_seeds, "task": "lm" if exp.lm else "classification"}
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)
     return run.run_id
 
 
-def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, teacher: Teacher) -> str:
+def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, teacher: Teacher, data: Dataset) -> str:
     found = store.runs(experiment_id, role=schema.ROLE_TEACHER, parent=parent_id)
     if found:
         return found[0].info.run_id
     info = teacher.info
     run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict(), "data": exp.run.data.to_dict()}))
-    run.metrics({schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms})
+    metrics = {schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms}
+    if info.test_loss is not None:  # a language model's, and the floor no model beats on its test tokens where the data knows it
+        metrics |= {schema.TEST_LOSS: info.test_loss, schema.TEST_PPL: math.exp(info.test_loss)}
+        metrics |= {schema.VAL_LOSS: info.val_loss} if info.val_loss is not None else {}
+        metrics |= {schema.FLOOR: data.tokens.floor} if data.tokens is not None and data.tokens.floor is not None else {}
+    run.metrics(metrics)
     run.weights(teacher.module.state_dict(), {"teacher": exp.run.teacher.to_dict()})
     run.end(FINISHED)
     return run.run_id
@@ -240,7 +246,9 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     data = load_data(exp.run.data)  # a missing file or bad labels, a checkpoint that does not fit: one line, before Ray starts
     keys = output_keys(exp)
     teacher = prepare_teacher(exp.run, data, keys, log=log)
-    log(f"teacher: {teacher.info.source}, test_acc {teacher.info.test_acc:.4f}, {teacher.info.params:,} params")
+    score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
+             else f"test_acc {teacher.info.test_acc:.4f}")
+    log(f"teacher: {teacher.info.source}, {score}, {teacher.info.params:,} params")
     ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
         store, experiment_id = _open_store(exp, resume)
@@ -250,7 +258,7 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
             check_storage_for_cluster(exp)
         experiment_id = experiment_id or store.experiment_id(exp.name)
         parent_id = _open_parent(store, exp, experiment_id, resume, log, ref)
-        teacher_run_id = _teacher_run(store, exp, experiment_id, parent_id, teacher)
+        teacher_run_id = _teacher_run(store, exp, experiment_id, parent_id, teacher, data)
         ctx = TrialContext(with_values(exp.base, trial_settings(exp)), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha", teacher_config=exp.run.teacher.to_dict(),
                            output_keys=tuple(keys))
