@@ -410,4 +410,4 @@ def load_data(cfg: Any) -> Dataset:
     )
 
 
-from . import files, tokens, text, lm  # noqa: E402,F401  (register cifar10, cifar100 and arrays; khop; text files; hmm)
+from . import files, tokens, text, lm, corpus  # noqa: E402,F401  (register cifar10, cifar100 and arrays; khop; text files; hmm; text corpora)

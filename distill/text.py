@@ -39,7 +39,7 @@ from .cache import cache_dir, fingerprint, locked, sha256_file
 from .data import Arrays, TokenInfo, register_dataset
 from .errors import ConfigError, DataError, check
 
-__all__ = ["TextOptions", "read_rows", "train_tokenizer"]
+__all__ = ["TextOptions", "read_rows", "train_tokenizer", "load_tokenizer", "user_tokenizer"]
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # a trained tokenizer's, in id order: [PAD] is 0
@@ -82,7 +82,7 @@ class Rows:
     where: list[str]  # "<key>: <file> line 3": where each row came from, for errors found later (an unseen label)
 
 
-def _decode(path: Path, key: str) -> str:
+def decode_file(path: Path, key: str) -> str:
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark, as Excel writes, is not part of the first field
@@ -119,7 +119,7 @@ def _row(text: Any, label: Any, where: str, opts: TextOptions, rows: Rows) -> No
 
 
 def _jsonl(path: Path, key: str, opts: TextOptions, rows: Rows) -> None:
-    for n, line in enumerate(_decode(path, key).split("\n"), 1):
+    for n, line in enumerate(decode_file(path, key).split("\n"), 1):
         if not line.strip():
             continue  # blank lines (a trailing newline) are no rows
         where = f"{key}: {path} line {n}"
@@ -137,7 +137,7 @@ def _jsonl(path: Path, key: str, opts: TextOptions, rows: Rows) -> None:
 
 
 def _csv(path: Path, key: str, opts: TextOptions, rows: Rows) -> None:
-    reader = csv.DictReader(io.StringIO(_decode(path, key), newline=""))
+    reader = csv.DictReader(io.StringIO(decode_file(path, key), newline=""))
     try:
         header = reader.fieldnames
         if header is None:
@@ -248,10 +248,12 @@ def _wrap(tok: Any, max_len: int, **special: str | None) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_len, **{k: v for k, v in special.items() if v})
 
 
-def train_tokenizer(texts: list[str], opts: TextOptions) -> Path:
-    """A tokenizer trained on `texts` (the training split), saved as a Hugging Face folder keyed by the texts and options."""
-    key = fingerprint([_texts_digest(texts), opts.tokenizer, opts.vocab_size, opts.lowercase, opts.max_len])
-    folder = cache_dir("tokenizers") / f"{opts.tokenizer}-{key}"
+def train_tokenizer(texts: list[str], opts: Any, lm: bool = False) -> Path:
+    """A tokenizer trained on `texts` (the training split), saved as a Hugging Face folder keyed by the texts and options
+    (`opts`: anything with tokenizer, vocab_size, lowercase and max_len, a TextOptions or a corpus's options).
+    `lm`: a language model's, which wraps no text in [CLS] ... [SEP]; [SEP] is its end of document (eos_token)."""
+    key = fingerprint([_texts_digest(texts), opts.tokenizer, opts.vocab_size, opts.lowercase, opts.max_len] + (["lm"] if lm else []))
+    folder = cache_dir("tokenizers") / f"{opts.tokenizer}{'-lm' if lm else ''}-{key}"
 
     def make(tmp: Path) -> None:
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -273,10 +275,11 @@ def train_tokenizer(texts: list[str], opts: TextOptions) -> Path:
         if opts.tokenizer == "wordpiece":
             tok.model = models.WordPiece(_canonical_ids(tok.get_vocab()), unk_token="[UNK]")
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                           special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        if not lm:
+            tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                               special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
         _wrap(tok, opts.max_len, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-              mask_token="[MASK]").save_pretrained(str(tmp))
+              mask_token="[MASK]", eos_token="[SEP]" if lm else None).save_pretrained(str(tmp))
 
     return _build(folder, make)
 
@@ -317,6 +320,15 @@ def _from_json(path: Path, max_len: int) -> Path:
     return _build(folder, lambda tmp: _wrap(tok, max_len, **special).save_pretrained(str(tmp)))
 
 
+def user_tokenizer(given: Path, max_len: int) -> Path:
+    """The folder of a user's tokenizer (`data.tokenizer_path`): the folder itself, or a bare tokenizer.json made one."""
+    if given.is_dir():
+        return given
+    if given.is_file() and given.suffix == ".json":
+        return _from_json(given, max_len)
+    raise ConfigError(f"data.tokenizer_path: no tokenizer folder or tokenizer.json '{given}'")
+
+
 def _no_pad(where: Path) -> str:
     return (f"data.tokenizer_path: the tokenizer in '{where}' has no pad token, and kdx pads every sample to max_len; "
             "add one (tok.add_special_tokens({'pad_token': '[PAD]'}); tok.save_pretrained(folder)) or use a tokenizer that has one")
@@ -348,7 +360,7 @@ def _encode(tok: Any, texts: list[str], max_len: int) -> tuple[np.ndarray, int]:
     return np.asarray(ids, dtype=np.int64), cut
 
 
-def _stamp(path: Path) -> list:
+def file_stamp(path: Path) -> list:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
@@ -375,22 +387,13 @@ def text(opts: TextOptions, seed: int) -> Arrays:
         train, test = pick(order[n_test:]), pick(order[:n_test])
     y_train, y_test, names = _label_ids(train, test, csv_ints, names_from)
 
-    given = None
-    if opts.tokenizer_path:
-        given = Path(opts.tokenizer_path)
-        if given.is_dir():
-            folder = given
-        elif given.is_file() and given.suffix == ".json":
-            folder = _from_json(given, opts.max_len)
-        else:
-            raise ConfigError(f"data.tokenizer_path: no tokenizer folder or tokenizer.json '{given}'")
-    else:
-        folder = train_tokenizer(train.texts, opts)
+    given = Path(opts.tokenizer_path) if opts.tokenizer_path else None
+    folder = user_tokenizer(given, opts.max_len) if given else train_tokenizer(train.texts, opts)
     tok = load_tokenizer(folder, given)
     x_train, cut_train = _encode(tok, train.texts, opts.max_len)
     x_test, cut_test = _encode(tok, test.texts, opts.max_len)
 
-    stamps = [_stamp(Path(p)) for p in (opts.path, opts.test_path, opts.tokenizer_path) if p]
+    stamps = [file_stamp(Path(p)) for p in (opts.path, opts.test_path, opts.tokenizer_path) if p]
     info = TokenInfo(vocab_size=len(tok), pad_id=int(tok.pad_token_id), max_len=opts.max_len, tokenizer=str(Path(folder).resolve()),
                      labels=names, truncated=cut_train + cut_test, samples=len(x_train) + len(x_test))
     return Arrays(x_train, y_train, x_test, y_test, identity=fingerprint(stamps), tokens=info)
