@@ -22,7 +22,8 @@ seeds: a search trial or a base-recipe twin on its one seed, an arm by its winne
 The dark-knowledge control (non-target probabilities shuffled) is left out: its teacher is
 corrupted on purpose, and it is a diagnostic, not a recipe anyone would ship.
 
-Points are chosen on validation accuracy (a mean over seeds where there are several): a
+Points are chosen on validation accuracy, a language model's on validation cross-entropy
+(`front_objectives`: val_ppl read as val_loss, the same ranking), a mean over seeds where there are several: a
 single-seed point can still be a lucky one, and its `n_seeds` says so. The KD front and the
 labels-only front are computed apart too; the vertical gap between them is the
 capacity-gap frontier the report describes.

@@ -24,6 +24,12 @@ architecture on the Pareto front:
    teacher's non-target probabilities shuffled: the dark-knowledge control)
    and `same_recipe` (its own recipe on labels only: the cheap twin).
 
+A language model's search (`data` of task lm) runs the same phases on its own terms: the KD arm
+tunes the next-token loss the config weights (`kd_loss`: token_kd, rkl, gjsd or skew_kl), from
+next-token textbook recipes (T 1 with weight 1; T 2 in an even mix), with temperatures drawn in
+1..4; candidates are picked on validation cross-entropy (lower better); and there is no
+`shuffled` control, since shuffling non-target classes has no next-token meaning.
+
 Runs pair by seed (same init and batch order). Every run carries `kdx.arm` and
 `kdx.gain_arch`; analysis.gains reads them back. The random draws come from a
 generator seeded by the search seed, so a resumed search asks for the same
