@@ -177,7 +177,10 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
         model.load_state_dict(state)
-        return _frozen(model), TeacherInfo(**{**json.loads(meta.read_text()), "source": "cache"})
+        info = TeacherInfo(**{**json.loads(meta.read_text()), "source": "cache"})
+        if data.task == "lm" and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
+            info = dataclasses.replace(info, val_loss=evaluate(model, data.x_val, data.y_val)[1])
+        return _frozen(model), info
     log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
     train = dataclasses.replace(
         config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
@@ -188,7 +191,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
     info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds,
-                       result.test_loss if data.task == "lm" else None)
+                       result.test_loss if data.task == "lm" else None, result.val_loss if data.task == "lm" else None)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 

@@ -119,6 +119,13 @@ def test_mlp_on_next_token_data_is_refused_before_training(data):
         run(config(student={"family": "mlp"}), data)
 
 
+def test_a_teacher_keeps_its_validation_and_test_cross_entropy_trained_and_cached(data):
+    first = prepare_teacher(config(), data, keys=["logits"], log=lambda s: None).info
+    again = prepare_teacher(config(), data, keys=["logits"], log=lambda s: None).info
+    assert first.val_loss is not None and first.test_loss is not None  # the frontier draws the teacher on the validation axis
+    assert again.source == "cache" and again.val_loss == pytest.approx(first.val_loss) and again.test_loss == first.test_loss
+
+
 def test_the_top_k_cache_is_smaller_and_errors_are_one_line(data):
     cfg = config(mix={"ce": 1.0}, teacher={"topk": 4})
     top = prepare_teacher(cfg, data, keys=["logits"], log=lambda s: None).outputs

@@ -26,6 +26,7 @@ def test_the_lm_example_searches_exports_and_reloads_at_the_logged_perplexity(tm
     assert search.data.params["search.task"] == "lm" and search.data.params["search.objectives"] == "val_ppl:min,params:min"
     teacher = next(r for r in every if r.data.tags.get("kdx.role") == "teacher")
     assert teacher.data.metrics["test_floor"] < teacher.data.metrics["test_loss"]  # nothing beats the source's entropy
+    assert "val_loss" in teacher.data.metrics  # drawn on the frontier's validation axis
     students = [r for r in every if r.data.tags.get("kdx.role") == "student" and r.info.status == "FINISHED"]
     assert students and all(r.data.metrics["val_ppl"] == pytest.approx(math.exp(r.data.metrics["val_loss"])) for r in students)
     assert {r.data.tags.get("kdx.arm") for r in every} >= {"kd", "twin", "smooth", "same_recipe"}
