@@ -26,6 +26,7 @@ from .errors import ConfigError, check
 from .losses import LOSSES, is_next_token, next_token_losses
 from .models import MODELS, build_model
 from .models.factory import build_factory, check_factory
+from .on_policy import OnPolicy
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
 from .registry import Registry
 
@@ -191,6 +192,7 @@ class TrainConfig:
     bf16: bool = False  # autocast on CUDA only; CPU runs stay float32
     init: Literal["random", "teacher"] = "random"  # "teacher": start from the teacher's layers (DistilBERT; distill/init.py)
     init_layers: Literal["every_other", "distilbert", "first"] | list[int] = "every_other"  # which teacher layers (distill/init.py)
+    on_policy: OnPolicy = field(default_factory=OnPolicy)  # a language model's batches written by the student itself (distill/on_policy.py)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -241,6 +243,10 @@ class RunConfig:
             check(not (outputs == "views" and not aug.active), "teacher.outputs", "views of un-augmented data are all the same: use cached")
             check(aug.replayable or outputs != "views", "teacher.outputs",
                   "views replay crop and flip only; data.augment noise, mixup and cutmix need teacher.outputs: online")
+        if self.train.on_policy.active:
+            check(lm and self.distills, "train.on_policy", "the student's own sequences are scored by a teacher on next tokens: "
+                  f"it needs a language-model dataset and a weighted next-token loss ({', '.join(next_token_losses())})")
+            check(outputs == "online", "teacher.outputs", "train.on_policy samples new sequences, which no cache holds: use online")
 
     def to_dict(self) -> dict:
         return {
@@ -265,7 +271,7 @@ class RunConfig:
     def scratch_twin(self) -> "RunConfig":
         """The same student, data, budget and seed, trained on labels only, from a random start."""
         return dataclasses.replace(self, mix={"ce": 1.0}, losses={k: v for k, v in self.losses.items() if k == "ce"},
-                                   train=dataclasses.replace(self.train, init="random"))
+                                   train=dataclasses.replace(self.train, init="random", on_policy=OnPolicy()))
 
     @classmethod
     def from_dict(cls, data: Any, ignore: tuple[str, ...] = ()) -> "RunConfig":

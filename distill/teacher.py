@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
 from .models.hf import check_same_tokenizer
+from .on_policy import OnPolicy
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
@@ -185,6 +186,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     train = dataclasses.replace(
         config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
         optimizer="adam", schedule="constant", milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
+        on_policy=OnPolicy(),  # a teacher learns from the data
     )
     teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
     result = run(teacher_run, data)

@@ -49,6 +49,7 @@ from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
 from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_reads, teacher_side
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
+from .on_policy import on_policy_batches, sample_continuations
 
 __all__ = ["Teacher", "TeacherViews", "Epoch", "RunResult", "run", "evaluate", "fidelity", "resolve_device", "slice_outputs", "outputs_to",
            "build_losses", "FusedTerms", "fuse_terms"]
@@ -373,6 +374,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 sides = None  # the fused targets hold all a step reads
         no_teacher = [None] * len(losses)
         weights = {name: config.mix[name] for name in terms}
+        policy = on_policy_batches(cfg.on_policy, data, device, list(terms), _stream_seed(config.seed, "on_policy")) if mode == "online" else None
         params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
         optimizer = _optimizer(cfg, params)
         scheduler = _scheduler(cfg, optimizer)
@@ -422,6 +424,10 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                     optimizer.step()
                     batch_values.append(values.detach())  # (rows, K), summed on device per epoch
                     continue
+                batch_mix = mix
+                if policy is not None and float(torch.rand(1, generator=policy.draws)) < policy.fraction:
+                    xb, yb = sample_continuations(student, xb, policy.prompt, policy.new, policy.pad_id, policy.samples)
+                    batch_mix = mix * policy.no_ce  # a sampled id is no label
                 if mode == "online":
                     t_sides = [teacher_batch(xb)] * len(losses)  # plain outputs: each loss prepares what it reads
                 else:
@@ -431,7 +437,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                     values = torch.stack([loss(s_out, t, yb).float() for loss, t in zip(losses, t_sides)])
                     if y_mixed is not None:
                         values = lam * values + (1 - lam) * torch.stack([loss(s_out, t, y_mixed).float() for loss, t in zip(losses, t_sides)])
-                total = mix @ values
+                total = batch_mix @ values
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
