@@ -58,10 +58,9 @@ PROTOCOL_LM = (
 
 def protocol(g: "GainInfo") -> str:
     """The protocol sentence of a gain, with its budget, race and seeds."""
-    what = "validation accuracy" if g.score == schema.ACCURACY else "validation cross-entropy"
     race = ("Each arm's best on validation at the base seed is its winner (one seed: no race). " if g.race < 2 or g.race_seeds < 2 else
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
-            f"best mean {what} is its winner. ")
+            f"best mean {g.score.words} is its winner. ")
     return (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
 
 
@@ -89,10 +88,7 @@ def t_critical(n: int) -> float:
 def _recipe(row: pd.Series, arm: str) -> str:
     def g(key: str) -> float:
         v = row.get(key)
-        try:
-            return float(v) if v is not None and v == v else float("nan")
-        except (TypeError, ValueError):
-            return float("nan")
+        return float(v) if v is not None and v == v else float("nan")
 
     if arm in ("kd", "shuffled"):
         terms = [k[4:] for k in row.index if k.startswith("mix.") and k not in ("mix.ce", "mix.kd") and g(k) > 0]
@@ -235,17 +231,15 @@ def noise_line(g: "GainInfo") -> str:
     """'objective noise: val_acc std 0.94 points over 5 seeds of one config', or '' with one seed."""
     if g.noise != g.noise:
         return ""
-    size = f"{100 * g.noise:.2f} points" if g.score.scale != 1 else f"{g.noise:.4f} nats/token"
-    return f"objective noise: {g.score.val} std {size} over {g.seeds} seeds of one config"
+    return f"objective noise: {g.score.val} std {g.score.size(g.noise)} {g.score.short} over {g.seeds} seeds of one config"
 
 
 def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:
     """One line a person reads: the gain over the tuned twin, then against the best control (> 0: KD better,
     in points of accuracy, or a language model's nats per test token)."""
-    unit = "points" if score.scale != 1 else "nats/token"
-    spread = f"{score.scale * v.gain_std:.2f}" if score.scale != 1 else f"{v.gain_std:.4f}"
+    unit = score.short
     if v.gain_n >= 2:
-        gain = (f"KD {score.diff(v.gain_mean)} ± {spread} {unit} over the tuned twin (t {v.gain_t:.1f}, {v.gain_n} seeds): "
+        gain = (f"KD {score.diff(v.gain_mean)} ± {score.size(v.gain_std)} {unit} over the tuned twin (t {v.gain_t:.1f}, {v.gain_n} seeds): "
                 + ("distinguishable from zero" if v.gain_distinguishable else f"within the noise (|t| < {t_critical(v.gain_n):.2f})"))
     else:
         gain = f"KD {score.diff(v.gain_mean)} {unit} over the tuned twin (one seed: no spread, so no verdict)"

@@ -138,6 +138,5 @@ def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY
     how = {"kd": "distilled from the teacher", "scratch": "trained without the teacher (labels only)",
            "smoothing": "trained without the teacher (labels only, with label smoothing)"}[method]
     seeds = int(row.get("n_seeds") or 1)
-    what = "validation accuracy" if score.val == schema.VAL_ACC else "validation cross-entropy"
-    on = f"mean {what} over {seeds} seeds" if seeds > 1 else f"one seed's {what}"
+    on = f"mean {score.words} over {seeds} seeds" if seeds > 1 else f"one seed's {score.words}"
     return f"at {params:,} parameters the best model was {how} ({row['source']}; chosen on {on})"

@@ -114,7 +114,6 @@ def _fmt(value) -> str:
 def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     info, table = report.info, report.table
     score = info.score
-    lm = score.val != schema.VAL_ACC
     k = score.scale
     link = lambda run_id: f"{ui_url.rstrip('/')}/{ui_path(exp.experiment_id, run_id)}"  # noqa: E731
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns if c not in ("run_id", "twin_run"))
@@ -155,7 +154,7 @@ the search trained: {len(table)} models; the search trials' own front: {len(info
 reference {html.escape(str(info.reference))}, fixed before the search.</p>
 <h2>The Pareto front</h2>
 <p>Over every model the search trained: its trials, the scratch twins and, where the gain ran, each arm's winner
-(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on {"validation cross-entropy (nats per token; the same ranking as perplexity)" if lm else "validation accuracy"}, the mean over the
+(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on {score.words}{"" if score == schema.ACCURACY else " (nats per token; the same ranking as perplexity)"}, the mean over the
 model's seeds where it has several (<code>n_seeds</code>); <code>{score.test}</code> is the shipped run's own and
 <code>test_mean</code> the mean over its seeds, for reporting only. {html.escape(_methods_line(table, score))}
 Gain here = how much better a search trial is than its <b>base-recipe</b> twin (same architecture and budget, the base config's settings,
@@ -167,7 +166,7 @@ section above, where present, has the gain over a tuned twin. Each P links to it
 <p>Per architecture, over every distilled run of it (seeds, temperatures, mixes); the front's table above pairs
 each Pareto student with its twin seed by seed (n_seeds, gain_mean, gain_std, gain_t) where <code>search.seeds</code> &gt; 1.
 A gain within about two standard deviations of zero, or a t below about 2, is seed noise.</p>
-<table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain ({"nats/token" if lm else "points"})</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
+<table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain ({score.short})</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
 {sections}
 </body></html>
 """
@@ -177,7 +176,7 @@ def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
     """The answer first: per front size, what KD bought over the tuned twin and against the best control."""
     if g is None:
         return f"<h2>What distillation bought</h2><p>{html.escape(no_gain_reason(exp.search.settings))}.</p>"
-    k, unit = g.score.scale, "points" if g.score.scale != 1 else "nats/token"
+    k, unit = g.score.scale, g.score.short
     rows = "".join(
         f"<tr><td>{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td>{html.escape(v.kd_recipe)}</td>"
         f"<td>{html.escape(verdict_line(v, g.score))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())

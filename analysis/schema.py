@@ -122,6 +122,8 @@ class Score:
     better: str  # "max" | "min"
     unit: str  # what a difference is read in
     scale: float  # a difference times this, in `unit`
+    short: str  # the unit in a table or a line: "points", "nats/token"
+    words: str  # what a pick is made on, in words: "validation accuracy"
 
     def gain(self, a: float, b: float) -> float:
         """How much better a is than b, > 0 when a is better (in the metric's own units)."""
@@ -133,12 +135,16 @@ class Score:
         return 1.0 if self.better == "max" else -1.0
 
     def diff(self, x: float) -> str:
-        """A gain in words' units: '+1.23' points, '+0.0123' nats."""
+        """A gain in its unit: '+1.23' points, '+0.0123' nats."""
         return "n/a" if x != x else f"{self.scale * x:+.2f}" if self.scale != 1 else f"{x:+.4f}"
 
+    def size(self, x: float) -> str:
+        """A spread or a noise in its unit, unsigned: '1.23', '0.0123'."""
+        return self.diff(x).lstrip("+")
 
-ACCURACY = Score(VAL_ACC, TEST_ACC, "max", "points of test accuracy", 100.0)
-NEXT_TOKEN = Score(VAL_LOSS, TEST_LOSS, "min", "nats per predicted test token", 1.0)
+
+ACCURACY = Score(VAL_ACC, TEST_ACC, "max", "points of test accuracy", 100.0, "points", "validation accuracy")
+NEXT_TOKEN = Score(VAL_LOSS, TEST_LOSS, "min", "nats per predicted test token", 1.0, "nats/token", "validation cross-entropy")
 
 
 def score_of(task: str | None) -> Score:

@@ -28,7 +28,7 @@ import numpy as np
 from .cache import fingerprint
 from .data import IGNORE, Arrays, TokenInfo, register_dataset
 from .errors import ConfigError, DataError, check
-from .text import decode_file, file_stamp, load_tokenizer, train_tokenizer, user_tokenizer
+from .text import decode_file, file_stamp, load_tokenizer, test_split, train_tokenizer, user_tokenizer
 
 __all__ = ["CorpusOptions", "read_documents", "pack"]
 
@@ -101,9 +101,8 @@ def _labels(blocks: np.ndarray) -> np.ndarray:
     return y
 
 
-def _blocks(tok: Any, docs: list[str], key: str, path: str, length: int) -> np.ndarray:
+def _blocks(tok: Any, eos: int, docs: list[str], key: str, path: str, length: int) -> np.ndarray:
     ids = tok(docs, add_special_tokens=False)["input_ids"]
-    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     n = sum(len(d) + 1 for d in ids)
     blocks = pack(ids, eos, length)
     if not len(blocks):
@@ -121,17 +120,17 @@ def corpus(opts: CorpusOptions, seed: int) -> Arrays:
         if len(train) < 2:
             raise DataError(f"data.path: {opts.path} holds one document: too few to split off a test set by documents "
                             "(set data.test_path, or documents: paragraphs for a .txt split by blank lines)")
-        order = np.random.default_rng([seed, 13]).permutation(len(train))
-        n_test = min(len(train) - 1, max(1, int(round(len(train) * opts.test_fraction))))
-        train, test = [train[i] for i in sorted(order[n_test:])], [train[i] for i in sorted(order[:n_test])]
+        keep, held = test_split(len(train), opts.test_fraction, [seed, 13])
+        train, test = [train[i] for i in sorted(keep)], [train[i] for i in sorted(held)]
     given = Path(opts.tokenizer_path) if opts.tokenizer_path else None
     folder = user_tokenizer(given, opts.max_len) if given else train_tokenizer(train, opts, lm=True)
     tok = load_tokenizer(folder, given)
-    if tok.eos_token_id is None and tok.sep_token_id is None:
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+    if eos is None:
         raise ConfigError(f"data.tokenizer_path: the tokenizer in '{given}' has no end-of-text token (eos_token), which kdx puts "
                           "between documents; add one (tok.add_special_tokens({'eos_token': '</s>'})) or use a tokenizer that has one")
-    x_train = _blocks(tok, train, "data.path", opts.path, opts.max_len)
-    x_test = _blocks(tok, test, "data.test_path" if opts.test_path else "data.path (its test documents)", opts.test_path or opts.path, opts.max_len)
+    x_train = _blocks(tok, eos, train, "data.path", opts.path, opts.max_len)
+    x_test = _blocks(tok, eos, test, "data.test_path" if opts.test_path else "data.path (its test documents)", opts.test_path or opts.path, opts.max_len)
     stamps = [file_stamp(Path(p)) for p in (opts.path, opts.test_path, opts.tokenizer_path) if p]
     info = TokenInfo(vocab_size=len(tok), pad_id=int(tok.pad_token_id), max_len=opts.max_len, tokenizer=str(Path(folder).resolve()),
                      samples=len(x_train) + len(x_test), task="lm")

@@ -70,9 +70,7 @@ def sample_continuations(model: nn.Module, x: Tensor, prompt: int, new: int, pad
 class OnPolicyBatches(NamedTuple):
     """What a run needs to make its on-policy batches."""
 
-    fraction: float
-    prompt: int
-    new: int
+    options: OnPolicy
     pad_id: int
     draws: torch.Generator  # which batches are on-policy: apart from the data's order, so fraction 0 changes nothing
     samples: torch.Generator  # what the student samples, on its device
@@ -89,5 +87,5 @@ def on_policy_batches(p: OnPolicy, data: Any, device: torch.device, terms: list[
         raise ConfigError(f"train.on_policy: prompt {p.prompt} + max_new_tokens {p.max_new_tokens} is more than the data's "
                           f"{length} positions per sequence")
     no_ce = torch.tensor([0.0 if name == "ce" else 1.0 for name in terms], device=device)
-    return OnPolicyBatches(p.fraction, p.prompt, p.max_new_tokens, data.tokens.pad_id, torch.Generator().manual_seed(seed),
+    return OnPolicyBatches(p, data.tokens.pad_id, torch.Generator().manual_seed(seed),
                            torch.Generator(device=device).manual_seed(seed + 1), no_ce)

@@ -181,6 +181,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
         info = TeacherInfo(**{**json.loads(meta.read_text()), "source": "cache"})
         if data.task == "lm" and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
             info = dataclasses.replace(info, val_loss=evaluate(model, data.x_val, data.y_val)[1])
+            save_checked(meta, lambda p: p.write_text(json.dumps(dataclasses.replace(info, source="trained").to_dict())))
         return _frozen(model), info
     log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
     train = dataclasses.replace(

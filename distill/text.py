@@ -39,7 +39,7 @@ from .cache import cache_dir, fingerprint, locked, sha256_file
 from .data import Arrays, TokenInfo, register_dataset
 from .errors import ConfigError, DataError, check
 
-__all__ = ["TextOptions", "read_rows", "train_tokenizer", "load_tokenizer", "user_tokenizer"]
+__all__ = ["TextOptions", "read_rows", "train_tokenizer", "load_tokenizer", "user_tokenizer", "test_split"]
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # a trained tokenizer's, in id order: [PAD] is 0
@@ -360,6 +360,13 @@ def _encode(tok: Any, texts: list[str], max_len: int) -> tuple[np.ndarray, int]:
     return np.asarray(ids, dtype=np.int64), cut
 
 
+def test_split(n: int, fraction: float, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices: a seeded `fraction` of n rows held out, at least one, never all."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = min(n - 1, max(1, int(round(n * fraction))))
+    return order[n_test:], order[:n_test]
+
+
 def file_stamp(path: Path) -> list:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
@@ -380,11 +387,10 @@ def text(opts: TextOptions, seed: int) -> Arrays:
         n = len(train.texts)
         if n < 2:
             raise DataError(f"data.path: {opts.path} has {n} row: too few to split off a test set (or set data.test_path)")
-        order = np.random.default_rng([seed, 11]).permutation(n)
-        n_test = min(n - 1, max(1, int(round(n * opts.test_fraction))))
+        keep, held = test_split(n, opts.test_fraction, [seed, 11])
         pick = lambda idx: Rows(*([getattr(train, f)[i] for i in idx] for f in ("texts", "labels", "where")))  # noqa: E731
         names_from = train.labels  # the whole file: a class the split put in test only still has a name
-        train, test = pick(order[n_test:]), pick(order[:n_test])
+        train, test = pick(keep), pick(held)
     y_train, y_test, names = _label_ids(train, test, csv_ints, names_from)
 
     given = Path(opts.tokenizer_path) if opts.tokenizer_path else None

@@ -425,8 +425,9 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                     batch_values.append(values.detach())  # (rows, K), summed on device per epoch
                     continue
                 batch_mix = mix
-                if policy is not None and float(torch.rand(1, generator=policy.draws)) < policy.fraction:
-                    xb, yb = sample_continuations(student, xb, policy.prompt, policy.new, policy.pad_id, policy.samples)
+                if policy is not None and float(torch.rand(1, generator=policy.draws)) < policy.options.fraction:
+                    p = policy.options
+                    xb, yb = sample_continuations(student, xb, p.prompt, p.max_new_tokens, policy.pad_id, policy.samples)
                     batch_mix = mix * policy.no_ce  # a sampled id is no label
                 if mode == "online":
                     t_sides = [teacher_batch(xb)] * len(losses)  # plain outputs: each loss prepares what it reads

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from analysis.schema import FINAL_ONLY, LM_OBJECTIVES, OBJECTIVES, QUALITY, VAL_ACC, VAL_PPL, quality
+from analysis.schema import FINAL_ONLY, LM_OBJECTIVES, OBJECTIVES, QUALITY, VAL_ACC, VAL_PPL, Score, quality, score_of
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, resolve_paths, to_plain
 from distill.data import dataset_task, import_object, is_custom
@@ -141,6 +141,11 @@ class ExperimentConfig:
     def lm(self) -> bool:
         """A language-modelling search: models are ranked by perplexity, gains read in nats per token."""
         return dataset_task(self.run.data.name) == "lm"
+
+    @property
+    def score(self) -> Score:
+        """How its models are picked and compared (analysis.schema.Score): accuracy, or a language model's nats per token."""
+        return score_of("lm" if self.lm else "classification")
 
     @property
     def quality(self) -> str:

@@ -199,7 +199,7 @@ def _race(exp: ExperimentConfig) -> tuple[int, int]:
 def _raced(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> dict[tuple[str, str], tuple[object, list]]:
     """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`, on the
     validation score signed so that higher is better (a language model's cross-entropy negated)."""
-    score = schema.score_of("lm" if exp.lm else "classification")
+    score = exp.score
     seeded: dict[str, dict[int, float]] = {}
     for r in _arm_runs(store, experiment_id, parent_id, repeats=True):
         if r.info.status == FINISHED and r.data.tags.get(schema.TAG_SEED_OF) and score.val in r.data.metrics:
