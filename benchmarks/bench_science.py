@@ -7,10 +7,13 @@ over `--seeds` seeds (0 .. S-1), differences paired by seed (same init and batch
 order):
 
 1. equal-budget recipe searches, one per arm, `--trials` k candidates each, at
-   the search's epochs: KD (temperature, kd weight with ce = 1 - kd, lr; the
-   textbook T 4 / kd 0.9 at lr 1e-2 and Hinton's T 20 first, then random), the
-   tuned twin (labels only: lr, weight decay), the label-smoothing control (lr,
-   weight decay, smoothing). Each candidate is scored by its validation
+   the search's epochs. Arms that share keys search them alike (as
+   workflows/gain.py does): candidate i of every arm trains with the same
+   (lr, weight decay) draw i, draw 0 the base lr 1e-2 with no weight decay,
+   then log-uniform draws. KD adds its temperature and kd weight (ce = 1 - kd;
+   the textbook T 4 / kd 0.9 and Hinton's T 20 on draws 0 and 1, then random),
+   the label-smoothing control its smoothing (0.1, then random); the tuned twin
+   trains on labels only. Each candidate is scored by its validation
    accuracy averaged over two selection seeds (100, 101) that are not among the
    reported ones: one seed's validation accuracy is too noisy to rank recipes
    (the noise is printed);
@@ -66,14 +69,14 @@ SETUPS = {
                        {"family": "cnn", "width": 32, "depth": 3}],
     },
 }
-TEXTBOOK = {"temperature": 4.0, "kd": 0.9, "lr": 1e-2}  # Hinton et al. 2015 at kdx's default student lr (at 1e-3 KD loses: STACK.md)
+TEXTBOOK = {"temperature": 4.0, "kd": 0.9, "lr": 1e-2, "wd": 0.0}  # Hinton et al. 2015 at kdx's default student lr (at 1e-3 KD loses: STACK.md)
 SELECTION_SEEDS = (100, 101)
 
 _DATA, _OUTPUTS = None, None  # set before forking: workers inherit them
 
 
 def recipe_config(setup: dict, student: dict, recipe: dict, seed: int, scratch: bool = False, control: bool = False) -> RunConfig:
-    """A KD recipe {temperature, kd, lr}, or a labels-only one {lr, wd, ls} (scratch=True); a KD recipe with
+    """A KD recipe {temperature, kd, lr, wd}, or a labels-only one {lr, wd, ls} (scratch=True); a KD recipe with
     scratch=True is its same-recipe twin."""
     kd = recipe.get("kd", 0.9)
     c = RunConfig.from_dict({
@@ -108,25 +111,21 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return mean, sd, t
 
 
-def candidates(arm: str, k: int, rng: random.Random) -> list[dict]:
-    """k recipes of one arm, the known-good ones first (as workflows/gain.py draws them)."""
+def candidates(k: int, rng: random.Random) -> dict[str, list[dict]]:
+    """k recipes per arm, mirroring workflows/gain.py::_arm_candidates: candidate i of every arm
+    trains with the same (lr, wd) draw i, so no arm is better tuned on a key they share."""
     def logu(lo: float, hi: float) -> float:
         return float(f"{10 ** rng.uniform(math.log10(lo), math.log10(hi)):.4g}")
 
-    if arm == "kd":
-        out = [dict(TEXTBOOK), {**TEXTBOOK, "temperature": 20.0}]
-    elif arm == "twin":
-        out = [{"lr": 1e-2, "wd": 0.0}]
-    else:
-        out = [{"lr": 1e-2, "wd": 0.0, "ls": 0.1}]
-    while len(out) < k:
-        r = {"lr": logu(1e-3, 1e-1)}
-        if arm == "kd":
-            r |= {"temperature": logu(1.0, 20.0), "kd": round(rng.uniform(0.1, 0.95), 3)}
-        else:
-            r |= {"wd": logu(1e-5, 1e-2)} | ({"ls": round(rng.uniform(0.05, 0.3), 3)} if arm == "smooth" else {})
-        out.append(r)
-    return out[:k]
+    draws = [{"lr": TEXTBOOK["lr"], "wd": 0.0}]  # the base lr, no weight decay
+    while len(draws) < k:
+        draws.append({"lr": logu(1e-3, 1e-1), "wd": logu(1e-5, 1e-2)})
+    kd = [{"temperature": 4.0, "kd": 0.9}, {"temperature": 20.0, "kd": 0.9}]  # textbook, then Hinton's T 20
+    while len(kd) < k:
+        kd.append({"temperature": logu(1.0, 20.0), "kd": round(rng.uniform(0.1, 0.95), 3)})
+    ls = [0.1] + [round(rng.uniform(0.05, 0.3), 3) for _ in range(k - 1)]  # Szegedy et al. 2016's 0.1 first
+    return {"kd": [d | kd[i] for i, d in enumerate(draws)], "twin": [dict(d) for d in draws],
+            "smooth": [d | {"ls": ls[i]} for i, d in enumerate(draws)]}
 
 
 def fmt(xs: list[float]) -> str:
@@ -154,17 +153,26 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
 
     # 1. equal-budget searches per size and arm, scored on validation averaged over the selection seeds
     rng = random.Random(0)
-    cands = {(i, arm): candidates(arm, trials, rng) for i in range(len(setup["students"])) for arm in ("kd", "twin", "smooth")}
+    cands = {}
+    for i in range(len(setup["students"])):
+        per_arm = candidates(trials, rng)
+        shared = [[(r["lr"], r["wd"]) for r in per_arm[arm]] for arm in ("kd", "twin", "smooth")]
+        assert shared[0] == shared[1] == shared[2], f"arms must share (lr, wd) draws: {shared}"
+        assert per_arm["kd"][0] == TEXTBOOK, "KD candidate 0 is the textbook column's recipe"
+        cands |= {(i, arm): rs for arm, rs in per_arm.items()}
     jobs = [((i, arm, c, s), recipe_config(setup, setup["students"][i], r, s, scratch=arm != "kd"), "teacher")
             for (i, arm), rs in cands.items() for c, r in enumerate(rs) for s in SELECTION_SEEDS]
     sel = run_all(jobs, workers)
-    won, sel_noise = {}, []
+    won, won_val, sel_noise = {}, {}, []
     for (i, arm), rs in cands.items():
         vals = [[sel[(i, arm, c, s)][0] for s in SELECTION_SEEDS] for c in range(len(rs))]
-        sel_noise += [abs(v[0] - v[1]) / math.sqrt(2) for v in vals]  # the std of two draws
-        won[(i, arm)] = rs[max(range(len(rs)), key=lambda c: (statistics.mean(vals[c]), -c))]
-    print(f"recipe search: {trials} candidates per arm and size, {len(SELECTION_SEEDS)} selection seeds each; "
-          f"one seed's val_acc std {100 * statistics.median(sel_noise):.2f} points (median over candidates)", flush=True)
+        sel_noise += [statistics.stdev(v) for v in vals]  # one config's std over the selection seeds
+        c = max(range(len(rs)), key=lambda c: (statistics.mean(vals[c]), -c))
+        won[(i, arm)], won_val[(i, arm)] = rs[c], statistics.mean(vals[c])
+    noise = 100 * statistics.median(sel_noise)
+    print(f"recipe search: {trials} candidates per arm and size sharing (lr, wd) draws, each scored on "
+          f"{len(SELECTION_SEEDS)} selection seeds {SELECTION_SEEDS}; objective noise: one config's val_acc std over "
+          f"the selection seeds {noise:.2f} points (median over candidates)", flush=True)
 
     # 2. the table over the reported seeds
     columns = {"tuned twin": ("twin", True, False), "same-recipe twin": ("kd", True, False), "textbook KD": (None, False, False),
@@ -176,11 +184,13 @@ def study(name: str, setup: dict, seeds: int, trials: int, workers: int) -> None
     val_noise = [statistics.stdev([res[(i, "searched KD", s)][0] for s in range(seeds)]) for i in range(len(setup["students"]))]
     print(f"objective noise: val_acc std over {seeds} seeds of the searched KD recipe {100 * statistics.median(val_noise):.2f} points "
           f"(median over sizes)")
+    n_sel = len(SELECTION_SEEDS)
     for i, st in enumerate(setup["students"]):
         w = {a: won[(i, a)] for a in ("kd", "twin", "smooth")}
-        print(f"  {arch(st)} winners: KD T {w['kd']['temperature']:.3g} kd {w['kd']['kd']:.3g} lr {w['kd']['lr']:.3g}; "
-              f"twin lr {w['twin']['lr']:.3g} wd {w['twin']['wd']:.3g}; LS lr {w['smooth']['lr']:.3g} wd {w['smooth']['wd']:.3g} "
-              f"ls {w['smooth']['ls']:.3g}")
+        v = {a: f"val {100 * won_val[(i, a)]:.1f} on {n_sel} seeds, noise {noise:.2f}" for a in w}
+        print(f"  {arch(st)} winners: KD T {w['kd']['temperature']:.3g} kd {w['kd']['kd']:.3g} lr {w['kd']['lr']:.3g} "
+              f"wd {w['kd']['wd']:.3g} ({v['kd']}); twin lr {w['twin']['lr']:.3g} wd {w['twin']['wd']:.3g} ({v['twin']}); "
+              f"LS lr {w['smooth']['lr']:.3g} wd {w['smooth']['wd']:.3g} ls {w['smooth']['ls']:.3g} ({v['smooth']})")
     print(f"\n{'student':<14} {'params':>7} {'ratio':>6} | " + " ".join(f"{c:>16}" for c in columns))
     params = {}
     for i, st in enumerate(setup["students"]):

@@ -10,7 +10,8 @@ from analysis.gains import Candidate, gain_info, race_mean, race_pick, race_sett
 from analysis.runs import load_runs
 from search_helpers import write_config
 from workflows.experiment import load_experiment
-from workflows.gain import TEXTBOOK, _arm_candidates, warm_start
+from workflows.gain import TEXTBOOK, _arm_candidates
+from workflows.warm import warm_start
 
 
 def arm_runs(tiny_search, arm: str) -> list:

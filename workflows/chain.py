@@ -35,9 +35,9 @@ from distill.teacher import Teacher, model_outputs
 from search_spaces.stages import FINAL, stage_configs
 
 from .experiment import ExperimentConfig
+from .records import failed_report, timing, trial_number
 from .session import SearchSummary, open_session, summarize, trial_settings
-from .trial import (Job, TrialContext, failed_report, log_failed, replay_finished, run_job, timing, train_logged,
-                    trial_number)
+from .trial import Job, TrialContext, log_failed, replay_finished, run_job, train_logged
 from .tune import fit_search, run_jobs, trial_ids
 
 __all__ = ["ChainPlan", "chain_trial", "chain_job_trial", "run_chain", "ROLE_CHAIN"]

@@ -49,6 +49,7 @@ class SearchSettings:
     storage: str = ""  # Ray Tune's results and checkpoints; default ./kdx-results
     study: str = ""  # the persisted Optuna study (workflows/study.py): a journal file or a database URL; default beside storage
     enqueue: list = field(default_factory=list)  # param dicts to try first (known-good configs, benchmarks)
+    warm_start: bool = True  # the textbook recipes and a size ladder after enqueue (workflows/warm.py); false: the sampler alone
     retries: int = 2  # a trial lost to its machine (node death, OOM kill) runs again this many times
     seeds: int = 1  # > 1: the gain's arms (or, with twins: base_recipe, the Pareto students and their twins) at seeds seed+1 .. (paired)
     # How the gain is measured (workflows/gain.py): "tuned" gives the front's architectures a recipe

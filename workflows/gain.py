@@ -51,7 +51,7 @@ from analysis.store import FINISHED, Store, params_of
 from .experiment import ExperimentConfig
 from .trial import Job
 
-__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "warm_start", "kd_loss", "SEARCHED_ARMS", "TEXTBOOK", "TEXTBOOK_RECIPES"]
+__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "kd_loss", "SEARCHED_ARMS", "TEXTBOOK", "TEXTBOOK_RECIPES"]
 
 Log = Callable[[str], None]
 SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN}
@@ -92,20 +92,6 @@ def _base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) ->
     opts = exp.run.losses.get(name)
     return {f"losses.{name}.temperature": getattr(opts, "temperature", 4.0) if opts else 4.0, f"mix.{name}": exp.run.mix.get(name, default_kd),
             "mix.ce": exp.run.mix.get("ce", default_ce)}
-
-
-def warm_start(exp: ExperimentConfig) -> list[dict]:
-    """The textbook recipes and the config's own as the search's first trials, on the keys
-    the space samples (numbers clipped into its ranges; T 20 becomes the space's highest)."""
-    space = {p.key: p for p in exp.space if p.kind in ("int", "float") and not p.when}
-    base = _base_recipe(exp, 0.0, 0.0) | {"train.lr": exp.run.train.lr}
-    kd_keys = {k for k in base if k.startswith(("losses.", "mix.")) and k != "mix.ce"}
-    points: list[dict] = []
-    for recipe in (*_textbook(exp), base):
-        point = {k: min(max(v, space[k].low), space[k].high) for k, v in (base | recipe).items() if k in space}
-        if kd_keys & set(point) and point not in points:
-            points.append({k: int(v) if space[k].kind == "int" else v for k, v in point.items()})
-    return points
 
 
 def _front_archs(exp: ExperimentConfig, store: Store) -> list[tuple[str, dict, dict]]:

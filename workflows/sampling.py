@@ -65,15 +65,16 @@ def choose_sampler(sampler: str, space: list, num_samples: int, objectives: int,
     return SamplerChoice("tpe", why, group=conditional, constant_liar=liar)
 
 
-def make_sampler(choice: SamplerChoice, seed: int):
-    """The Optuna sampler of a choice, seeded."""
+def make_sampler(choice: SamplerChoice, seed: int, startup: int = 10):
+    """The Optuna sampler of a choice, seeded; a model-based one draws `startup` random trials
+    before it models (Optuna's 10 by default; fewer after a warm start, workflows/warm.py)."""
     import optuna
 
     if choice.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=choice.multivariate, group=choice.group,
-                                          constant_liar=choice.constant_liar)
+                                          constant_liar=choice.constant_liar, n_startup_trials=startup)
     if choice.name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False, n_startup_trials=startup)
     if choice.name == "nsga2":
         from .study import PicklableNSGAII
 

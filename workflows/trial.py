@@ -16,7 +16,6 @@ is then ended KILLED and tagged stopped-early, so the front never sees it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,14 +27,16 @@ from distill.cache import fingerprint
 from distill.config import RunConfig
 from distill.data import Dataset
 from distill.errors import KdxError
-from distill.teacher import Teacher, TeacherInfo, prepare_teacher
-from distill.train import Epoch, RunResult, fidelity, run
+from distill.teacher import Teacher, prepare_teacher
+from distill.train import Epoch, RunResult, run
 from search_spaces.space import apply
 
-from .tune import DUPLICATE, FAILED
+from .records import (epoch_metrics, error_line, failed_report, final_metrics, run_tags, spoken_name, teacher_metrics, timing,
+                      trial_number)
+from .tune import DUPLICATE
 
-__all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "start_unless_duplicate", "log_failed", "final_metrics",
-           "failed_report", "replay_finished", "trial_number", "spoken_name", "timing", "teacher_metrics"]
+__all__ = ["TrialContext", "Job", "student_trial", "job_trial", "run_job", "train_logged", "start_unless_duplicate", "log_failed",
+           "replay_finished"]
 
 
 @dataclass(frozen=True)
@@ -60,60 +61,6 @@ class Job:
     repeat_of: str | None = None  # the run this one repeats with another seed (tag kdx.seed_of)
     tags: dict = field(default_factory=dict)
     name: str | None = None
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:500]
-
-
-def failed_report() -> dict:
-    # NaN objectives: Optuna records the trial as FAIL; epoch 0 sits below every ASHA rung.
-    return {FAILED: 1, "epoch": 0, **{k: float("nan") for k in schema.OBJECTIVES}}
-
-
-def trial_number(trial_id: str) -> str:
-    return trial_id.rsplit("_", 1)[-1]
-
-
-def spoken_name(config: RunConfig, data: Dataset) -> str:
-    """'cnn d2 w25 · T4 kd.9 · 4.5k': what the runs table shows without extra columns."""
-    from distill.models import count_params
-
-    kd = config.losses.get("kd")
-    size = count_params(config.student.build(data.input_shape, data.num_classes, "student"))  # milliseconds, once per run
-    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size)
-
-
-def timing(started: float, train_s: float) -> dict:
-    """Where a trial's time went (bench_search prints it); reported after MLflow is complete, so a stop here loses nothing."""
-    return {"time_train_s": train_s, "time_other_s": time.perf_counter() - started - train_s}
-
-
-def teacher_metrics(info: TeacherInfo) -> dict:
-    """A teacher as the metrics of the student runs that learned from it."""
-    return {schema.TEACHER_PARAMS: info.params, schema.TEACHER_VAL_ACC: info.val_acc, schema.TEACHER_TEST_ACC: info.test_acc,
-            schema.TEACHER_TRAIN_S: info.train_s} | ({schema.TEACHER_TEST_LOSS: info.test_loss} if info.test_loss is not None else {})
-
-
-def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.Module | None = None) -> dict:
-    """What a finished run reports; with `reference` (its teacher) also its fidelity to it on the test split."""
-    out = {
-        schema.VAL_ACC: result.val_acc,
-        schema.TEST_ACC: result.test_acc,
-        schema.PARAMS: result.params,
-        schema.LATENCY: result.latency_ms,
-        schema.BEST_EPOCH: result.best_epoch,
-        schema.EPOCHS: result.epochs,
-        schema.TRAIN_S: result.seconds,
-    }
-    lm = data is not None and data.task == "lm"
-    if lm:
-        out |= {schema.VAL_LOSS: result.val_loss, schema.VAL_PPL: math.exp(result.val_loss), schema.TEST_LOSS: result.test_loss,
-                schema.TEST_PPL: result.test_ppl}
-    if reference is not None and data is not None:
-        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test, y=data.y_test if lm else None)
-    return out
 
 
 def student_trial(config: dict, data: Dataset = None, teacher: Teacher | None = None, ctx: TrialContext = None) -> None:
@@ -228,14 +175,6 @@ def replay_finished(store: Store, ctx: TrialContext, trial_id: str) -> bool:
     return False
 
 
-def _tagged(config: RunConfig, tags: dict) -> dict:
-    """The tags every run of `config` carries: its architecture, and a control's mark."""
-    kd = config.losses.get("kd")
-    if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
-        tags = tags | {schema.TAG_CONTROL: "dark_knowledge"}  # a diagnostic, never a front member
-    return tags | {schema.TAG_ARCH: schema.arch_id(config.student.to_dict())}
-
-
 def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig,
                            wait_s: float = 600.0) -> RunLog | None:
     """The trial's run, begun, or None when it was a duplicate and has been recorded as one.
@@ -248,7 +187,7 @@ def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dic
     from ray import tune
 
     key = tags[schema.TAG_CONFIG_KEY]
-    log = store.start(ctx.experiment_id, name, _tagged(config, tags))
+    log = store.start(ctx.experiment_id, name, run_tags(config, tags))
     log.params(schema.flat_params(config.to_dict()))
     same = [r for r in store.runs(ctx.experiment_id, parent=ctx.parent_run_id, tag=(schema.TAG_CONFIG_KEY, key))
             if r.data.tags.get(schema.TAG_STOPPED) != "true" and not r.data.tags.get(schema.TAG_DUPLICATE_OF)
@@ -278,13 +217,8 @@ def log_failed(store: Store, ctx: TrialContext, name: str, tags: dict, params: d
     """A run whose config could not be made: its params and error, FAILED."""
     log = store.start(ctx.experiment_id, name, tags)
     log.params(params)
-    log.tags({schema.TAG_ERROR: _one_line(error)})
+    log.tags({schema.TAG_ERROR: error_line(error)})
     log.end(RUN_FAILED)
-
-
-def _epoch_metrics(e: Epoch) -> dict[str, float]:
-    return {schema.TRAIN_LOSS: e.train_loss, **{schema.loss_metric(k): v for k, v in e.losses.items()},
-            schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss} | ({schema.VAL_PPL: e.val_ppl} if e.val_ppl is not None else {})
 
 
 def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config: RunConfig, data: Dataset, teacher: Teacher | None,
@@ -300,7 +234,7 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
     from ray import tune
 
     if log is None:
-        log = store.start(ctx.experiment_id, name, _tagged(config, tags))
+        log = store.start(ctx.experiment_id, name, run_tags(config, tags))
         log.params(schema.flat_params(config.to_dict()))
     if extra_params:
         log.params(extra_params)
@@ -315,7 +249,7 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
         reporting = report_epochs and ctx.report_every_epoch and e.epoch < epochs
         # Flushed before a scheduler sees the epoch: a stop may end this process before the
         # except-branch below has written anything; the driver then closes the run (search.py).
-        log.metrics(_epoch_metrics(e), step=e.epoch, flush=reporting)
+        log.metrics(epoch_metrics(e), step=e.epoch, flush=reporting)
         if reporting:
             tune.report(dict(objectives))
 
@@ -328,11 +262,11 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
         raise
     except KdxError as e:
         # Deterministic (diverged, a pairing no loss can make): recorded, not retried.
-        log.tags({schema.TAG_ERROR: _one_line(e)})
+        log.tags({schema.TAG_ERROR: error_line(e)})
         log.end(RUN_FAILED)
         return None
     except BaseException as e:  # anything else may be the machine (a lost node): Tune retries it
-        log.tags({schema.TAG_ERROR: _one_line(e)})
+        log.tags({schema.TAG_ERROR: error_line(e)})
         log.end(RUN_FAILED)
         raise
     final = final_metrics(result, data, reference)

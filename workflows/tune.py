@@ -142,6 +142,7 @@ def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), stu
 
     from .sampling import make_sampler
     from .study import MirroredOptunaSearch
+    from .warm import startup_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names, modes = list(exp.search.objectives), list(exp.search.objectives.values())
@@ -150,7 +151,7 @@ def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), stu
         space=define(exp.space, base),
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
-        sampler=make_sampler(exp.sampler, exp.search.seed),
+        sampler=make_sampler(exp.sampler, exp.search.seed, startup_trials(len(exp.search.enqueue) + len(first))),
         points_to_evaluate=[dict(p) for p in (*exp.search.enqueue, *first)] or None,
     )
 
