@@ -39,15 +39,24 @@ def _browser(tmp_path: Path):
 
 
 def _table(driver) -> dict[str, dict[str, str]]:
-    """The runs table on screen: run id -> {column id: the cell's text}."""
-    from selenium.webdriver.common.by import By
+    """The runs table on screen: run id -> {column id: the cell's text}.
 
-    rows: dict[str, dict[str, str]] = {}
-    for cell in driver.find_elements(By.CSS_SELECTOR, "div[role='row'] div[role='gridcell']"):
-        row = cell.find_element(By.XPATH, "..")
-        if row.get_attribute("row-id"):
-            rows.setdefault(row.get_attribute("row-id"), {})[cell.get_attribute("col-id")] = cell.text
-    return rows
+    Read in one script inside the page: the grid re-renders while it settles, and element handles
+    read one at a time from here go stale between two calls (StaleElementReferenceException in CI)."""
+    return driver.execute_script("""
+        const rows = {};
+        for (const cell of document.querySelectorAll("div[role='row'] div[role='gridcell']")) {
+            const id = cell.parentElement.getAttribute("row-id");
+            if (id) (rows[id] = rows[id] || {})[cell.getAttribute("col-id")] = cell.innerText.trim();
+        }
+        return rows;""")
+
+
+def _settled(driver, ok, what: str) -> dict[str, dict[str, str]]:
+    """The table once `ok` holds for it: the one that was checked, not a later read."""
+    seen: list[dict[str, dict[str, str]]] = []
+    wait_for(lambda: ok(seen.append(_table(driver)) or seen[-1]), 60, what)
+    return seen[-1]
 
 
 def _shot(driver, name: str) -> None:
@@ -86,8 +95,8 @@ def test_the_mlflow_ui_opens_on_the_front_and_its_val_acc(tmp_path):
 
         driver = _browser(tmp_path)
         driver.get(urls[1])  # the front, as kdx ui printed it: no expanding, no column picking
-        wait_for(lambda: set(_table(driver)) == set(front), 60, "the front's runs in the table")
-        table = _table(driver)
+        table = _settled(driver, lambda t: set(t) == set(front) and all(t[k].get(f"metrics.`{schema.VAL_ACC}`") for k in front),
+                         "the front's runs in the table with their val_acc")
         for run_id, r in front.items():
             cells = table[run_id]
             assert r.info.run_name in cells["attributes.`Run Name`"]
@@ -96,8 +105,8 @@ def test_the_mlflow_ui_opens_on_the_front_and_its_val_acc(tmp_path):
         _shot(driver, "mlflow-ui-front.png")
 
         driver.get(urls[0])  # every run: each student with its val_acc, the teacher and twins beside them
-        wait_for(lambda: set(students) <= set(_table(driver)), 60, "every student in the table")
-        assert all(_table(driver)[k][f"metrics.`{schema.VAL_ACC}`"] for k in students)
+        _settled(driver, lambda t: all(t.get(k, {}).get(f"metrics.`{schema.VAL_ACC}`") for k in students),
+                 "every student in the table with its val_acc")
         _shot(driver, "mlflow-ui-runs.png")
 
         parent = by_role(all_runs, schema.ROLE_SEARCH)[0]
