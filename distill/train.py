@@ -44,10 +44,11 @@ from torch import Tensor, nn
 from .augment import Augmenter, View, apply_view
 from .cache import fingerprint
 from .config import RunConfig, TrainConfig
-from .data import IGNORE, Dataset
+from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
 from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_reads, teacher_side
+from .metrics import evaluate, fidelity
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
 from .on_policy import on_policy_batches, sample_continuations
 
@@ -225,69 +226,6 @@ def _stream_seed(seed: int, what: str) -> int:
     return int(fingerprint([seed, what]), 16) % (2**63)
 
 
-def _batch_rows(x: Tensor, y: Tensor, batch_size: int, vocab_guess: int = 1) -> int:
-    """Rows per evaluation batch: a language model's logits are (rows, L, vocab), so its batches
-    are sized to about 2^24 logits (64 MiB in float32) rather than by rows."""
-    if y.dim() == 1:
-        return batch_size
-    return max(1, min(batch_size, 2**24 // max(1, y.shape[1] * vocab_guess)))
-
-
-def _vocab_of(model: nn.Module, x: Tensor, y: Tensor) -> int:
-    if y.dim() == 1:
-        return 1
-    with torch.no_grad():
-        return int(as_outputs(model(x[:1].to(next(model.parameters()).device))).logits.shape[-1])
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2048) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy in nats) of `model` on (x, y), in eval mode. Next-token labels
-    (N, L) score a language model per predicted token: positions labelled IGNORE take no part."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rows = _batch_rows(x, y, batch_size, _vocab_of(model, x, y))
-    correct, loss, count = 0, 0.0, 0
-    for start in range(0, len(x), rows):
-        xb, yb = x[start : start + rows].to(device), y[start : start + rows].to(device)
-        logits = as_outputs(model(xb)).logits.float()
-        if yb.dim() == 2:  # next tokens: flatten the positions
-            logits, yb = logits.flatten(0, 1), yb.flatten()
-        valid = yb != IGNORE
-        correct += int(((logits.argmax(-1) == yb) & valid).sum())
-        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum", ignore_index=IGNORE))
-        count += int(valid.sum())
-    model.train(was_training)
-    return correct / max(count, 1), loss / max(count, 1)
-
-
-@torch.no_grad()
-def fidelity(student: nn.Module, teacher: nn.Module, x: Tensor, batch_size: int = 2048, y: Tensor | None = None) -> tuple[float, float]:
-    """(top-1 agreement, mean KL(teacher || student) at T = 1) on `x`: how closely the
-    student matches its teacher, which is not how accurate it is (Stanton et al. 2021,
-    "Does knowledge distillation really work?"). 1.0 and 0.0 for the teacher itself.
-    A language model's, with its next-token labels `y`, per predicted token (IGNORE skipped)."""
-    s_was, t_was = student.training, teacher.training
-    student.eval(), teacher.eval()
-    device = next(student.parameters()).device
-    home = next(teacher.parameters(), torch.empty(0)).device  # the shared teacher goes back where it was
-    teacher.to(device)
-    rows = batch_size if y is None else _batch_rows(x, y, batch_size, _vocab_of(student, x, y))
-    agree, kl, count = 0, 0.0, 0
-    for start in range(0, len(x), rows):
-        xb = x[start : start + rows].to(device)
-        s = torch.log_softmax(as_outputs(student(xb)).logits.float(), -1)
-        t = torch.log_softmax(as_outputs(teacher(xb)).logits.float(), -1)
-        valid = torch.ones(s.shape[:-1], dtype=torch.bool, device=device) if y is None else y[start : start + rows].to(device) != IGNORE
-        agree += int(((s.argmax(-1) == t.argmax(-1)) & valid).sum())
-        kl += float(((t.exp() * (t - s)).sum(-1) * valid).sum())
-        count += int(valid.sum())
-    student.train(s_was), teacher.train(t_was)
-    teacher.to(home)
-    return agree / max(count, 1), max(0.0, kl / max(count, 1))
-
-
 def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None) -> RunResult:
     """Train `config.student` on `data` with the loss terms of `config.mix`.
 
@@ -299,6 +237,11 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
     split is evaluated once, at the end. A mixed batch (mixup, cutmix) scores
     every term as lam * term(y) + (1 - lam) * term(y_mixed).
     """
+    # torch.optim's first optimizer imports torch._dynamo, about 2 s once per process (measured on
+    # this machine): a cost of the process, not of this run, so it is paid before the run's clock
+    # starts (a trial's time_other_s holds it) and every trial's seconds measure its own training
+    import torch._dynamo  # noqa: F401
+
     started = time.perf_counter()
     cfg = config.train
     device = resolve_device(cfg.device)

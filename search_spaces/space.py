@@ -55,6 +55,12 @@ class Param:
     value: Any = None
     when: dict = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """What the key may take, in words: 'int 4 .. 64, log', 'mlp, cnn', 'fixed 0.5'."""
+        if self.kind in ("int", "float"):
+            return f"{self.kind} {self.low:g} .. {self.high:g}" + (", log" if self.log else "") + (f", step {self.step:g}" if self.step else "")
+        return ", ".join(map(str, self.choices)) if self.kind == "choice" else f"fixed {self.value!r}"
+
     def endpoints(self) -> list[Any]:
         """Values that must all make a valid run: the bounds, every choice."""
         if self.kind in ("int", "float"):

@@ -393,3 +393,10 @@ def test_entries_a_model_checks_together_are_validated_together():
     validate(parse_space({"student.dim": {"choice": [16, 32]}, "student.heads": {"choice": [1, 2, 4]}}), base)
     conditioned = {"student.dim": {"choice": [16, 30]}, "student.heads": {"choice": [1, 4], "when": {"student.dim": 16}}}
     validate(parse_space(conditioned), {**base, "student": {"family": "transformer", "dim": 16, "heads": 1}})
+
+
+def test_a_param_says_what_it_may_take():
+    """One wording for `kdx validate` and the search run's note."""
+    space = parse_space({"student.width": {"int": [4, 64], "log": True}, "train.lr": {"float": [0.001, 0.03], "step": 0.001},
+                         "student.family": {"choice": ["mlp", "cnn"]}, "mix.ce": {"fixed": 0.5}})
+    assert [p.describe() for p in space] == ["int 4 .. 64, log", "float 0.001 .. 0.03, step 0.001", "mlp, cnn", "fixed 0.5"]

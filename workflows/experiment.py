@@ -66,15 +66,11 @@ class SearchSettings:
     race_seeds: int = 3
 
     def __post_init__(self) -> None:
-        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
-        check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+        for key in ("num_samples", "max_concurrent", "seeds", "recipe_trials", "race_seeds", "grace_period"):
+            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
-        check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
-        check(self.recipe_trials >= 1, "recipe_trials", f"must be >= 1, got {self.recipe_trials}")
         check(self.race >= 1, "race", f"must be >= 1 (1: the winner is picked on one seed), got {self.race}")
-        check(self.race_seeds >= 1, "race_seeds", f"must be >= 1, got {self.race_seeds}")
         check(self.gain_archs >= 0, "gain_archs", f"must be >= 0 (0: every front architecture), got {self.gain_archs}")
-        check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
         check(isinstance(self.enqueue, list), "enqueue", "expected a list of param mappings")
         check(self.reduction_factor >= 2, "reduction_factor", f"must be >= 2, got {self.reduction_factor}")
         check(bool(self.objectives), "objectives", "name at least one objective, e.g. {val_acc: max}")
@@ -297,11 +293,6 @@ def describe(exp: ExperimentConfig) -> str:
     ]
     if exp.chain:
         lines.insert(2, f"  teacher-assistant chain: {exp.chain.assistants} assistant(s), base {exp.stage_bases['a1']['student']}")
-    for p in exp.space:
-        if p.kind in ("int", "float"):
-            what = f"{p.kind} [{p.low:g}, {p.high:g}]"
-        else:
-            what = f"choice {list(p.choices)}" if p.kind == "choice" else f"fixed {p.value!r}"
-        lines.append(f"    {p.key}: {what}{' log' if p.log else ''}{f' when {p.when}' if p.when else ''}")
+    lines += [f"    {p.key}: {p.describe()}" + (f" when {p.when}" if p.when else "") for p in exp.space]
     return "\n".join(lines)
 

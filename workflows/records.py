@@ -16,8 +16,9 @@ from torch import nn
 from analysis import schema
 from distill.config import RunConfig
 from distill.data import Dataset
+from distill.metrics import fidelity
 from distill.teacher import TeacherInfo
-from distill.train import Epoch, RunResult, fidelity
+from distill.train import Epoch, RunResult
 
 from .tune import FAILED
 

@@ -65,7 +65,10 @@ def choose_sampler(sampler: str, space: list, num_samples: int, objectives: int,
     return SamplerChoice("tpe", why, group=conditional, constant_liar=liar)
 
 
-def make_sampler(choice: SamplerChoice, seed: int, startup: int = 10):
+OPTUNA_STARTUP = 10  # TPESampler's and GPSampler's default n_startup_trials
+
+
+def make_sampler(choice: SamplerChoice, seed: int, startup: int = OPTUNA_STARTUP):
     """The Optuna sampler of a choice, seeded; a model-based one draws `startup` random trials
     before it models (Optuna's 10 by default; fewer after a warm start, workflows/warm.py)."""
     import optuna

@@ -22,10 +22,10 @@ from search_spaces.space import apply, flatten, holds
 
 from .experiment import ExperimentConfig
 from .gain import race_jobs, recipe_jobs, seed_jobs
-from .warm import warm_start
 from .session import SearchSummary, open_session, summarize
 from .trial import Job, job_trial, student_trial
 from .tune import FAILED, fit_search, run_jobs, trial_ids
+from .warm import describe, warm_start
 
 __all__ = ["run_search", "reference_point"]
 
@@ -155,7 +155,7 @@ def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None 
         t0 = time.monotonic()
         first = warm_start(exp)
         if first:
-            log(f"warm start: {len(first)} known-good point(s) first ({'; '.join(', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}' for k, v in p.items()) for p in first)})")
+            log(f"warm start: {len(first)} known-good point(s) first ({describe(first)})")
         grid = fit_search(exp, student_trial, s.ctx.base, s.storage, resume, log, first, **s.shared)
         s.timings["trials"] = time.monotonic() - t0
         _close_stopped(s.store, s.experiment_id, s.parent_id, grid, exp.run.train.epochs)

@@ -117,13 +117,7 @@ def _experiment_note(exp: ExperimentConfig, experiment_id: str) -> str:
             f"(`kdx.role` = student), with a from-scratch twin per architecture (`baseline`).\n\n"
             f"Open [every run]({ui_path(experiment_id, view=VIEW_RUNS)}) or [the Pareto front]({ui_path(experiment_id, view=VIEW_FRONT)}) "
             f"(`tags.{schema.TAG_PARETO} = 'true'`); the verdict is on the search run `{exp.name}`.\n\n"
-            "| searched | values |\n|---|---|\n" + "".join(f"| `{p.key}` | {_values(p)} |\n" for p in exp.space))
-
-
-def _values(p) -> str:
-    if p.kind in ("int", "float"):
-        return f"{p.kind} {p.low:g} .. {p.high:g}" + (", log" if p.log else "") + (f", step {p.step:g}" if p.step else "")
-    return ", ".join(map(str, p.choices)) if p.kind == "choice" else f"fixed {p.value}"
+            "| searched | values |\n|---|---|\n" + "".join(f"| `{p.key}` | {p.describe()} |\n" for p in exp.space))
 
 
 def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:

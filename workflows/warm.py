@@ -20,15 +20,16 @@ start-up trials of its own (`startup_trials`).
 
 from __future__ import annotations
 
+from analysis import schema
 from search_spaces.space import flatten
 
 from .experiment import ExperimentConfig
 from .gain import _base_recipe, _textbook
+from .sampling import OPTUNA_STARTUP
 
-__all__ = ["warm_start", "size_ladder", "startup_trials", "SIZE_OBJECTIVES"]
+__all__ = ["warm_start", "size_ladder", "startup_trials", "describe", "SIZE_OBJECTIVES"]
 
-SIZE_OBJECTIVES = ("params", "latency_ms")
-OPTUNA_STARTUP = 10  # TPESampler's and GPSampler's default n_startup_trials
+SIZE_OBJECTIVES = (schema.PARAMS, schema.LATENCY)
 LADDER_MAX = 4
 
 
@@ -46,9 +47,9 @@ def _recipes(exp: ExperimentConfig) -> list[dict]:
     kd_keys = {k for k in base if k.startswith(("losses.", "mix.")) and k != "mix.ce"}
     points: list[dict] = []
     for recipe in (*_textbook(exp), base):
-        point = {k: min(max(v, space[k].low), space[k].high) for k, v in (base | recipe).items() if k in space}
+        point = {k: _clip(space[k], v) for k, v in (base | recipe).items() if k in space}
         if kd_keys & set(point) and point not in points:
-            points.append({k: int(v) if space[k].kind == "int" else v for k, v in point.items()})
+            points.append(point)
     return points
 
 
@@ -76,7 +77,12 @@ def _base_value(p, value):
     """The base config's value of a searched key, kept inside what the space allows."""
     if p.kind == "choice":
         return value if value in p.choices else p.choices[0]
-    value = p.low if value is None else min(max(value, p.low), p.high)
+    return _clip(p, p.low if value is None else value)
+
+
+def _clip(p, value):
+    """A number inside a numeric key's range, an int for an int key."""
+    value = min(max(value, p.low), p.high)
     return int(round(value)) if p.kind == "int" else float(value)
 
 
@@ -85,3 +91,8 @@ def startup_trials(known: int) -> int:
     else 3 beyond the `known` warm-start points (they are observations already)."""
     return OPTUNA_STARTUP if known == 0 else min(OPTUNA_STARTUP, known + 3)
 
+
+
+def describe(points: list[dict]) -> str:
+    """The points as the search log shows them: 'key value, ...; key value, ...'."""
+    return "; ".join(", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items()) for p in points)
