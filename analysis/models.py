@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .gains import gain_info
+from .gains import GainInfo, gain_info
 from .pareto import non_dominated
-from .runs import Experiment, column
+from .runs import Experiment, column, over_seeds
 
 __all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence"]
 
@@ -66,10 +66,11 @@ class ModelsInfo(NamedTuple):
     best: pd.DataFrame  # the front over every model, by params
     kd: pd.DataFrame  # the front over the KD models only
     labels: pd.DataFrame  # the front over the labels-only models (scratch, smoothing)
+    gains: GainInfo | None = None  # the gain's arms the points were read from, kept so the report does not read them again
 
 
 def _over_seeds(done: pd.DataFrame, run_id: str, score: schema.Score) -> dict:
-    runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+    runs = over_seeds(done, run_id)
     val, test = runs[score.val].astype(float), runs[score.test].astype(float)
     return {score.val: float(val.mean()), "val_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan,
             "n_seeds": len(runs), "test_mean": float(test.mean()), "test_std": float(test.std(ddof=1)) if len(runs) > 1 else np.nan}
@@ -111,7 +112,7 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
         keep &= score.sign * models[score.val].to_numpy(dtype=float) > score.sign * chance
     models = models[keep].reset_index(drop=True)
     return ModelsInfo(models, _front(models, objectives, score), _front(models[models.method == "kd"], objectives, score),
-                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score))
+                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score), g)
 
 
 def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict, score: schema.Score) -> None:

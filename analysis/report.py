@@ -20,7 +20,7 @@ from distill.errors import KdxError
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
-from .gains import ARMS, GainInfo, protocol, gain_info, no_gain_reason, noise_line, t_critical, verdict_line
+from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
 from .models import LABELS_ONLY, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
@@ -354,7 +354,7 @@ def write_report(exp: Experiment, out: str | Path, ui_url: str = "http://127.0.0
         extra.append("depth.png")
     else:
         (folder / "depth.png").unlink(missing_ok=True)  # an earlier report's picture in the same folder
-    report = Report(folder, info, table, hv, chains, gains=gain_info(exp), pictures=tuple(drawn), left_out=tuple(left_out),
+    report = Report(folder, info, table, hv, chains, gains=info.models.gains, pictures=tuple(drawn), left_out=tuple(left_out),
                     settings=dict(exp.search.settings), importance=importance, depth=depth)
     atomic_write(folder / "pareto.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(folder / "report.html", lambda p: p.write_text(_html(exp, report, folder, ui_url)))

@@ -19,7 +19,7 @@ from distill.errors import KdxError
 from . import schema
 from .store import SearchRecord, Store, params_of
 
-__all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "column"]
+__all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "over_seeds", "column"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
            schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S,
@@ -127,11 +127,16 @@ def column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
 
 
+def over_seeds(done: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """A run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
+    return done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+
+
 def by_seed(done: pd.DataFrame, run_id: str | None, metric: str = schema.TEST_ACC) -> dict[int, float]:
     """{seed: metric} of a run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
     if not isinstance(run_id, str):
         return {}
-    runs = done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+    runs = over_seeds(done, run_id)
     return {int(k): float(v) for k, v in zip(runs.get("seed", []), runs[metric]) if k == k}
 
 

@@ -160,7 +160,7 @@ def _tags(arm: str, arch: str) -> dict:
 def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
     """Phase 1: every front architecture's k candidates per searched arm, minus those finished."""
     done = {(r.data.tags.get(schema.TAG_GAIN_ARCH), r.data.tags.get(schema.TAG_ARM), r.data.tags.get(schema.TAG_CANDIDATE))
-            for r in store.keep_finished(_arm_runs(store, experiment_id, parent_id, repeats=False))}
+            for r in store.keep_finished(_arm_runs(store.runs(experiment_id, parent=parent_id), repeats=False))}
     rng = np.random.default_rng(exp.search.seed)
     jobs = []
     for arch, shape, own in _front_archs(exp, store):
@@ -172,9 +172,9 @@ def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_
     return jobs
 
 
-def _arm_runs(store: Store, experiment_id: str, parent_id: str, repeats: bool) -> list:
-    """Arm runs under the search: the candidates at the base seed (repeats=False) or the seeded ones."""
-    return [r for r in store.runs(experiment_id, parent=parent_id) if r.data.tags.get(schema.TAG_ARM)
+def _arm_runs(runs: list, repeats: bool) -> list:
+    """Arm runs among the search's runs: the candidates at the base seed (repeats=False) or the seeded ones."""
+    return [r for r in runs if r.data.tags.get(schema.TAG_ARM)
             and bool(r.data.tags.get(schema.TAG_SEED_OF) or r.data.tags.get(schema.TAG_ARM) in CONTROL_ARMS) == repeats]
 
 
@@ -182,23 +182,24 @@ def _race(exp: ExperimentConfig) -> tuple[int, int]:
     return race_settings({"seeds": exp.search.seeds, "race": exp.search.race, "race_seeds": exp.search.race_seeds})
 
 
-def _raced(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> dict[tuple[str, str], tuple[object, list]]:
+def _raced(exp: ExperimentConfig, runs: list) -> dict[tuple[str, str], tuple[object, list]]:
     """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`, on the
-    validation score signed so that higher is better (a language model's cross-entropy negated)."""
+    validation score signed so that higher is better (a language model's cross-entropy negated);
+    `runs`: the search's child runs, read once by the caller."""
     score = exp.score
     seeded: dict[str, dict[int, float]] = {}
-    for r in _arm_runs(store, experiment_id, parent_id, repeats=True):
+    for r in _arm_runs(runs, repeats=True):
         if r.info.status == FINISHED and r.data.tags.get(schema.TAG_SEED_OF) and score.val in r.data.metrics:
             seeded.setdefault(r.data.tags[schema.TAG_SEED_OF], {})[int(params_of(r)["seed"])] = score.sign * r.data.metrics[score.val]
     groups: dict[tuple[str, str], list] = {}
-    for r in _arm_runs(store, experiment_id, parent_id, repeats=False):
+    for r in _arm_runs(runs, repeats=False):
         if r.info.status == FINISHED and score.val in r.data.metrics:
             groups.setdefault((r.data.tags[schema.TAG_GAIN_ARCH], r.data.tags[schema.TAG_ARM]), []).append(r)
     out = {}
-    for key, runs in groups.items():
-        by_id = {r.info.run_id: r for r in runs}
+    for key, group in groups.items():
+        by_id = {r.info.run_id: r for r in group}
         cands = [Candidate(r.info.run_id, score.sign * r.data.metrics[score.val], r.info.start_time, int(params_of(r)["seed"]),
-                           seeded.get(r.info.run_id, {})) for r in runs]
+                           seeded.get(r.info.run_id, {})) for r in group]
         best, raced = race_pick(cands, *_race(exp))
         out[key] = (by_id[best], [by_id[c.key] for c in raced])
     return out
@@ -215,7 +216,7 @@ def race_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
         return []
     repeated = store.repeats_done(experiment_id, parent_id)
     jobs = []
-    for (arch, arm), (_, raced) in sorted(_raced(exp, store, experiment_id, parent_id).items(), key=lambda kv: kv[0]):
+    for (arch, arm), (_, raced) in sorted(_raced(exp, store.runs(experiment_id, parent=parent_id)).items(), key=lambda kv: kv[0]):
         for run in raced:
             for seed in range(exp.run.seed + 1, exp.run.seed + seeds):
                 if (run.info.run_id, seed) not in repeated:
@@ -226,11 +227,13 @@ def race_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
 
 def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
     """Phase 3: the winners at the other seeds, and the KD winner's two controls at every seed, minus those done."""
-    won = {key: winner for key, (winner, _) in _raced(exp, store, experiment_id, parent_id).items()}
-    repeated = store.repeats_done(experiment_id, parent_id)
+    runs = store.runs(experiment_id, parent=parent_id)
+    won = {key: winner for key, (winner, _) in _raced(exp, runs).items()}
+    # before repeats_done, which reads the store afresh: a cut-off run is deleted once
     controls = {(r.data.tags.get(schema.TAG_CONTROL_OF), r.data.tags[schema.TAG_ARM], int(params_of(r)["seed"]))
-                for r in store.keep_finished([r for r in _arm_runs(store, experiment_id, parent_id, repeats=True)
+                for r in store.keep_finished([r for r in _arm_runs(runs, repeats=True)
                                               if r.data.tags[schema.TAG_ARM] in CONTROL_ARMS])}
+    repeated = store.repeats_done(experiment_id, parent_id)
     seeds = range(exp.run.seed, exp.run.seed + exp.search.seeds)
     jobs = []
     for (arch, arm), run in sorted(won.items(), key=lambda kv: kv[0]):
