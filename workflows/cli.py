@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-def _load_run_config(path: str, overrides: list[str]):
-    from pathlib import Path
 
+def _load_run_config(path: str, overrides: list[str]):
     from distill.config import RunConfig, apply_overrides, load_yaml, resolve_paths
 
     from .experiment import EXPERIMENT_KEYS  # sections `kdx run` accepts and leaves to `kdx search`
@@ -25,15 +24,11 @@ def _load_run_config(path: str, overrides: list[str]):
     return RunConfig.from_dict(raw, ignore=EXPERIMENT_KEYS)
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from distill.cache import atomic_write
     from distill.job import distill_once
+
+    from .printing import print_table
 
     config = _load_run_config(args.config, args.set)
     started = time.perf_counter()
@@ -51,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tail = (f"{r.test_loss:.4f}", f"{math.exp(r.test_loss):.3f}") if lm else ()
             rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + tail)
     print()
-    _print_table(rows)
+    print_table(rows)
     result = job.to_dict()
     if lm and job.data.tokens.floor is not None:
         print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
@@ -115,14 +110,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         from analysis.report import write_report
         from analysis.runs import load_runs
 
+        from .printing import print_report
+
         report = write_report(load_runs(exp.tracking_uri, exp.name), Path(args.report_dir or f"kdx-report-{exp.name}"))
-        _print_gains(report.gains, report.settings)
-        if report.depth:
-            print(f"\ndepth: {report.depth.sentence}")
-        print("\nPareto front:")
-        _print_front(report.table, report.info.score)
-        if report.chains is not None:
-            _print_chains(report.chains)
+        print_report(report)
         print(f"report: {report.folder}/report.html")
     return 0
 
@@ -138,64 +129,15 @@ def _experiment_runs(args: argparse.Namespace):
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import counts_line, running_note, write_report
 
+    from .printing import print_report
+
     report = write_report(_experiment_runs(args), args.out, ui_url=args.ui_url)
     if running_note(report.info):
         print(f"note: {running_note(report.info)}")
     print(counts_line(report.info))
-    _print_gains(report.gains, report.settings)
-    if report.depth:
-        print(f"depth: {report.depth.sentence}")
-    _print_front(report.table, report.info.score)
-    if report.chains is not None:
-        _print_chains(report.chains)
+    print_report(report)
     print(f"wrote {report.folder}/report.html, pareto.csv, {', '.join(report.pictures)} (also on the search run)")
     return 0
-
-
-def _print_gains(g, settings: dict) -> None:
-    """The answer first: per front size, the gain over the tuned twin and against the best control."""
-    from analysis.gains import no_gain_reason, noise_line, verdict_line
-
-    if g is None:
-        print(f"\ngains: {no_gain_reason(settings)}")
-        return
-    print(f"\nwhat distillation bought ({g.score.unit}, paired by seed; KD, tuned twin and label smoothing each searched "
-          f"with {g.recipe_trials} recipe(s) per architecture):")
-    for v in g.verdicts.itertuples():
-        print(f"  {v.arch} ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}")
-    if noise_line(g):
-        print(f"  {noise_line(g)}")
-
-
-def _print_front(table, score) -> None:
-    from analysis import schema
-    from analysis.models import LABELS_ONLY, method_sentence
-
-    ppl = schema.TEST_PPL in table
-    rows = [("", "method", "params", "latency_ms", score.val, "seeds", score.test) + ((schema.TEST_PPL,) if ppl else ())
-            + ("gain vs base-recipe twin", "arch")]
-    for _, r in table.iterrows():
-        gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else score.diff(r["gain"])
-        if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
-            gain = f"{score.diff(r['gain_mean'])} ± {score.diff(r['gain_std']).lstrip('+')} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
-        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r[score.val]:.4f}",
-                     str(int(r.get("n_seeds") or 1)), f"{r[score.test]:.4f}") + ((f"{r[schema.TEST_PPL]:.3f}",) if ppl else ())
-                    + (gain, str(r["arch"])))
-    _print_table(rows)
-    for _, r in table.iterrows():
-        if r.get("method") in LABELS_ONLY:
-            print(f"  {r['pareto']}: {method_sentence(r, score)}")
-
-
-def _print_chains(c) -> None:
-    print("\nteacher-assistant chains (test accuracy over seeds; differences paired by seed):")
-    rows = [("arm", "seeds", "test_acc", "std")]
-    rows += [(a.arm, str(a.n), f"{a.test_acc_mean:.4f}", "" if a.test_acc_std != a.test_acc_std else f"{a.test_acc_std:.4f}")
-             for a in c.arms.itertuples()]
-    rows += [("", "", "", "")] + [("difference", "pairs", "points", "t")]
-    rows += [(p.comparison, str(p.n), "" if p.mean != p.mean else f"{100 * p.mean:+.2f}", "" if p.t != p.t else f"{p.t:.1f}")
-             for p in c.pairs.itertuples()]
-    _print_table(rows)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
