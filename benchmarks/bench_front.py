@@ -19,8 +19,10 @@ It prints, from one run:
   before the first trial: chance accuracy and the largest student's size; exact in 2-D) at
   1/4, 1/2 and the whole budget, mean +- std over the search seeds;
 - the compute kdx needed to reach random search's final hypervolume, as a fraction of
-  random's (goal <= 1/3), and kdx against the best plain Optuna sampler at each budget
-  (goal: at least equal at every budget, ahead at the full one);
+  random's, teacher included (goal <= 1/3), beside the teacher's own share of random's compute
+  (a floor no sampler goes below) and the same fraction over the trials alone; and kdx against
+  the best plain Optuna sampler at each budget, paired over search seeds (goal: at least equal
+  at every budget, ahead at the full one);
 - the test-set hypervolume of the exported front.
 
     KDX_CACHE=/tmp/benchcache .venv/bin/python benchmarks/bench_front.py [--seeds 3] [--trials 24] [--tasks hgmm,mnist1d]

@@ -51,3 +51,29 @@ def test_a_base_value_outside_the_space_is_kept_inside_it(tmp_path):
 def test_a_warm_start_shortens_the_random_start_up():
     assert startup_trials(0) == 10  # Optuna's default when nothing is known
     assert startup_trials(5) == 8 and startup_trials(9) == 10
+
+
+def test_every_warm_start_value_lies_on_the_space_s_step_grid(tmp_path):
+    data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    data["space"]["student.width"] = {"int": [8, 64], "step": 8}  # the geometric 13, 23, 38 are off this grid
+    data["space"]["train.lr"] = {"float": [0.004, 0.03], "step": 0.004}  # the base 0.01 is off it too
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    exp = load_experiment(str(path))
+    points = warm_start(exp)
+    widths = [p["student.width"] for p in points if "student.width" in p]
+    assert widths and all(w % 8 == 0 and 8 <= w <= 64 for w in widths)
+    assert {round(p["train.lr"], 9) for p in points} == {0.012}  # 0.01 to the nearest 0.004 above 0.004
+
+
+def test_enqueued_points_leave_optuna_s_random_start_alone(tmp_path, monkeypatch):
+    from workflows import sampling
+    from workflows.tune import make_searcher
+
+    seen, real = [], sampling.make_sampler
+    monkeypatch.setattr(sampling, "make_sampler", lambda choice, seed, startup: seen.append(startup) or real(choice, seed, startup))
+    exp = _demo(tmp_path, warm_start=False, enqueue=[{"student.width": 16}])
+    make_searcher(exp, exp.base, warm_start(exp))
+    exp = _demo(tmp_path, enqueue=[{"student.width": 16}])
+    make_searcher(exp, exp.base, warm_start(exp))
+    assert seen == [10, 9]  # no warm start: Optuna's 10, the enqueued point not counted; 6 warm-start points + 3

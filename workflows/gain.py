@@ -51,7 +51,8 @@ from analysis.store import FINISHED, Store, params_of
 from .experiment import ExperimentConfig
 from .trial import Job
 
-__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "kd_loss", "SEARCHED_ARMS", "TEXTBOOK", "TEXTBOOK_RECIPES"]
+__all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "kd_loss", "SEARCHED_ARMS", "TEXTBOOK", "TEXTBOOK_RECIPES",
+           "textbook_recipes", "base_recipe"]
 
 Log = Callable[[str], None]
 SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN}
@@ -81,12 +82,13 @@ def kd_loss(exp: ExperimentConfig) -> str:
     return (weighted + spaced + ["token_kd"])[0]
 
 
-def _textbook(exp: ExperimentConfig) -> list[dict]:
+def textbook_recipes(exp: ExperimentConfig) -> list[dict]:
+    """The task's textbook KD recipes (TEXTBOOK_RECIPES) on the keys of the loss the KD arm tunes."""
     name = kd_loss(exp)
     return [{f"losses.{name}.temperature": t, f"mix.{name}": w, "mix.ce": ce} for t, w, ce in TEXTBOOK_RECIPES["lm" if exp.lm else "classification"]]
 
 
-def _base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) -> dict:
+def base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) -> dict:
     """The base config's own KD recipe on the KD arm's keys (the defaults where its mix leaves a weight out)."""
     name = kd_loss(exp)
     opts = exp.run.losses.get(name)
@@ -138,9 +140,9 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     config's, then draws), the smoothing control its label smoothing (Szegedy et al. 2016's 0.1, then draws)."""
     draws = _draws(exp, own, k, rng)
     name = kd_loss(exp)
-    base = _base_recipe(exp, 0.9, 0.1)
+    base = base_recipe(exp, 0.9, 0.1)
     parts = []
-    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *_textbook(exp), base):  # the front student's recipe is often a textbook one
+    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *textbook_recipes(exp), base):  # the front student's recipe is often a textbook one
         if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
             parts.append(c)
     low, high = TEMPERATURES["lm" if exp.lm else "classification"]

@@ -151,7 +151,7 @@ def make_searcher(exp: ExperimentConfig, base: dict, first: list[dict] = (), stu
         space=define(exp.space, base),
         metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0],
-        sampler=make_sampler(exp.sampler, exp.search.seed, startup_trials(len(exp.search.enqueue) + len(first))),
+        sampler=make_sampler(exp.sampler, exp.search.seed, startup_trials(len(first))),
         points_to_evaluate=[dict(p) for p in (*exp.search.enqueue, *first)] or None,
     )
 

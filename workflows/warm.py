@@ -7,7 +7,8 @@
   **size ladder**: the first of those recipes at `n` sizes (a sixth of the budget, 2 to 4), its
   widest-ranging size key (student.width here) at geometric steps from the low end of its range
   (8, 13, 23, 38 for width 8..64), each step on the next choice of the student's categorical keys
-  (mlp, cnn, mlp, cnn) and the other searched keys at the base config's values. The search is for
+  (mlp, cnn, mlp, cnn: from the space's first choice) and the student's other searched numeric keys
+  at the base config's values (on the space's step grid, as every warm-start value is). The search is for
   a front over size, and a random start leaves its small end to chance. The top of the range is
   left to the sampler: on a linear size axis a point near the largest size adds almost nothing to
   the front's hypervolume. Cycling the family matters: a ladder on the base family alone taught
@@ -24,7 +25,7 @@ from analysis import schema
 from search_spaces.space import flatten
 
 from .experiment import ExperimentConfig
-from .gain import _base_recipe, _textbook
+from .gain import base_recipe, textbook_recipes
 from .sampling import OPTUNA_STARTUP
 
 __all__ = ["warm_start", "size_ladder", "startup_trials", "describe", "SIZE_OBJECTIVES"]
@@ -43,10 +44,10 @@ def warm_start(exp: ExperimentConfig) -> list[dict]:
 
 def _recipes(exp: ExperimentConfig) -> list[dict]:
     space = {p.key: p for p in exp.space if p.kind in ("int", "float") and not p.when}
-    base = _base_recipe(exp, 0.0, 0.0) | {"train.lr": exp.run.train.lr}
+    base = base_recipe(exp, 0.0, 0.0) | {"train.lr": exp.run.train.lr}
     kd_keys = {k for k in base if k.startswith(("losses.", "mix.")) and k != "mix.ce"}
     points: list[dict] = []
-    for recipe in (*_textbook(exp), base):
+    for recipe in (*textbook_recipes(exp), base):
         point = {k: _clip(space[k], v) for k, v in (base | recipe).items() if k in space}
         if kd_keys & set(point) and point not in points:
             points.append(point)
@@ -54,7 +55,8 @@ def _recipes(exp: ExperimentConfig) -> list[dict]:
 
 
 def size_ladder(exp: ExperimentConfig, recipe: dict) -> list[dict]:
-    """`recipe` on the base student at sizes from the low end of its size key's range (the module doc);
+    """`recipe` at sizes from the low end of the student's size key's range, the base student's other
+    numeric keys, the family cycling from the space's first choice (the module doc);
     [] without a size objective to minimise, a searched student size key, or room in the budget."""
     if not any(exp.search.objectives.get(k) == "min" for k in SIZE_OBJECTIVES):
         return []
@@ -65,32 +67,29 @@ def size_ladder(exp: ExperimentConfig, recipe: dict) -> list[dict]:
         return []
     size = max(sizes, key=lambda p: p.high / p.low)
     base = flatten(exp.base)
-    shape = {p.key: _base_value(p, base.get(p.key)) for p in student if p is not size and p.kind != "choice"}
+    shape = {p.key: _clip(p, p.low if base.get(p.key) is None else base[p.key]) for p in student if p is not size and p.kind != "choice"}
     choices = [p for p in student if p.kind == "choice"]
-    steps = sorted({round(size.low * (size.high / size.low) ** (i / n)) for i in range(n)})
+    steps = sorted({_clip(size, size.low * (size.high / size.low) ** (i / n)) for i in range(n)})
     # each step takes the next choice of the student's categorical keys (family): a ladder on one family
     # alone taught TPE that family and it sampled no other (issue 23's bench_front, mnist1d)
     return [recipe | shape | {p.key: p.choices[i % len(p.choices)] for p in choices} | {size.key: int(v)} for i, v in enumerate(steps)]
 
 
-def _base_value(p, value):
-    """The base config's value of a searched key, kept inside what the space allows."""
-    if p.kind == "choice":
-        return value if value in p.choices else p.choices[0]
-    return _clip(p, p.low if value is None else value)
-
-
 def _clip(p, value):
-    """A number inside a numeric key's range, an int for an int key."""
+    """A number the space allows: inside a numeric key's range, on its step grid, an int for an int key
+    (a point off the grid would train a student the user did not search)."""
     value = min(max(value, p.low), p.high)
+    if p.step:
+        value = min(p.low + round((value - p.low) / p.step) * p.step, p.high)
+        value = value if value <= p.high else value - p.step
     return int(round(value)) if p.kind == "int" else float(value)
 
 
 def startup_trials(known: int) -> int:
-    """Random trials a model-based sampler draws before it models: Optuna's 10 with nothing known,
-    else 3 beyond the `known` warm-start points (they are observations already)."""
+    """Random trials a model-based sampler draws before it models: Optuna's 10 without a warm start,
+    else 3 beyond the `known` warm-start points (they are observations already), at most Optuna's 10.
+    A user's `search.enqueue` points do not count: with `warm_start: false` the sampler runs as Optuna's."""
     return OPTUNA_STARTUP if known == 0 else min(OPTUNA_STARTUP, known + 3)
-
 
 
 def describe(points: list[dict]) -> str:
