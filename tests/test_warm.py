@@ -57,13 +57,15 @@ def test_every_warm_start_value_lies_on_the_space_s_step_grid(tmp_path):
     data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
     data["space"]["student.width"] = {"int": [8, 64], "step": 8}  # the geometric 13, 23, 38 are off this grid
     data["space"]["train.lr"] = {"float": [0.004, 0.03], "step": 0.004}  # the base 0.01 is off it too
+    data["space"]["losses.kd.temperature"] = {"float": [1.0, 16.0], "step": 2.0}  # Hinton's T 20 clipped to 16 is off it: 15 is the grid's last
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(data))
     exp = load_experiment(str(path))
     points = warm_start(exp)
     widths = [p["student.width"] for p in points if "student.width" in p]
     assert widths and all(w % 8 == 0 and 8 <= w <= 64 for w in widths)
-    assert {round(p["train.lr"], 9) for p in points} == {0.012}  # 0.01 to the nearest 0.004 above 0.004
+    assert {p["train.lr"] for p in points} == {0.012}  # 0.01 to the nearest 0.004 above 0.004, without float residue
+    assert sorted({p["losses.kd.temperature"] for p in points}) == [5.0, 15.0]  # T 4 lies midway between 3 and 5 (round: 5), T 20 goes to the last point, 15
 
 
 def test_enqueued_points_leave_optuna_s_random_start_alone(tmp_path, monkeypatch):

@@ -21,6 +21,8 @@ start-up trials of its own (`startup_trials`).
 
 from __future__ import annotations
 
+import math
+
 from analysis import schema
 from search_spaces.space import flatten
 
@@ -72,16 +74,16 @@ def size_ladder(exp: ExperimentConfig, recipe: dict) -> list[dict]:
     steps = sorted({_clip(size, size.low * (size.high / size.low) ** (i / n)) for i in range(n)})
     # each step takes the next choice of the student's categorical keys (family): a ladder on one family
     # alone taught TPE that family and it sampled no other (issue 23's bench_front, mnist1d)
-    return [recipe | shape | {p.key: p.choices[i % len(p.choices)] for p in choices} | {size.key: int(v)} for i, v in enumerate(steps)]
+    return [recipe | shape | {p.key: p.choices[i % len(p.choices)] for p in choices} | {size.key: v} for i, v in enumerate(steps)]
 
 
 def _clip(p, value):
     """A number the space allows: inside a numeric key's range, on its step grid, an int for an int key
     (a point off the grid would train a student the user did not search)."""
     value = min(max(value, p.low), p.high)
-    if p.step:
-        value = min(p.low + round((value - p.low) / p.step) * p.step, p.high)
-        value = value if value <= p.high else value - p.step
+    if p.step:  # the nearest grid point, or the last one where the range ends between two
+        last = math.floor((p.high - p.low) / p.step + 1e-9)
+        value = round(p.low + min(round((value - p.low) / p.step), last) * p.step, 12)
     return int(round(value)) if p.kind == "int" else float(value)
 
 
