@@ -24,7 +24,7 @@ import pandas as pd
 from . import schema
 from .models import ModelsInfo, models_info
 from .pareto import eligible, pareto_mask
-from .runs import Experiment, column, seed_stats, with_gains
+from .runs import Experiment, column, seed_means, seed_stats, with_gains
 
 __all__ = ["FrontierInfo", "frontier_info", "plot_frontier", "plot_gain_vs_ratio", "gain_by_arch"]
 
@@ -49,6 +49,9 @@ class FrontierInfo(NamedTuple):
 def frontier_info(exp: Experiment) -> FrontierInfo:
     objectives, reference, score = exp.search.objectives, exp.search.reference, exp.score
     students = with_gains(exp)
+    # a trial repeated with other seeds (search.confirm, search.seeds) is ranked on its mean: one seed's score is as
+    # noisy as the differences between neighbours on the front, and the luckiest seed is what a front of single runs keeps
+    students[score.val] = seed_means(exp.runs, students, score.val)
     control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
     running = students["status"] == "RUNNING"
     ok = eligible(students, objectives) & ~control

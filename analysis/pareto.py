@@ -154,10 +154,13 @@ def front_hypervolume(df: pd.DataFrame, objectives: Mapping[str, str], reference
 
 
 def hypervolume_history(df: pd.DataFrame, objectives: Mapping[str, str], reference: Mapping[str, float]) -> pd.DataFrame:
-    """Hypervolume of the front after each trial: columns `trial` (1..n) and `hypervolume`.
+    """Hypervolume of the front after each student run: columns `trial` (1..n) and `hypervolume`.
 
-    Trials are the student rows in start_time order; failed and stopped-early
-    trials count (they spent budget) but leave the hypervolume unchanged.
+    Runs are the student rows in start_time order; failed and stopped-early
+    runs count (they spent budget) but leave the hypervolume unchanged. A
+    repeat with another seed (`seed_of`, search.confirm) spends budget as a run
+    and is no point of its own: its trial counts at the mean of the seeds
+    finished by then, so the curve can drop when a lucky seed is averaged away.
     """
     ref = reference_to_min_form(reference, objectives)
     if df.empty:
@@ -165,12 +168,26 @@ def hypervolume_history(df: pd.DataFrame, objectives: Mapping[str, str], referen
     students = df[df["role"] == schema.ROLE_STUDENT].sort_values("start_time", kind="stable")
     ok = eligible(students, objectives).to_numpy()
     points = to_min_form(students, objectives)
-    volumes, current = [], 0.0
+    of = students["seed_of"].fillna("").astype(str).to_numpy() if "seed_of" in students else np.full(len(students), "")
+    if not of.any():
+        volumes, current = [], 0.0
+        for i in range(len(students)):
+            if ok[i]:  # an ineligible trial cannot change the front: reuse the last value
+                current = hypervolume(points[: i + 1][ok[: i + 1]], ref)
+            volumes.append(current)
+        # A superset's hypervolume is never smaller; the running max only irons
+        # out round-off from recomputing the volume with a new point.
+        volumes = np.maximum.accumulate(np.asarray(volumes, dtype=float))
+        return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": volumes})
+    ids = students["run_id"].astype(str).to_numpy()
+    row_of = {r: i for i, r in enumerate(ids)}
+    owner = np.array([row_of.get(o, -1) if o else i for i, o in enumerate(of)])  # the trial each run counts toward
+    volumes = []
     for i in range(len(students)):
-        if ok[i]:  # an ineligible trial cannot change the front: reuse the last value
-            current = hypervolume(points[: i + 1][ok[: i + 1]], ref)
-        volumes.append(current)
-    # A superset's hypervolume is never smaller; the running max only irons
-    # out round-off from recomputing the volume with a new point.
-    volumes = np.maximum.accumulate(np.asarray(volumes, dtype=float))
-    return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": volumes})
+        sums, counts = {}, {}
+        for j in range(i + 1):
+            if ok[j] and owner[j] >= 0 and ok[owner[j]]:  # a repeat of a failed trial makes no point
+                sums[owner[j]] = sums.get(owner[j], 0.0) + points[j]
+                counts[owner[j]] = counts.get(owner[j], 0) + 1
+        volumes.append(hypervolume(np.array([sums[k] / counts[k] for k in sums]), ref) if sums else 0.0)
+    return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": np.asarray(volumes, dtype=float)})

@@ -19,7 +19,7 @@ from distill.errors import KdxError
 from . import schema
 from .store import SearchRecord, Store, params_of
 
-__all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "over_seeds", "column"]
+__all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_seed", "over_seeds", "seed_means", "column"]
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
            schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S,
@@ -130,6 +130,19 @@ def column(df: pd.DataFrame, name: str) -> pd.Series:
 def over_seeds(done: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """A run and its repeats with other seeds (`kdx.seed_of`), among `done`."""
     return done[(done.run_id == run_id) | (column(done, "seed_of") == run_id)]
+
+
+def seed_means(runs: pd.DataFrame, rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Each row's `metric` as the mean over it and its finished repeats of the same role with other seeds
+    (`kdx.seed_of`): its own value where it has none, or where its own is missing (a failed run is no point)."""
+    repeats = runs[(column(runs, "seed_of") != "") & (runs.status == "FINISHED")] if not runs.empty else runs
+    if repeats.empty or rows.empty:
+        return rows[metric] if metric in rows else pd.Series(np.nan, index=rows.index)
+    pooled = pd.concat([rows[["run_id", "role", metric]],
+                        repeats[["seed_of", "role", metric]].rename(columns={"seed_of": "run_id"})])
+    means = pooled.groupby(["run_id", "role"])[metric].mean()  # by role too: a repeated chain's assistants carry seed_of as well
+    mean = pd.Series([means.get((i, r), np.nan) for i, r in zip(rows.run_id, rows.role)], index=rows.index, dtype=float)
+    return mean.where(rows[metric].notna(), rows[metric])
 
 
 def by_seed(done: pd.DataFrame, run_id: str | None, metric: str = schema.TEST_ACC) -> dict[int, float]:

@@ -31,12 +31,12 @@ class Searched(NamedTuple):
 def tiny_search(tmp_path_factory) -> Searched:
     """One small real search (Ray, SQLite MLflow) that the schema, report, export, gain and
     seed tests all read: experiment 'tiny', 4 trials, a base-recipe twin per architecture,
-    then the equal-budget gain on 2 front architectures (2 recipes per arm, raced on 2 seeds); the
+    the front's single-run points confirmed on a second seed, then the equal-budget gain on 2 front architectures (2 recipes per arm, raced on 2 seeds); the
     end-of-search report in end-report/."""
     from search_helpers import kdx, runs, write_config
 
     folder = tmp_path_factory.mktemp("tiny")
-    cfg = write_config(folder, seeds=2, twins="tuned", gain_archs=2)  # the smallest and the largest front architecture
+    cfg = write_config(folder, seeds=2, twins="tuned", gain_archs=2, confirm=2)  # the smallest and the largest front architecture
     p = kdx("search", str(cfg), "--report-dir", "end-report", cwd=folder, extra_env=SECRETS)
     assert p.returncode == 0, p.stdout + p.stderr
     return Searched(folder, p, runs(folder / "mlflow.db", "tiny"))

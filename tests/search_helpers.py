@@ -33,6 +33,7 @@ search:
   scheduler: {scheduler}
   baselines: true
   seeds: {seeds}
+  confirm: {confirm}
   twins: {twins}
   recipe_trials: 2
   gain_archs: {gain_archs}
@@ -41,10 +42,10 @@ search:
 
 def write_config(folder: Path, name: str = "tiny", epochs: int = 2, samples: int = 4, sampler: str = "random",
                  objectives: str = "{val_acc: max, params: min}", scheduler: str = "none", seeds: int = 1,
-                 twins: str = "base_recipe", gain_archs: int = 0) -> Path:
+                 twins: str = "base_recipe", gain_archs: int = 0, confirm: int = 1) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(TINY.format(name=name, epochs=epochs, samples=samples, sampler=sampler, objectives=objectives, scheduler=scheduler,
-                                seeds=seeds, twins=twins, gain_archs=gain_archs))
+                                seeds=seeds, twins=twins, gain_archs=gain_archs, confirm=confirm))
     return path
 
 

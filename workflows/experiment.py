@@ -64,9 +64,10 @@ class SearchSettings:
     # good recipes); the winner's race seeds count toward its `seeds`. race 1 picks on the base seed alone.
     race: int = 2
     race_seeds: int = 3
+    confirm: int = 3  # seeds behind each front point a single run put there (a trial, a base-recipe twin): workflows/confirm.py; 1: off
 
     def __post_init__(self) -> None:
-        for key in ("num_samples", "max_concurrent", "seeds", "recipe_trials", "race_seeds", "grace_period"):
+        for key in ("num_samples", "max_concurrent", "seeds", "recipe_trials", "race_seeds", "grace_period", "confirm"):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
         check(self.race >= 1, "race", f"must be >= 1 (1: the winner is picked on one seed), got {self.race}")
@@ -214,7 +215,7 @@ def load_experiment(
     if max_concurrent is not None:
         search_raw["max_concurrent"] = max_concurrent
     if smoke:
-        search_raw["num_samples"] = min(int(search_raw.get("num_samples", 4)), 4)
+        search_raw |= {"num_samples": min(int(search_raw.get("num_samples", 4)), 4), "confirm": min(int(search_raw.get("confirm", 2)), 2)}
     lm = dataset_task(run.data.name) == "lm"
     if lm and "objectives" not in search_raw:
         search_raw["objectives"] = {VAL_PPL: "min"}  # a language model is scored by perplexity
@@ -286,7 +287,7 @@ def describe(exp: ExperimentConfig) -> str:
         f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",
         f"  gain: twins {exp.search.twins}" + (f", {exp.search.recipe_trials} recipe(s) per arm on "
         + (f"{exp.search.gain_archs} front architecture(s)" if exp.search.gain_archs else "every front architecture")
-        if exp.search.twins == "tuned" else "") + f", {exp.search.seeds} seed(s)",
+        if exp.search.twins == "tuned" else "") + f", {exp.search.seeds} seed(s); front points confirmed on {exp.search.confirm} seed(s)",
         f"  resources per trial: cpu {exp.resources.cpu:g}, gpu {exp.resources.gpu:g}",
         f"  tracking: {exp.tracking_uri}",
         f"  space ({len(exp.space)} entries):",

@@ -53,13 +53,19 @@ def _front(table, score) -> None:
         gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else score.diff(r["gain"])
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
             gain = f"{score.diff(r['gain_mean'])} ± {score.diff(r['gain_std']).lstrip('+')} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
-        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", f"{r[score.val]:.4f}",
+        rows.append((r["pareto"], str(r.get("method", "kd")), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", _spread(r, score.val),
                      str(int(r.get("n_seeds") or 1)), f"{r[score.test]:.4f}") + ((f"{r[schema.TEST_PPL]:.3f}",) if ppl else ())
                     + (gain, str(r["arch"])))
     print_table(rows)
     for _, r in table.iterrows():
         if r.get("method") in LABELS_ONLY:
             print(f"  {r['pareto']}: {method_sentence(r, score)}")
+
+
+def _spread(r, val: str) -> str:
+    """A point's validation score, with its std over seeds where it stands on several: the noise behind its pick."""
+    std = r.get("val_std")
+    return f"{r[val]:.4f}" + (f" ± {std:.4f}" if std is not None and std == std and int(r.get("n_seeds") or 1) > 1 else "")
 
 
 def _chains(c) -> None:

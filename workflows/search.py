@@ -3,8 +3,9 @@
 Inside `session.open_session` (checks first, data and teacher once, then Ray and
 the MLflow parent and teacher runs), Tune runs the trials, sharing data and
 the teacher through the object store; then the scratch twins of every
-distinct student architecture run as a batch of jobs, and with `search.seeds`
-the Pareto students and their twins repeat with more seeds. A config with a
+distinct student architecture run as a batch of jobs, the front's single-run
+points repeat on `search.confirm` seeds (workflows/confirm.py), and with
+`search.seeds` the gain's arms (or the Pareto students and their twins) repeat with more seeds. A config with a
 `chain:` section runs `workflows.chain` instead.
 """
 
@@ -20,6 +21,7 @@ from analysis.store import KILLED, RUNNING, Store, params_of
 from distill.errors import ConfigError
 from search_spaces.space import apply, flatten, holds
 
+from .confirm import ROUNDS, confirm_jobs
 from .experiment import ExperimentConfig
 from .gain import race_jobs, recipe_jobs, seed_jobs
 from .session import SearchSummary, open_session, summarize
@@ -127,6 +129,17 @@ def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, kno
             store.delete(r.info.run_id)
 
 
+def _confirm_front(exp: ExperimentConfig, s, log: Log) -> None:
+    """The front's single-run points again on `search.confirm` seeds, round by round while new ones enter (workflows/confirm.py)."""
+    for _ in range(ROUNDS):
+        jobs = confirm_jobs(exp, s.store, s.experiment_id, s.parent_id)
+        if not jobs:
+            return
+        points = len({j.repeat_of for j in jobs})
+        log(f"confirm: {points} front point(s) short of {exp.search.confirm} seeds run again ({len(jobs)} runs); each counts at its mean")
+        run_jobs(job_trial, jobs, exp, s.storage, "confirm", log, **s.shared)
+
+
 def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
     """Both arms tuned on the front's architectures, the best recipes raced over seeds, then the winners' seeds (workflows/gain.py)."""
     jobs = recipe_jobs(exp, s.store, s.experiment_id, s.parent_id)
@@ -169,6 +182,9 @@ def run_search(exp: ExperimentConfig, resume: bool = False, address: str | None 
                 done = run_jobs(job_trial, jobs, exp, s.storage, "twin", log, **s.shared)
                 twins = sum(1 for r in done if r.error is None and not r.metrics.get(FAILED))
         s.timings["twins"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        _confirm_front(exp, s, log)  # before the gain: it measures the front's architectures, chosen on the confirmed means
+        s.timings["confirm"] = time.monotonic() - t0
         t0 = time.monotonic()
         if exp.search.twins == "tuned" and exp.search.baselines:  # baselines: false turns every scratch arm off
             _measure_gain(exp, s, log)

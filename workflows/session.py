@@ -142,7 +142,7 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     s = exp.search
     settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": exp.sampler.name, "sampler_why": exp.sampler.describe(), "seed": s.seed,
                 "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials,
-                "race": s.race, "race_seeds": s.race_seeds, "task": "lm" if exp.lm else "classification"}
+                "race": s.race, "race_seeds": s.race_seeds, "confirm": s.confirm, "task": "lm" if exp.lm else "classification"}
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)
