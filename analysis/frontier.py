@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from . import schema
@@ -51,7 +52,10 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     students = with_gains(exp)
     # a trial repeated with other seeds (search.confirm, search.seeds) is ranked on its mean: one seed's score is as
     # noisy as the differences between neighbours on the front, and the luckiest seed is what a front of single runs keeps
-    students[score.val] = seed_means(exp.runs, students, score.val)
+    mean = seed_means(exp.runs, students, score.val)
+    if score.val == schema.VAL_LOSS and schema.VAL_PPL in students:  # a perplexity follows the mean cross-entropy: a mean of perplexities is none
+        students[schema.VAL_PPL] = students[schema.VAL_PPL].where(mean == students[score.val], np.exp(mean))
+    students[score.val] = mean
     control = students.get("control", pd.Series("", index=students.index)).fillna("").astype(str) != ""
     running = students["status"] == "RUNNING"
     ok = eligible(students, objectives) & ~control
@@ -70,7 +74,7 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     front = students[on_front].sort_values([schema.PARAMS, score.val], ascending=[True, score.better == "min"])
     front = front.merge(seed_stats(exp, front), on="run_id", how="left").set_index(front.index)  # seeds behind each point
     runs = exp.runs
-    twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED") & (column(runs, "arm") == "")]
+    twins = runs[(runs.role == schema.ROLE_TWIN) & (runs.status == "FINISHED") & (column(runs, "arm") == "") & (column(runs, "seed_of") == "")]
     teacher = exp.teacher
     t = None if teacher is None else {k: teacher.get(k) for k in (schema.PARAMS, schema.VAL_ACC, schema.TEST_ACC, score.val, score.test, schema.FLOOR, "run_id")}
     controls = students[control & eligible(students, objectives)]

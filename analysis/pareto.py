@@ -179,6 +179,8 @@ def hypervolume_history(df: pd.DataFrame, objectives: Mapping[str, str], referen
         # out round-off from recomputing the volume with a new point.
         volumes = np.maximum.accumulate(np.asarray(volumes, dtype=float))
         return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": volumes})
+    logs = [i for i, k in enumerate(objectives) if k == schema.VAL_PPL]  # perplexities average as cross-entropies: exp of the mean log
+    points[:, logs] = np.log(points[:, logs])
     ids = students["run_id"].astype(str).to_numpy()
     row_of = {r: i for i, r in enumerate(ids)}
     owner = np.array([row_of.get(o, -1) if o else i for i, o in enumerate(of)])  # the trial each run counts toward
@@ -189,5 +191,7 @@ def hypervolume_history(df: pd.DataFrame, objectives: Mapping[str, str], referen
             if ok[j] and owner[j] >= 0 and ok[owner[j]]:  # a repeat of a failed trial makes no point
                 sums[owner[j]] = sums.get(owner[j], 0.0) + points[j]
                 counts[owner[j]] = counts.get(owner[j], 0) + 1
-        volumes.append(hypervolume(np.array([sums[k] / counts[k] for k in sums]), ref) if sums else 0.0)
+        means = np.array([sums[k] / counts[k] for k in sums]).reshape(len(sums), len(objectives))
+        means[:, logs] = np.exp(means[:, logs])
+        volumes.append(hypervolume(means, ref))
     return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": np.asarray(volumes, dtype=float)})

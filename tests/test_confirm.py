@@ -6,7 +6,7 @@ import pytest
 
 from analysis import schema
 from analysis.frontier import frontier_info
-from analysis.pareto import hypervolume_history
+from analysis.pareto import hypervolume, hypervolume_history
 from analysis.runs import Experiment, load_runs, seed_means
 from analysis.store import SearchRecord, search_params
 from distill.errors import ConfigError
@@ -78,3 +78,32 @@ def test_the_search_confirms_its_front_on_a_second_seed(tiny_search):
     repeats = runs[(runs.seed_of.fillna("") != "") & (runs.arm.fillna("") == "") & (runs.role == schema.ROLE_STUDENT)]
     assert set(info.front.run_id) <= set(repeats.seed_of)
     assert set(repeats.seed.astype(int)) == {1}
+
+
+def test_the_gains_front_is_confirmed_too_where_a_twin_beats_its_trial():
+    from workflows.confirm import front_points
+
+    rows = [trial("s1", "mlp:w8", 0.60, 500, 1), trial("s2", "cnn:w8", 0.70, 1000, 2),
+            row("b1", "baseline", "mlp:w12", val=0.80, test=0.79, params=600, seed=0)]  # beats s2 at fewer params
+    info = frontier_info(searched(rows))
+    assert list(info.models.best.run_id) == ["s1", "b1"] and list(info.front.run_id) == ["s1", "s2"]
+    assert front_points(info) == {"s1": "student", "b1": "baseline", "s2": "student"}  # s2's architecture goes to the gain
+
+
+def test_a_language_models_front_ranks_on_the_mean_cross_entropy_and_its_perplexity_follows():
+    record = SearchRecord.read(search_params({"task": "lm"}, {"val_ppl": "min", "params": "min"}, {"val_ppl": 65.0, "val_loss": 4.17, "params": 1e5}))
+
+    def lm(run_id, loss, params, t, seed=0, seed_of=""):
+        return row(run_id, "student", f"tf:{params}", params=params, t=t, seed=seed, seed_of=seed_of,
+                   **{"val_loss": loss, "val_ppl": float(np.exp(loss)), "test_loss": loss, "test_ppl": float(np.exp(loss))})
+
+    rows = [row("p", "search"), lm("s1", 2.6, 500, 1), lm("s2", 2.0, 1000, 2), lm("s3", 2.1, 1100, 3),
+            lm("s2r1", 2.4, 1000, 4, seed=1, seed_of="s2"), lm("s2r2", 2.4, 1000, 5, seed=2, seed_of="s2")]
+    info = frontier_info(Experiment("lm", "1", "sqlite:///unused.db", pd.DataFrame(rows), "p", record))
+    front = info.front.set_index("run_id")
+    assert list(front.index) == ["s1", "s2", "s3"]  # s2's lucky 2.0 averaged to 2.27 no longer hides s3's 2.1
+    assert front.loc["s2", "val_loss"] == pytest.approx(6.8 / 3) and front.loc["s2", "val_ppl"] == pytest.approx(np.exp(6.8 / 3))
+    hv = hypervolume_history(pd.DataFrame(rows), {"val_ppl": "min", "params": "min"}, {"val_ppl": 65.0, "params": 1e5})
+    # at the end: s2 counts at exp(mean cross-entropy), not at the mean of its perplexities
+    pts = np.array([[np.exp(2.6), 500], [np.exp(6.8 / 3), 1000], [np.exp(2.1), 1100]])
+    assert hv.hypervolume.iloc[-1] == pytest.approx(hypervolume(pts, np.array([65.0, 1e5])))

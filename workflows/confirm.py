@@ -10,12 +10,19 @@ closed (test hypervolume 0.368 -> 0.376, random's 0.376).
 
 So, after the trials and the base-recipe twins, before the gain picks its architectures:
 
-1. the front over the search trials and the base-recipe twins (analysis/models.py, the
-   models front as it stands before the gain) is read, each point at the mean of its seeds;
-2. every point on it with fewer than C seeds runs again at seeds seed+1 .. seed+C-1
+1. two fronts are read, each point at the mean of its seeds: the one over the search trials
+   and the base-recipe twins (analysis/models.py's, as it stands before the gain: what ships),
+   and the trials' own (what the gain measures; a trial a twin beats is still on it);
+2. every point on either with fewer than C seeds runs again at seeds seed+1 .. seed+C-1
    (a repeat: same config, another seed; tag `kdx.seed_of`), and counts at its mean;
 3. a mean that drops can let a neighbour onto the front, itself on one seed: the front
    is read again and the new points are confirmed in turn, for at most ROUNDS rounds.
+
+The front read here leaves the gain's runs out even when the gain has run (a resume), so a
+resumed search asks for the repeats the first pass asked for and no others. After the gain, its
+winners join the exported front; where a KD candidate replayed a front trial, the arm's winner
+stands for it, and a neighbour that this uncovers is shipped on the seeds it has (its card says
+how many).
 
 The gain's arms are not touched here: they are raced over seeds on their own (gain.py).
 A point's `n_seeds` in the report, the MLflow note and the export's card says how many
@@ -24,13 +31,17 @@ seeds stand behind it. Repeats pair by seed with nothing: they only sharpen the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from analysis import schema
+from analysis.frontier import FrontierInfo, frontier_info
+from analysis.runs import column, load_runs
 from analysis.store import Store, params_of
 
 from .experiment import ExperimentConfig
 from .trial import Job
 
-__all__ = ["confirm_jobs", "ROUNDS"]
+__all__ = ["confirm_jobs", "front_points", "ROUNDS"]
 
 ROUNDS = 3  # each round can admit a neighbour the last one's means uncovered; 3 bounds the compute on a long front
 SOURCES = {"search trial": schema.ROLE_STUDENT, "base-recipe twin": schema.ROLE_TWIN}
@@ -41,26 +52,28 @@ def confirm_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent
     at the seeds it lacks of seed+1 .. seed+confirm-1. Empty with `search.confirm: 1`."""
     if exp.search.confirm < 2:
         return []
-    from analysis.frontier import frontier_info
-    from analysis.runs import load_runs
-
-    info = frontier_info(load_runs(exp.tracking_uri, exp.name))
-    if info.models is None:
-        return []
+    found = load_runs(exp.tracking_uri, exp.name)
+    # the front before the gain, whenever this runs: a resume after the gain reads the same front as the first pass
+    # did, so it asks for no new repeats (which would move the trials' means and the architectures the gain measured)
+    info = frontier_info(replace(found, runs=found.runs[column(found.runs, "arm") == ""]))
     sampled = dict(zip(info.students.run_id, info.students.get("sampled", [])))
     done = store.repeats_done(experiment_id, parent_id)
     jobs = []
-    for _, point in info.models.best.iterrows():
-        role = SOURCES.get(point["source"])
-        if role is None:
-            continue
-        params = params_of(store.get(point["run_id"]))
+    for run_id, role in front_points(info).items():
+        params = params_of(store.get(run_id))
         if role == schema.ROLE_STUDENT:  # a trial repeats what was sampled; the base config supplies the rest, as it did
-            params = {k: params[k] for k in sampled.get(point["run_id"], []) if k in params}
+            params = {k: params[k] for k in sampled.get(run_id, []) if k in params}
         else:
             params = {k: v for k, v in params.items() if k.startswith("student.")}
         for seed in range(exp.run.seed + 1, exp.run.seed + exp.search.confirm):
-            if (point["run_id"], seed) not in done:
-                jobs.append(Job(role, params, seed=seed, repeat_of=point["run_id"]))
+            if (run_id, seed) not in done:
+                jobs.append(Job(role, params, seed=seed, repeat_of=run_id))
     return jobs
 
+
+def front_points(info: FrontierInfo) -> dict[str, str]:
+    """{run id: role} of the points to confirm, from a FrontierInfo read without the gain's runs: the models front's
+    search trials and base-recipe twins (what ships), and the trials' own front (what the gain measures: a trial
+    that a twin beats is off the first and still on the second)."""
+    points = {} if info.models is None else {p["run_id"]: SOURCES[p["source"]] for _, p in info.models.best.iterrows() if p["source"] in SOURCES}
+    return points | {run_id: schema.ROLE_STUDENT for run_id in info.front.run_id}
