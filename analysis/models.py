@@ -7,7 +7,8 @@ whole search. A front over the trials alone ships students that models kdx itsel
 beat (issue 23: the demo's P1-P3 at 650-1,200 parameters scored 46-65% where twins of
 the same sizes scored 74-79%). So the front a user exports ranges over every model:
 
-- search trials (method `kd`), each on its own seed, or its mean where it was repeated;
+- search trials (method `kd`), each on its own seed, or its mean where it was repeated
+  (search.confirm), shipping its seed with the best validation score;
 - base-recipe twins (`scratch`);
 - the gain's arms (`kd`, `scratch` for the tuned and the same-recipe twin, `smoothing`):
   each arm's winner at the mean of its `search.seeds` seeds, with the base seed's run as the
@@ -76,6 +77,15 @@ def _over_seeds(done: pd.DataFrame, run_id: str, score: schema.Score) -> dict:
             "n_seeds": len(runs), "test_mean": float(test.mean()), "test_std": float(test.std(ddof=1)) if len(runs) > 1 else np.nan}
 
 
+def _shipped(done: pd.DataFrame, run: pd.Series, score: schema.Score) -> pd.Series:
+    """The run a repeated trial or twin ships: of its seeds, the one with the best validation score. The point is
+    ranked on the mean (which config is good), and the model is picked on its own validation score, as any
+    model is; its test score is its own, never seen in the pick."""
+    runs = over_seeds(done, run.run_id)
+    vals = score.sign * runs[score.val].astype(float)
+    return run if len(runs) < 2 or vals.isna().all() else runs.loc[vals.idxmax()]
+
+
 def _point(run: pd.Series, method: str, source: str, stats: dict, score: schema.Score) -> dict:
     return {"run_id": run.run_id, "method": method, "source": source, "arch": run.get("arch"), schema.PARAMS: run.get(schema.PARAMS),
             schema.LATENCY: run.get(schema.LATENCY, np.nan), score.test: run.get(score.test), **stats}
@@ -91,11 +101,11 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
     by_id = done.set_index("run_id", drop=False) if not done.empty else done
     points: dict[str, dict] = {}
     for _, s in students.iterrows():
-        points[s.run_id] = _point(s, "kd", "search trial", _over_seeds(done, s.run_id, score), score)
+        points[s.run_id] = _point(_shipped(done, s, score), "kd", "search trial", _over_seeds(done, s.run_id, score), score)
     if not done.empty:
         original = (column(done, "seed_of") == "") & (column(done, "duplicate_of") == "") & (column(done, "arm") == "")
         for _, t in done[(done.role == schema.ROLE_TWIN) & original].iterrows():
-            points[t.run_id] = _point(t, "scratch", "base-recipe twin", _over_seeds(done, t.run_id, score), score)
+            points[t.run_id] = _point(_shipped(done, t, score), "scratch", "base-recipe twin", _over_seeds(done, t.run_id, score), score)
     g = gain_info(exp)
     if g is not None:
         winners = {a.run_id: a for a in g.arms[g.arms.arm.isin(list(ARM_METHODS))].itertuples()}

@@ -61,13 +61,19 @@ def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.Data
     table = f[[c for c in cols if c in f]].copy()
     if score.test == schema.TEST_LOSS and score.test in table:  # what a language-model user reads first
         table[schema.TEST_PPL] = np.exp(table[score.test].astype(float))
-    for c in ("twin_test", "gain", "ratio", "twin_run", schema.AGREEMENT, schema.TEACHER_KL):
+    of = dict(zip(runs.run_id, runs["seed_of"].fillna(""))) if runs is not None and "seed_of" in runs else {}
+    trial = [of.get(r) or r for r in table.run_id]  # a point that ships one of its repeats reads its trial's row
+    for c in ("twin_test", "gain", "ratio", "twin_run"):
         if c in students:
-            table[c] = [students[c].get(r) if r in students.index else np.nan for r in table.run_id]
+            table[c] = [students[c].get(r) if r in students.index else np.nan for r in trial]
+    every = runs.set_index("run_id") if runs is not None and not runs.empty else students
+    for c in (schema.AGREEMENT, schema.TEACHER_KL):  # the shipped model's own fidelity
+        if c in every:
+            table[c] = [every[c].get(r) if r in every.index else np.nan for r in table.run_id]
     trials = info.front.set_index("run_id")  # a search trial's gain over its base-recipe twin, paired over seeds
     for c in ("gain_n", "gain_mean", "gain_std", "gain_t"):
         if c in trials:
-            table[c] = [trials[c].get(r) if r in trials.index else np.nan for r in table.run_id]
+            table[c] = [trials[c].get(r) if r in trials.index else np.nan for r in trial]
     by_id = runs.set_index("run_id") if runs is not None and not runs.empty else pd.DataFrame()
     if schema.TRAIN_S in by_id:  # the compute behind the point: its own training, and its teacher's where it read one
         teacher_s = by_id[schema.TEACHER_TRAIN_S].astype(float).fillna(0.0) if schema.TEACHER_TRAIN_S in by_id else 0.0 * by_id[schema.TRAIN_S]

@@ -107,3 +107,13 @@ def test_a_language_models_front_ranks_on_the_mean_cross_entropy_and_its_perplex
     # at the end: s2 counts at exp(mean cross-entropy), not at the mean of its perplexities
     pts = np.array([[np.exp(2.6), 500], [np.exp(6.8 / 3), 1000], [np.exp(2.1), 1100]])
     assert hv.hypervolume.iloc[-1] == pytest.approx(hypervolume(pts, np.array([65.0, 1e5])))
+
+
+def test_a_confirmed_point_is_ranked_on_its_mean_and_ships_its_best_validated_seed():
+    rows = LUCKY[:1] + [trial("s2", "mlp:w16", 0.70, 1000, 2), trial("s2r1", "mlp:w16", 0.76, 1000, 4, seed=1, seed_of="s2") | {"test_acc": 0.77},
+                        trial("s2r2", "mlp:w16", 0.73, 1000, 5, seed=2, seed_of="s2")]
+    best = frontier_info(searched(rows)).models.best
+    point = best.iloc[1]
+    assert point["run_id"] == "s2r1" and point[schema.TEST_ACC] == pytest.approx(0.77)  # the seed that validated best, its own test
+    assert point[schema.VAL_ACC] == pytest.approx((0.70 + 0.76 + 0.73) / 3) and point["n_seeds"] == 3  # ranked on the mean
+    assert point["test_mean"] == pytest.approx((0.69 + 0.77 + 0.72) / 3) and len(best) == 2
