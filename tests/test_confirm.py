@@ -117,3 +117,12 @@ def test_a_confirmed_point_is_ranked_on_its_mean_and_ships_its_best_validated_se
     assert point["run_id"] == "s2r1" and point[schema.TEST_ACC] == pytest.approx(0.77)  # the seed that validated best, its own test
     assert point[schema.VAL_ACC] == pytest.approx((0.70 + 0.76 + 0.73) / 3) and point["n_seeds"] == 3  # ranked on the mean
     assert point["test_mean"] == pytest.approx((0.69 + 0.77 + 0.72) / 3) and len(best) == 2
+
+
+def test_confirm_is_off_by_default_and_smoke_leaves_it_off(tmp_path):
+    from workflows.experiment import load_experiment
+
+    path = tmp_path / "plain.yaml"
+    path.write_text("experiment: plain\nspace: {student.width: {int: [4, 32]}}\n")
+    assert load_experiment(str(path)).search.confirm == 1
+    assert load_experiment(str(path), smoke=True).search.confirm == 1

@@ -64,7 +64,7 @@ class SearchSettings:
     # good recipes); the winner's race seeds count toward its `seeds`. race 1 picks on the base seed alone.
     race: int = 2
     race_seeds: int = 3
-    confirm: int = 3  # seeds behind each front point a single run put there (a trial, a base-recipe twin): workflows/confirm.py; 1: off
+    confirm: int = 1  # > 1: seeds behind each front point a single run put there (a trial, a base-recipe twin): workflows/confirm.py
 
     def __post_init__(self) -> None:
         for key in ("num_samples", "max_concurrent", "seeds", "recipe_trials", "race_seeds", "grace_period", "confirm"):
@@ -215,7 +215,7 @@ def load_experiment(
     if max_concurrent is not None:
         search_raw["max_concurrent"] = max_concurrent
     if smoke:
-        search_raw |= {"num_samples": min(int(search_raw.get("num_samples", 4)), 4), "confirm": min(int(search_raw.get("confirm", 2)), 2)}
+        search_raw |= {"num_samples": min(int(search_raw.get("num_samples", 4)), 4), "confirm": min(int(search_raw.get("confirm", 1)), 2)}
     lm = dataset_task(run.data.name) == "lm"
     if lm and "objectives" not in search_raw:
         search_raw["objectives"] = {VAL_PPL: "min"}  # a language model is scored by perplexity
