@@ -7,12 +7,12 @@ validation figures promise more than its models give on test (the winner's curse
 
 It is off by default (C = 1), because bench_front measured what it buys at equal compute
 (runs of the same epochs; the unconfirmed search given as many trials as the confirmed one
-made runs, 5 search seeds): the exported front's test hypervolume was within the noise of
-spending the runs on trials on hgmm (-0.003, t -1.1; +0.005 in a second run) and behind on
-mnist1d (-0.008 and -0.038), where a search keeps finding better students with more trials,
-while C = 3 took 1.6-2.7x the trials' runs. What it does buy is figures to trust: the
-confirmed front's validation hypervolume was within 0.035 / 0.01 of its test one, the
-unconfirmed front's 0.045 / 0.03 above it. Turn it on where the front's numbers must hold
+made runs, 5 search seeds, three runs of the benchmark): the exported front's test
+hypervolume was within the noise of spending the runs on trials on hgmm (+0.005, t 2.3; -0.003
+and +0.005 in two earlier runs) and behind on mnist1d (-0.033, t -1.9; -0.008 and -0.038),
+where a search keeps finding better students with more trials, while C = 3 took 1.8-2.7x the
+trials' runs. What it does buy is figures to trust: the confirmed front's validation
+hypervolume was 0.030 / 0.001 above its test one, the unconfirmed front's 0.043 / 0.031. Turn it on where the front's numbers must hold
 (a report, a paper), or where the validation split is small and the scores noisy.
 
 With C > 1, after the trials and the base-recipe twins, before the gain picks its architectures:
