@@ -139,7 +139,8 @@ def _confirm_front(exp: ExperimentConfig, s, log: Log) -> None:
         if not jobs:
             return
         points = len({j.repeat_of for j in jobs})
-        log(f"confirm: {points} front point(s) short of {exp.search.confirm} seeds run again ({len(jobs)} runs); each counts at its mean")
+        log(f"confirm: {points} front point(s) short of {exp.search.confirm} seeds run again ({len(jobs)} runs): "
+            "each ranked at its mean, shipping its best-validated seed")
         run_jobs(job_trial, jobs, exp, s.storage, "confirm", log, **s.shared)
 
 
