@@ -169,29 +169,18 @@ def hypervolume_history(df: pd.DataFrame, objectives: Mapping[str, str], referen
     ok = eligible(students, objectives).to_numpy()
     points = to_min_form(students, objectives)
     of = students["seed_of"].fillna("").astype(str).to_numpy() if "seed_of" in students else np.full(len(students), "")
-    if not of.any():
-        volumes, current = [], 0.0
-        for i in range(len(students)):
-            if ok[i]:  # an ineligible trial cannot change the front: reuse the last value
-                current = hypervolume(points[: i + 1][ok[: i + 1]], ref)
-            volumes.append(current)
-        # A superset's hypervolume is never smaller; the running max only irons
-        # out round-off from recomputing the volume with a new point.
-        volumes = np.maximum.accumulate(np.asarray(volumes, dtype=float))
-        return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": volumes})
-    logs = [i for i, k in enumerate(objectives) if k == schema.VAL_PPL]  # perplexities average as cross-entropies: exp of the mean log
+    row_of = {r: i for i, r in enumerate(students["run_id"].astype(str))}
+    owner = [row_of.get(o, -1) if o else i for i, o in enumerate(of)]  # the trial each run counts toward
+    logs = [i for i, k in enumerate(objectives) if k == schema.VAL_PPL] if of.any() else []  # perplexities average as cross-entropies
     points[:, logs] = np.log(points[:, logs])
-    ids = students["run_id"].astype(str).to_numpy()
-    row_of = {r: i for i, r in enumerate(ids)}
-    owner = np.array([row_of.get(o, -1) if o else i for i, o in enumerate(of)])  # the trial each run counts toward
-    volumes = []
-    for i in range(len(students)):
-        sums, counts = {}, {}
-        for j in range(i + 1):
-            if ok[j] and owner[j] >= 0 and ok[owner[j]]:  # a repeat of a failed trial makes no point
-                sums[owner[j]] = sums.get(owner[j], 0.0) + points[j]
-                counts[owner[j]] = counts.get(owner[j], 0) + 1
-        means = np.array([sums[k] / counts[k] for k in sums]).reshape(len(sums), len(objectives))
-        means[:, logs] = np.exp(means[:, logs])
-        volumes.append(hypervolume(means, ref))
+    sums, counts, volumes, current = {}, {}, [], 0.0
+    for i, o in enumerate(owner):
+        if ok[i] and o >= 0 and ok[o]:  # an ineligible run, or a repeat of an ineligible trial, cannot change the front
+            sums[o], counts[o] = sums.get(o, 0.0) + points[i], counts.get(o, 0) + 1
+            means = np.array([sums[k] / counts[k] for k in sums])
+            means[:, logs] = np.exp(means[:, logs])
+            current = hypervolume(means, ref)
+        volumes.append(current)
+    if not of.any():  # without repeats the front only grows: the running max irons out round-off from recomputing it
+        volumes = np.maximum.accumulate(np.asarray(volumes, dtype=float))
     return pd.DataFrame({"trial": np.arange(1, len(students) + 1), "hypervolume": np.asarray(volumes, dtype=float)})

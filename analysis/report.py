@@ -66,15 +66,15 @@ def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.Data
     for c in ("twin_test", "gain", "ratio", "twin_run"):
         if c in students:
             table[c] = [students[c].get(r) if r in students.index else np.nan for r in trial]
-    every = runs.set_index("run_id") if runs is not None and not runs.empty else students
-    for c in (schema.AGREEMENT, schema.TEACHER_KL):  # the shipped model's own fidelity
-        if c in every:
-            table[c] = [every[c].get(r) if r in every.index else np.nan for r in table.run_id]
     trials = info.front.set_index("run_id")  # a search trial's gain over its base-recipe twin, paired over seeds
     for c in ("gain_n", "gain_mean", "gain_std", "gain_t"):
         if c in trials:
             table[c] = [trials[c].get(r) if r in trials.index else np.nan for r in trial]
     by_id = runs.set_index("run_id") if runs is not None and not runs.empty else pd.DataFrame()
+    for c in (schema.AGREEMENT, schema.TEACHER_KL):  # the shipped model's own fidelity
+        if c in by_id or c in students:
+            every = by_id if c in by_id else students
+            table[c] = [every[c].get(r) if r in every.index else np.nan for r in table.run_id]
     if schema.TRAIN_S in by_id:  # the compute behind the point: its own training, and its teacher's where it read one
         teacher_s = by_id[schema.TEACHER_TRAIN_S].astype(float).fillna(0.0) if schema.TEACHER_TRAIN_S in by_id else 0.0 * by_id[schema.TRAIN_S]
         table["compute_s"] = [float(by_id[schema.TRAIN_S].get(r, np.nan)) + (float(teacher_s.get(r, 0.0)) if m == "kd" else 0.0)

@@ -133,16 +133,13 @@ def over_seeds(done: pd.DataFrame, run_id: str) -> pd.DataFrame:
 
 
 def seed_means(runs: pd.DataFrame, rows: pd.DataFrame, metric: str) -> pd.Series:
-    """Each row's `metric` as the mean over it and its finished repeats of the same role with other seeds
-    (`kdx.seed_of`): its own value where it has none, or where its own is missing (a failed run is no point)."""
-    repeats = runs[(column(runs, "seed_of") != "") & (runs.status == "FINISHED")] if not runs.empty else runs
-    if repeats.empty or rows.empty:
+    """Each row's `metric` as the mean over it and its finished repeats with other seeds (`over_seeds`): its own
+    value where it has none, or where its own is missing (a failed run is no point)."""
+    if rows.empty or (column(runs, "seed_of") == "").all():
         return rows[metric] if metric in rows else pd.Series(np.nan, index=rows.index)
-    pooled = pd.concat([rows[["run_id", "role", metric]],
-                        repeats[["seed_of", "role", metric]].rename(columns={"seed_of": "run_id"})])
-    means = pooled.groupby(["run_id", "role"])[metric].mean()  # by role too: a repeated chain's assistants carry seed_of as well
-    mean = pd.Series([means.get((i, r), np.nan) for i, r in zip(rows.run_id, rows.role)], index=rows.index, dtype=float)
-    return mean.where(rows[metric].notna(), rows[metric])
+    done = runs[(runs.status == "FINISHED") & (runs.role != schema.ROLE_ASSISTANT)]  # a repeated chain's assistants carry seed_of too
+    mean = pd.Series([over_seeds(done, r)[metric].astype(float).mean() for r in rows.run_id], index=rows.index, dtype=float)
+    return mean.where(rows[metric].notna() & mean.notna(), rows[metric])
 
 
 def by_seed(done: pd.DataFrame, run_id: str | None, metric: str = schema.TEST_ACC) -> dict[int, float]:

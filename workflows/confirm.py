@@ -30,8 +30,8 @@ With C > 1, after the trials and the base-recipe twins, before the gain picks it
 3. a mean that drops can let a neighbour onto the front, itself on one seed: the front
    is read again and the new points are confirmed in turn, for at most ROUNDS rounds.
 
-The front read here leaves the gain's runs out even when the gain has run (a resume), so a
-resumed search asks for the repeats the first pass asked for and no others. After the gain, its
+Once the gain has begun (a resume) nothing more is repeated: the architectures it measures
+were chosen on the means as they stood, and new repeats would move them. After the gain, its
 winners join the exported front; where a KD candidate replayed a front trial, the arm's winner
 stands for it, and a neighbour that this uncovers is shipped on the seeds it has (its card says
 how many).
@@ -42,8 +42,6 @@ seeds stand behind it. Repeats pair by seed with nothing: they only sharpen the 
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from analysis import schema
 from analysis.frontier import FrontierInfo, frontier_info
@@ -65,9 +63,9 @@ def confirm_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent
     if exp.search.confirm < 2:
         return []
     found = load_runs(exp.tracking_uri, exp.name)
-    # the front before the gain, whenever this runs: a resume after the gain reads the same front as the first pass
-    # did, so it asks for no new repeats (which would move the trials' means and the architectures the gain measured)
-    info = frontier_info(replace(found, runs=found.runs[column(found.runs, "arm") == ""]))
+    if (column(found.runs, "arm") != "").any():  # the gain has begun (a resume): more repeats would move the means it chose on
+        return []
+    info = frontier_info(found)
     sampled = dict(zip(info.students.run_id, info.students.get("sampled", [])))
     done = store.repeats_done(experiment_id, parent_id)
     jobs = []
@@ -84,7 +82,7 @@ def confirm_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent
 
 
 def front_points(info: FrontierInfo) -> dict[str, str]:
-    """{run id: role} of the points to confirm, from a FrontierInfo read without the gain's runs: the models front's
+    """{run id: role} of the points to confirm, from a FrontierInfo read before the gain: the models front's
     search trials and base-recipe twins (what ships), and the trials' own front (what the gain measures: a trial
     that a twin beats is off the first and still on the second)."""
     points = {} if info.models is None else {p["run_id"]: SOURCES[p["source"]] for _, p in info.models.best.iterrows() if p["source"] in SOURCES}

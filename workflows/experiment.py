@@ -287,7 +287,7 @@ def describe(exp: ExperimentConfig) -> str:
         f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",
         f"  gain: twins {exp.search.twins}" + (f", {exp.search.recipe_trials} recipe(s) per arm on "
         + (f"{exp.search.gain_archs} front architecture(s)" if exp.search.gain_archs else "every front architecture")
-        if exp.search.twins == "tuned" else "") + f", {exp.search.seeds} seed(s); front points confirmed on {exp.search.confirm} seed(s)",
+        if exp.search.twins == "tuned" else "") + f", {exp.search.seeds} seed(s)" + (f"; front confirmed on {exp.search.confirm} seeds" if exp.search.confirm > 1 else ""),
         f"  resources per trial: cpu {exp.resources.cpu:g}, gpu {exp.resources.gpu:g}",
         f"  tracking: {exp.tracking_uri}",
         f"  space ({len(exp.space)} entries):",

@@ -130,10 +130,7 @@ def _delete_unknown_trials(store: Store, experiment_id: str, parent_id: str, kno
 
 
 def _confirm_front(exp: ExperimentConfig, s, log: Log) -> None:
-    """The front's single-run points again on `search.confirm` seeds, round by round while new ones enter (workflows/confirm.py).
-    Once the gain has begun (a resume) its architectures stand: more repeats would move the means they were chosen on."""
-    if any(r.data.tags.get(schema.TAG_ARM) for r in s.store.runs(s.experiment_id, parent=s.parent_id)):
-        return
+    """The front's single-run points again on `search.confirm` seeds, round by round while new ones enter (workflows/confirm.py)."""
     for _ in range(ROUNDS):
         jobs = confirm_jobs(exp, s.store, s.experiment_id, s.parent_id)
         if not jobs:
