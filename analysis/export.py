@@ -262,6 +262,7 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         "architecture": row["arch"],
         "metrics": _metrics(exp, row),
         "trained": {"method": row.get("method", "kd"), "source": row.get("source", "search trial"),
+                    "start": row.get("start") or config.train.init,  # random, or the teacher's layers
                     "seeds": int(row.get("n_seeds") or 1), f"{score.val}_mean": row.get(score.val),
                     f"{score.test}_mean": row.get("test_mean"), f"{score.test}_std": row.get("test_std"),
                     "note": method_sentence(row, score) if "method" in row else None},

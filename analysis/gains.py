@@ -20,16 +20,17 @@ from . import schema
 from .runs import Experiment, column, paired
 
 __all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical", "protocol", "Candidate", "race_pick",
-           "race_mean", "race_settings", "noise_line"]
+           "race_mean", "race_settings", "noise_line", "start_part"]
 
 ARMS = {
     "kd": "KD, recipe searched",
-    "twin": "tuned twin (labels only, lr and weight decay searched)",
+    "twin": "tuned twin (labels only, the student's own start, lr and weight decay searched)",
+    "random": "random-start twin (labels only, from random weights, lr and weight decay searched)",
     "smooth": "label-smoothing control (smoothing searched too)",
     "shuffled": "dark-knowledge control (KD winner, non-target probabilities shuffled)",
     "same_recipe": "same-recipe twin (KD winner's recipe, labels only)",
 }
-SEARCHED = ("kd", "twin", "smooth")
+SEARCHED = ("kd", "twin", "smooth", "random")
 CONTROLS = ("twin", "smooth", "shuffled")  # what KD must beat: the best of them
 
 PROTOCOL = (
@@ -56,12 +57,18 @@ PROTOCOL_LM = (
 )
 
 
+START = ("Students start from the teacher's layers (train.init: teacher), and every labels-only arm takes that same start, so "
+         "KD minus the tuned twin is what distillation bought on top of the start; a random-start twin, tuned alike on the same "
+         "draws, measures what the start bought (tuned twin minus random-start twin). ")
+
+
 def protocol(g: "GainInfo") -> str:
     """The protocol sentence of a gain, with its budget, race and seeds."""
     race = ("Each arm's best on validation at the base seed is its winner (one seed: no race). " if g.race < 2 or g.race_seeds < 2 else
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
             f"best mean {g.score.words} is its winner. ")
-    return (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
+    text = (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
+    return text + (" " + START.strip() if g.start != "random" else "")
 
 
 class GainInfo(NamedTuple):
@@ -74,6 +81,7 @@ class GainInfo(NamedTuple):
     race: int = 1  # candidates per arm raced over seeds before the pick
     race_seeds: int = 1  # the seeds of that race (1: the pick was made on one seed)
     score: schema.Score = schema.ACCURACY  # what the arms are picked on and compared in; a pair's mean > 0 is KD better
+    start: str = "random"  # the students' start: "teacher" when they start from its layers (then the verdicts split the gain)
 
 
 def t_critical(n: int) -> float:
@@ -203,18 +211,21 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         teacher_s = float(np.nan_to_num(df.get(schema.TEACHER_TRAIN_S, pd.Series([0.0])).max()))
         gain = paired(test["kd"], test.get("twin", {}))
         vs = paired(test["kd"], test[best]) if best else paired({}, {})
+        start = paired(test.get("twin", {}), test.get("random", {}))  # what the start bought: same-start twin minus random-start twin
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
                          "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
                          "gain_distinguishable": bool(gain["n"] >= 2 and abs(gain["t"]) >= t_critical(gain["n"])),
                          "best_control": best, "vs_control_mean": vs["mean"], "vs_control_std": vs["std"], "vs_control_t": vs["t"],
                          "vs_control_distinguishable": bool(vs["n"] >= 2 and abs(vs["t"]) >= t_critical(vs["n"])),
+                         "start_n": start["n"], "start_mean": start["mean"], "start_std": start["std"], "start_t": start["t"],
+                         "start_distinguishable": bool(start["n"] >= 2 and abs(start["t"]) >= t_critical(start["n"])),
                          "compute_s": compute + teacher_s})
     if not verdicts:
         return None
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1), *race, score)
+                    int(settings.get("seeds", 1) or 1), *race, score, "teacher" if "random" in set(done.arm) else "random")
 
 
 def no_gain_reason(settings: dict) -> str:
@@ -243,12 +254,29 @@ def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:
                 + ("distinguishable from zero" if v.gain_distinguishable else f"within the noise (|t| < {t_critical(v.gain_n):.2f})"))
     else:
         gain = f"KD {score.diff(v.gain_mean)} {unit} over the tuned twin (one seed: no spread, so no verdict)"
+    gain = gain.replace("over the tuned twin", "over the same-start tuned twin") if _split(v) else gain
+    start = f"; {start_part(v, score)}" if _split(v) else ""
     if v.best_control is None:
-        return gain
+        return gain + start
     if v.gain_n >= 2:
         ctrl = (f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)} (t {v.vs_control_t:.1f}): "
                 + ("KD beats it" if v.vs_control_distinguishable and v.vs_control_mean > 0
                    else "the control wins" if v.vs_control_distinguishable else "within the noise"))
     else:
         ctrl = f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)}"
-    return f"{gain}; {ctrl}"
+    return f"{gain}; {ctrl}{start}"
+
+
+def _split(v) -> bool:
+    n = getattr(v, "start_n", 0)
+    return bool(n) and n == n
+
+
+def start_part(v, score: schema.Score = schema.ACCURACY) -> str:
+    """What the start bought (the same-start tuned twin minus the random-start twin), with its verdict."""
+    what = "the start (teacher's layers) bought"
+    if v.start_n >= 2:
+        return (f"{what} {score.diff(v.start_mean)} ± {score.size(v.start_std)} {score.short} over a random start (t {v.start_t:.1f}, "
+                f"{v.start_n} seeds): " + ("distinguishable from zero" if v.start_distinguishable else
+                                          f"within the noise (|t| < {t_critical(v.start_n):.2f})"))
+    return f"{what} {score.diff(v.start_mean)} {score.short} over a random start (one seed: no verdict)"

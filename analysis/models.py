@@ -46,14 +46,14 @@ __all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY",
 
 METHODS = ("kd", "scratch", "smoothing")
 LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
-ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch"}
+ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch", "random": "scratch"}
 SOURCES = {"kd": "gain: KD winner", "twin": "gain: tuned twin", "smooth": "gain: label-smoothing control",
-           "same_recipe": "gain: same-recipe twin"}
+           "same_recipe": "gain: same-recipe twin", "random": "gain: random-start twin"}
 
 
 def columns(score: schema.Score) -> list[str]:
     """A models frame's columns: the score's validation metric is the mean over the point's seeds, its test metric the shipped run's."""
-    return ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds", score.test, "test_mean", "test_std"]
+    return ["run_id", "method", "source", "start", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds", score.test, "test_mean", "test_std"]
 
 
 def front_objectives(objectives: dict[str, str], score: schema.Score) -> dict[str, str]:
@@ -87,7 +87,7 @@ def _shipped(done: pd.DataFrame, run: pd.Series, score: schema.Score) -> pd.Seri
 
 
 def _point(run: pd.Series, method: str, source: str, stats: dict, score: schema.Score) -> dict:
-    return {"run_id": run.run_id, "method": method, "source": source, "arch": run.get("arch"), schema.PARAMS: run.get(schema.PARAMS),
+    return {"run_id": run.run_id, "method": method, "source": source, "start": run.get("start") or "random", "arch": run.get("arch"), schema.PARAMS: run.get(schema.PARAMS),
             schema.LATENCY: run.get(schema.LATENCY, np.nan), score.test: run.get(score.test), **stats}
 
 
@@ -148,6 +148,7 @@ def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY
     params, method = int(row[schema.PARAMS]), row["method"]
     how = {"kd": "distilled from the teacher", "scratch": "trained without the teacher (labels only)",
            "smoothing": "trained without the teacher (labels only, with label smoothing)"}[method]
+    how += ", started from the teacher's layers" if row.get("start") == "teacher" else ""
     seeds = int(row.get("n_seeds") or 1)
     on = f"mean {score.words} over {seeds} seeds" if seeds > 1 else f"one seed's {score.words}"
     return f"at {params:,} parameters the best model was {how} ({row['source']}; chosen on {on})"

@@ -56,7 +56,7 @@ def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.Data
     f = info.models.best if info.models is not None else info.front
     students = info.students.set_index("run_id")
     score = info.score
-    cols = ["run_id", "method", "source", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds",
+    cols = ["run_id", "method", "source", "start", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds",
             score.test, "test_mean", "test_std"]
     table = f[[c for c in cols if c in f]].copy()
     if score.test == schema.TEST_LOSS and score.test in table:  # what a language-model user reads first

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_CONTROL_OF",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_CONTROL_OF", "TAG_START", "TAG_TEACHER_RECIPE",
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
@@ -55,6 +55,8 @@ TAG_ARM = "kdx.arm"  # the equal-budget gain (workflows/gain.py): kd, twin, smoo
 TAG_GAIN_ARCH = "kdx.gain_arch"  # ... and the front architecture (kdx.arch) the arm measures
 TAG_CANDIDATE = "kdx.candidate"  # a searched arm's recipe candidate: 1 .. search.recipe_trials
 TAG_CONTROL_OF = "kdx.control_of"  # a control arm's run: the KD winner it is the control of
+TAG_START = "kdx.start"  # where a student's weights started: "random", or "teacher" (its teacher's layers, train.init)
+TAG_TEACHER_RECIPE = "kdx.teacher_recipe"  # on the teacher run: how its weights were made (trained, fine-tuned, or used as it stands)
 TAG_CONFIG_KEY = "kdx.config_key"  # a hash of the run's role and resolved config: equal keys train the same model
 TAG_DUPLICATE_OF = "kdx.duplicate_of"  # a trial Optuna sampled again: it reports that earlier run's result and trains nothing
 TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space chose (teacher.* sampled): its cache key

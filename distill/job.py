@@ -1,5 +1,8 @@
 """One distillation run end to end: data, teacher (trained or loaded, cached),
-its outputs (cached), the student, and optionally its from-scratch twin."""
+its outputs (cached), the student, and optionally its twins: the student's
+recipe on labels only from the student's own start, and, when that start is
+the teacher's layers, from random weights too, so the gain splits into what
+the start bought and what distillation bought on top."""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ class JobResult:
     data: Dataset
     teacher: TeacherInfo | None
     student: RunResult
-    twin: RunResult | None
+    twin: RunResult | None  # labels only, from the student's own start
+    random_twin: RunResult | None = None  # labels only, from random weights (only when the student starts from the teacher)
 
     def to_dict(self) -> dict:
         out = {
@@ -30,13 +34,19 @@ class JobResult:
             "teacher": self.teacher.to_dict() if self.teacher else None,
             "student": self.student.to_dict(),
             "twin": self.twin.to_dict() if self.twin else None,
+            "random_twin": self.random_twin.to_dict() if self.random_twin else None,
+            "start": self.config.train.init,
         }
         if self.data.task == "lm":
             out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token; None where unknown
-        if self.twin is not None:
+        if self.twin is not None:  # distillation on top of the start: the student minus its same-start twin
             out["gain"] = self.student.test_acc - self.twin.test_acc
             if self.data.task == "lm":  # what a language model is scored on: nats per token, positive when the student is better
                 out["gain_nats"] = self.twin.test_loss - self.student.test_loss
+        if self.twin is not None and self.random_twin is not None:  # what the start bought: same-start twin minus random-start twin
+            out["start_gain"] = self.twin.test_acc - self.random_twin.test_acc
+            if self.data.task == "lm":
+                out["start_gain_nats"] = self.random_twin.test_loss - self.twin.test_loss
         return out
 
 
@@ -46,7 +56,9 @@ def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], Non
     if teacher is not None:
         i = teacher.info
         lm = f", test cross-entropy {i.test_loss:.4f} nats/token" if i.test_loss is not None else ""
-        log(f"teacher: {i.source}, val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}{lm}, {i.params} params")
+        log(f"teacher: {i.source} ({i.recipe}), val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}{lm}, {i.params} params")
     student = run(config, data, teacher, report=report)
-    scratch = run(config.scratch_twin(), data, None) if twin else None
-    return JobResult(config, data, teacher.info if teacher else None, student, scratch)
+    same = config.scratch_twin()
+    scratch = run(same, data, teacher if same.train.init != "random" else None) if twin else None
+    at_random = run(config.scratch_twin("random"), data, None) if twin and same.train.init != "random" else None
+    return JobResult(config, data, teacher.info if teacher else None, student, scratch, at_random)

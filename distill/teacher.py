@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pickle
 import re
 from dataclasses import dataclass
@@ -36,9 +37,21 @@ from .on_policy import OnPolicy
 from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
-           "teacher_keys", "check_teacher_source"]
+           "teacher_keys", "check_teacher_source", "PASSES", "Passes", "chance_warning"]
 
 Log = Callable[[str], None]
+
+
+@dataclass
+class Passes:
+    """The teacher's forward passes this process made over training samples to make its outputs: a search
+    makes them once, in the driver, and shares the outputs with every trial (read from the cache: none)."""
+
+    batches: int = 0
+    samples: int = 0
+
+
+PASSES = Passes()
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class TeacherInfo:
     train_s: float = 0.0  # what training it cost (0 for a user's checkpoint); counted in a front point's compute
     test_loss: float | None = None  # a language model's test cross-entropy, nats per predicted token
     val_loss: float | None = None  # ... and its validation cross-entropy
+    recipe: str = ""  # how its weights were made, in words (`TeacherConfig.recipe`): trained, fine-tuned, or used as it stands
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,12 +78,52 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-def _info(model: nn.Module, data: Dataset, key: str, source: str) -> TeacherInfo:
+def _info(model: nn.Module, data: Dataset, key: str, source: str, recipe: str = "") -> TeacherInfo:
     val_acc, val_loss = evaluate(model, data.x_val, data.y_val)
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
     lm = data.task == "lm"
     return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape),
-                       test_loss=test_loss if lm else None, val_loss=val_loss if lm else None)
+                       test_loss=test_loss if lm else None, val_loss=val_loss if lm else None, recipe=recipe)
+
+
+def chance_warning(info: TeacherInfo, data: Dataset) -> str | None:
+    """A loud line when the teacher is no better than chance on validation: always answering the commonest
+    class (within two binomial standard errors), or a language model no better than uniform over its
+    vocabulary. Such a teacher has nothing to teach, and every gain measured from it is noise."""
+    if data.task == "lm":
+        uniform = math.log(data.num_classes)
+        if info.val_loss is not None and info.val_loss >= uniform - 0.01:
+            return (f"WARNING: the teacher's validation cross-entropy {info.val_loss:.3f} nats/token is no better than uniform over "
+                    f"its {data.num_classes} ids ({uniform:.3f}): nothing to distil (train it longer or use another teacher)")
+        return None
+    y = data.y_val
+    n = len(y)
+    if n == 0:
+        return None
+    common = float(torch.bincount(y.long()).max()) / n
+    if info.val_acc <= common + 2 * math.sqrt(max(common * (1 - common), 1e-12) / n):
+        return (f"WARNING: the teacher scores val_acc {info.val_acc:.4f}, where always answering the commonest class scores {common:.4f}: "
+                f"nothing to distil (train it longer, check its labels, or use another teacher)")
+    return None
+
+
+def _weights_key(t) -> str:
+    """The content of the weights a teacher starts from, so that new weights under the same path make a new teacher."""
+    if t.checkpoint:
+        return sha256_file(t.checkpoint)
+    folder = Path(t.pretrained)
+    return fingerprint([sha256_file(p) for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))])
+
+
+def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
+    """A Hugging Face folder's model used as it stands (`teacher.train: false`): frozen as loaded, scored once."""
+    from .models.hf import load_as_is
+
+    t = config.teacher
+    labels = data.tokens.labels if data.tokens is not None else ()
+    model = load_as_is(t.model.options, data.input_shape, data.num_classes, labels, t.labels)
+    key = fingerprint([_weights_key(t), t.model.to_dict(), t.labels, data.key])
+    return _frozen(model), _info(model, data, key, "pretrained", t.recipe)
 
 
 class VocabSlice(nn.Module):
@@ -100,7 +154,8 @@ def _build(config: RunConfig, data: Dataset) -> nn.Module:
     return VocabSlice(t.model.build(wide, rows, "teacher"), shape.vocab)
 
 
-def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
+def _checkpoint_state(config: RunConfig, data: Dataset) -> tuple[nn.Module, dict]:
+    """The teacher's module with the user's checkpoint loaded into it, and that state."""
     t = config.teacher
     path = Path(t.checkpoint)
     if not path.is_file():
@@ -121,8 +176,14 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"teacher.checkpoint: '{path}' is not a state dict (a mapping of names to tensors); save model.state_dict()")
     _fit(model, state, path)
-    key = fingerprint([sha256_file(path), t.model.to_dict(), data.key])
-    return _frozen(model), _info(model, data, key, "checkpoint")
+    return model, state
+
+
+def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
+    t = config.teacher
+    model, _ = _checkpoint_state(config, data)
+    key = fingerprint([sha256_file(t.checkpoint), t.model.to_dict(), data.key])
+    return _frozen(model), _info(model, data, key, "checkpoint", t.recipe)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -162,13 +223,18 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
         models = (("teacher.pretrained", t.model), ("student.pretrained", config.student))
         check_same_tokenizer({key: m.options.pretrained for key, m in models if m.family == "hf" and m.options.pretrained},
                              data.tokens.tokenizer)
-    if t.checkpoint:
-        return _load_checkpoint(config, data)
-    augment = [config.data.augment.to_dict()] if config.data.augment.active else []  # a teacher trains on augmented batches too
-    key = fingerprint([t.training_dict(), data.key, *augment])
-    folder = cache_dir("teachers")
-    with locked(folder / f"{key}.lock"):
-        return _train_or_load(config, data, key, folder, log)
+    if not t.settings["train"]:
+        module, info = _load_checkpoint(config, data) if t.checkpoint else _load_as_is(config, data)
+    else:
+        augment = [config.data.augment.to_dict()] if config.data.augment.active else []  # a teacher trains on augmented batches too
+        key = fingerprint([t.training_dict(), data.key, *augment] + ([_weights_key(t)] if t.from_weights else []))
+        folder = cache_dir("teachers")
+        with locked(folder / f"{key}.lock"):
+            module, info = _train_or_load(config, data, key, folder, log)
+    warning = chance_warning(info, data)
+    if warning:
+        log(warning)
+    return module, info
 
 
 def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log: Log) -> tuple[nn.Module, TeacherInfo]:
@@ -178,23 +244,31 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
         model.load_state_dict(state)
-        info = TeacherInfo(**{**json.loads(meta.read_text()), "source": "cache"})
+        info = TeacherInfo(**{"recipe": t.recipe, **json.loads(meta.read_text()), "source": "cache"})
         if data.task == "lm" and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
             info = dataclasses.replace(info, val_loss=evaluate(model, data.x_val, data.y_val)[1])
             save_checked(meta, lambda p: p.write_text(json.dumps(dataclasses.replace(info, source="trained").to_dict())))
         return _frozen(model), info
-    log(f"training the teacher ({t.model.family}, {t.epochs} epochs) ...")
+    start = _checkpoint_state(config, data)[1] if t.checkpoint else None  # fine-tuned from the user's checkpoint
+    if t.pretrained and data.task != "lm":
+        from .models.hf import head_labels
+
+        if head_labels(t.pretrained) is None:  # said, never silent: the body is the folder's, the head is new
+            log(f"teacher: '{t.pretrained}' has no classification head; fine-tuning its body with a new {data.num_classes}-label head")
+    log(f"training the teacher ({t.model.family}, {t.recipe}) ...")
+    finetune, r = t.from_weights, t.settings
     train = dataclasses.replace(
-        config.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-        optimizer="adam", schedule="constant", milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
+        config.train, epochs=r["epochs"], lr=r["lr"], batch_size=t.batch_size, weight_decay=r["weight_decay"],
+        optimizer="adamw" if finetune else "adam", schedule="linear" if finetune else "constant", warmup=r["warmup"] if finetune else 0.0,
+        milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
         on_policy=OnPolicy(),  # a teacher learns from the data
     )
     teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
-    result = run(teacher_run, data)
+    result = run(teacher_run, data, start=start)
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
     info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds,
-                       result.test_loss if data.task == "lm" else None, result.val_loss if data.task == "lm" else None)
+                       result.test_loss if data.task == "lm" else None, result.val_loss if data.task == "lm" else None, t.recipe)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 
@@ -235,6 +309,8 @@ def _flat_outputs(model: nn.Module, data: Dataset, keys: list[str], batch_size: 
         for i in range(0, n, batch_size):
             x = view(data.x_train[i : i + batch_size].to(device), slice(i, min(i + batch_size, n)))
             parts.append(shrink(_select(outputs_to(as_outputs(model(x)), torch.device("cpu")), keys)))
+            PASSES.batches += 1
+            PASSES.samples += len(x)
     finally:
         model.cpu()  # the shared teacher ships to trials from the CPU
         expose(model, had)

@@ -213,7 +213,12 @@ def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Opti
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
-def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The epoch scheduler; `linear` is stepped per batch instead, over `steps` batches in all."""
+    if cfg.schedule == "linear":  # warmup from 0, then linear decay to 0 at the last step (BERT; transformers' get_linear_schedule_with_warmup)
+        warm = int(cfg.warmup * steps)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda i: (i + 1) / (warm + 1) if i < warm else max(0.0, (steps - i) / max(1, steps - warm)))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
     if cfg.schedule == "step":  # stepped once per epoch: lr *= gamma after each milestone epoch
@@ -226,13 +231,15 @@ def _stream_seed(seed: int, what: str) -> int:
     return int(fingerprint([seed, what]), 16) % (2**63)
 
 
-def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None) -> RunResult:
+def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report: Report | None = None,
+        start: dict[str, Tensor] | None = None) -> RunResult:
     """Train `config.student` on `data` with the loss terms of `config.mix`.
 
     `report(epoch)` is called after every epoch (an `Epoch`; params and
     latency are measured before training: an architecture's latency does not
     depend on its weights). With `train.init: teacher` the student starts from
-    the teacher module's layers. With `epoch_policy: best_val` the weights of
+    the teacher module's layers; with `start` (a state dict) from those weights (a teacher
+    fine-tuned from a checkpoint). With `epoch_policy: best_val` the weights of
     the best validation epoch are kept (ties go to the earlier epoch); the test
     split is evaluated once, at the end. A mixed batch (mixup, cutmix) scores
     every term as lam * term(y) + (1 - lam) * term(y_mixed).
@@ -254,6 +261,8 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             if teacher is None:
                 raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
             init_from_teacher(student, teacher.module.cpu(), cfg.init_layers)
+        if start is not None:
+            student.load_state_dict(start)
         student = student.to(device)
         # token models compute attention maps and q, k, v only when a weighted loss reads them
         kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != "ce")}
@@ -320,14 +329,15 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         policy = on_policy_batches(cfg.on_policy, data, device, list(terms), _stream_seed(config.seed, "on_policy")) if mode == "online" else None
         params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
         optimizer = _optimizer(cfg, params)
-        scheduler = _scheduler(cfg, optimizer)
+        per_step = cfg.schedule == "linear"
+        scheduler = _scheduler(cfg, optimizer, cfg.epochs * -(-n // cfg.batch_size))
         generator = torch.Generator().manual_seed(config.seed)
 
         history: list[Epoch] = []
         lm = data.y_val.dim() == 2
         best_score, best_epoch, best_state, kept = -math.inf, 0, None, (0.0, math.nan)
         mix = torch.tensor(list(weights.values()), device=device)
-        sizes = torch.tensor([min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
+        sizes = torch.tensor([min(cfg.batch_size, n - i) for i in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
         # A fused step backpropagates its (rows, K) values with each term's weight over the batch
         # size: the gradient of the mix of the terms' batch means, without a node for the sum.
         row_grads = {int(b): (mix / b).expand(int(b), len(terms)).contiguous() for b in sizes.unique()}
@@ -348,9 +358,9 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                     epoch_sides = [teacher_side(loss, ts) for loss in losses]
                     epoch_fused = fuse_terms(losses, epoch_sides, ys, data.num_classes)
             batch_values = []
-            for start in range(0, n, cfg.batch_size):
-                stop = min(start + cfg.batch_size, n)
-                rows = slice(start, stop)
+            for first in range(0, n, cfg.batch_size):
+                stop = min(first + cfg.batch_size, n)
+                rows = slice(first, stop)
                 xb = xs[rows] if in_memory else x_train[order[rows]].to(device)
                 yb, y_mixed, lam = ys[rows], None, 1.0
                 if epoch_view is not None:
@@ -363,8 +373,10 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                         z = as_outputs(student(xb)).logits
                         values = F.cross_entropy(z.unsqueeze(2) * epoch_fused.inverse_t, epoch_fused.targets[rows], reduction="none")
                     optimizer.zero_grad(set_to_none=True)
-                    values.backward(row_grads[stop - start])
+                    values.backward(row_grads[stop - first])
                     optimizer.step()
+                    if per_step:
+                        scheduler.step()
                     batch_values.append(values.detach())  # (rows, K), summed on device per epoch
                     continue
                 batch_mix = mix
@@ -385,8 +397,10 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
+                if per_step:
+                    scheduler.step()
                 batch_values.append(values.detach())  # weighted by batch size and summed on device per epoch: no sync per batch
-            if scheduler is not None:
+            if scheduler is not None and not per_step:
                 scheduler.step()
             if epoch_fused is not None:
                 term_means = torch.cat(batch_values).sum(0) / n + epoch_fused.const

@@ -1,5 +1,7 @@
 """Students initialised from the teacher's layers (train.init: teacher, DistilBERT's every other layer)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -82,17 +84,25 @@ def test_a_student_nothing_fits_is_a_clear_error():
         init_from_teacher(_model("mlp", 2, width=8), _model("cnn", 3))
 
 
-def test_the_run_starts_from_the_teacher_and_its_twin_from_scratch():
+def test_the_run_and_its_twin_start_from_the_teacher_and_a_random_twin_measures_the_start():
     base = {"data": {"name": "hgmm", "classes": 10, "superclasses": 2, "dim": 8}, "teacher": {"family": "mlp", "width": 32, "depth": 2, "epochs": 3},
             "student": {"family": "mlp", "width": 32, "depth": 1}, "train": {"epochs": 1, "init": "teacher", "lr": 1e-9}}
     config = RunConfig.from_dict(base)
-    assert config.needs_teacher and config.scratch_twin().train.init == "random"
+    assert config.needs_teacher and config.scratch_twin().train.init == "teacher"  # the same start: the gain is KD's alone
+    assert config.scratch_twin("random").train.init == "random" and not config.scratch_twin().distills
     job = distill_once(config, twin=True, log=lambda s: None)
-    # with a vanishing lr the student is still its teacher's first layer and head
+    # with a vanishing lr the student and its same-start twin are still the teacher's first layer and head
     data = load_data(config.data)
     teacher, _ = get_teacher(config, data, log=lambda s: None)
     assert torch.allclose(job.student.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-6)
-    assert not torch.allclose(job.twin.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-3)
+    assert torch.allclose(job.twin.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-6)
+    assert not torch.allclose(job.random_twin.model.layers[0].weight.cpu(), teacher.layers[0].weight, atol=1e-3)
+    out = job.to_dict()
+    assert out["start"] == "teacher"
+    assert out["gain"] == pytest.approx(job.student.test_acc - job.twin.test_acc)
+    assert out["start_gain"] == pytest.approx(job.twin.test_acc - job.random_twin.test_acc)
+    plain = distill_once(dataclasses.replace(config, train=dataclasses.replace(config.train, init="random")), twin=True, log=lambda s: None)
+    assert plain.random_twin is None and "start_gain" not in plain.to_dict()  # a random start has one twin
     with pytest.raises(ConfigError, match="train.init: 'teacher' needs the teacher model"):
         run(config, data, None)
 

@@ -224,7 +224,7 @@ def test_the_step_schedule_divides_lr_at_each_milestone():
     from distill.train import _optimizer, _scheduler
 
     opt = _optimizer(cfg.train, [nn.Parameter(torch.zeros(1))])
-    sched = _scheduler(cfg.train, opt)
+    sched = _scheduler(cfg.train, opt, 1)
     lrs = []
     for _ in range(5):
         lrs.append(opt.param_groups[0]["lr"])

@@ -41,7 +41,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = distill_once(config, twin=args.twin, report=progress)
     lm = job.data.task == "lm"
     rows = [("model", "params", "latency_ms", "val_acc", "test_acc") + (("test nats/token", "test_ppl") if lm else ())]
-    for name, r in (("teacher", job.teacher), ("student", job.student), ("scratch twin", job.twin)):
+    start = job.random_twin is not None  # the student started from the teacher: two twins
+    for name, r in (("teacher", job.teacher), ("student", job.student), ("same-start twin" if start else "scratch twin", job.twin),
+                    ("random-start twin", job.random_twin)):
         if r is not None:
             tail = (f"{r.test_loss:.4f}", f"{math.exp(r.test_loss):.3f}") if lm else ()
             rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + tail)
@@ -51,11 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if lm and job.data.tokens.floor is not None:
         print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
     if job.twin is not None:
+        twin = "same-start twin" if start else "twin"
         if lm:
-            print(f"\ndistillation gain (twin - student, test cross-entropy; one seed, the twin keeps the student's recipe): "
-                  f"{result['gain_nats']:+.4f} nats/token")
+            print(f"\ndistillation gain ({twin} - student, test cross-entropy): {result['gain_nats']:+.4f} nats/token")
+            if start:
+                print(f"what the start bought (random-start twin - same-start twin, test cross-entropy): {result['start_gain_nats']:+.4f} nats/token")
         else:
-            print(f"\ndistillation gain (student - twin, test): {100 * result['gain']:+.2f} points")
+            print(f"\ndistillation gain (student - {twin}, test): {100 * result['gain']:+.2f} points")
+            if start:
+                print(f"what the start bought (same-start twin - random-start twin, test): {100 * result['start_gain']:+.2f} points")
+        print(f"one seed each, so no spread and no verdict; the twin{'s keep' if start else ' keeps'} the student's recipe and learn"
+              f"{'' if start else 's'} from labels only" + (f", the same-start twin from the teacher's layers ({config.train.init_layers})" if start else "")
+              + "; kdx search with search.twins: tuned tunes every arm over seeds")
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     out = Path(args.out or ".") / "result.json"
     atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))

@@ -15,6 +15,11 @@ architecture on the Pareto front:
    - `twin`: each draw on hard labels;
    - `smooth`: each draw with label smoothing (the control of Yuan et al. 2020:
      KD as learned label smoothing);
+   - `random`, only when students start from the teacher's layers (`train.init:
+     teacher`): each draw on hard labels from random weights. Every other
+     labels-only arm takes the student's own start, so KD minus the tuned twin is
+     what distillation bought on top of the start, and the tuned twin minus this
+     arm is what the start bought (DistilBERT's ablation reports the two apart);
 2. the race (`search.race` = r, `search.race_seeds` = R, with S > 1): each arm's r
    best candidates on validation at the base seed run at seeds seed+1 .. seed+R-1,
    and the best mean over those R seeds is the arm's winner (`analysis.gains.race_pick`):
@@ -55,7 +60,7 @@ __all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "kd_loss", "SEARCHED_ARMS", 
            "textbook_recipes", "base_recipe"]
 
 Log = Callable[[str], None]
-SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN}
+SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN, "random": schema.ROLE_TWIN}
 CONTROL_ARMS = {"shuffled": schema.ROLE_STUDENT, "same_recipe": schema.ROLE_TWIN}
 # (temperature, KD weight, ce weight) of the textbook recipes, per task
 TEXTBOOK_RECIPES = {
@@ -150,9 +155,12 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
         w = round(_draw(rng, 0.1, 0.95, log=False), 3)
         parts.append({f"losses.{name}.temperature": _draw(rng, low, high), f"mix.{name}": w, "mix.ce": round(1 - w, 3)})
     smoothing = [0.1] + [_draw(rng, 0.05, 0.3, log=False) for _ in range(k - 1)]
-    return {"kd": [parts[i] | d for i, d in enumerate(draws)],
+    arms = {"kd": [parts[i] | d for i, d in enumerate(draws)],
             "twin": [d | {"losses.ce.label_smoothing": 0.0} for d in draws],
             "smooth": [d | {"losses.ce.label_smoothing": smoothing[i]} for i, d in enumerate(draws)]}
+    if exp.run.train.init != "random":  # every labels-only arm takes the student's start; this one, tuned alike, measures what the start bought
+        arms["random"] = [d | {"losses.ce.label_smoothing": 0.0, "train.init": "random"} for d in draws]
+    return arms
 
 
 def _tags(arm: str, arch: str) -> dict:
@@ -167,10 +175,10 @@ def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_
     jobs = []
     for arch, shape, own in _front_archs(exp, store):
         candidates = _arm_candidates(exp, own, exp.search.recipe_trials, rng)
-        for arm, role in SEARCHED_ARMS.items():
-            for i, recipe in enumerate(candidates[arm], 1):
+        for arm, recipes in candidates.items():
+            for i, recipe in enumerate(recipes, 1):
                 if (arch, arm, str(i)) not in done:
-                    jobs.append(Job(role, {**shape, **recipe}, tags=_tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)}, name=f"{arm} {arch} #{i}"))
+                    jobs.append(Job(SEARCHED_ARMS[arm], {**shape, **recipe}, tags=_tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)}, name=f"{arm} {arch} #{i}"))
     return jobs
 
 

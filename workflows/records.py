@@ -47,11 +47,11 @@ def spoken_name(config: RunConfig, data: Dataset) -> str:
 
 
 def run_tags(config: RunConfig, tags: dict) -> dict:
-    """The tags every run of `config` carries: its architecture, and a control's mark."""
+    """The tags every run of `config` carries: its architecture, its start (random, or the teacher's layers), and a control's mark."""
     kd = config.losses.get("kd")
     if kd is not None and kd.shuffle_nontarget and config.mix.get("kd", 0) > 0:
         tags = tags | {schema.TAG_CONTROL: "dark_knowledge"}  # a diagnostic, never a front member
-    return tags | {schema.TAG_ARCH: schema.arch_id(config.student.to_dict())}
+    return tags | {schema.TAG_ARCH: schema.arch_id(config.student.to_dict()), schema.TAG_START: config.train.init}
 
 
 def failed_report() -> dict:

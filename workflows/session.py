@@ -13,6 +13,7 @@ chains) run their trials inside it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from distill.config import with_values
 from distill.data import Dataset, load_data
 from distill.errors import ConfigError
 from distill.losses import teacher_reads
-from distill.teacher import Teacher, prepare_teacher
+from distill.teacher import PASSES, Teacher, prepare_teacher
 from search_spaces.space import dump
 
 from .experiment import ExperimentConfig
@@ -149,13 +150,25 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     return run.run_id
 
 
+def teacher_passes_line(outputs: str, batches: int, samples: int, train: int) -> str:
+    """How often the search ran its teacher over training data: once, before any trial, for cached outputs."""
+    if outputs == "online":
+        return "teacher outputs: online, the teacher runs on every training batch of every distilling trial"
+    if not batches:
+        return f"teacher outputs: read from the cache (0 forward passes), shared by every trial ({train:,} training samples)"
+    views = f" ({samples // max(train, 1)} stored views)" if outputs == "views" else ""
+    return (f"teacher outputs: {batches:,} forward passes over {samples:,} samples{views}, made once in this process and shared "
+            "by every trial (no trial runs the teacher)")
+
+
 def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, teacher: Teacher, data: Dataset) -> str:
     found = store.runs(experiment_id, role=schema.ROLE_TEACHER, parent=parent_id)
     if found:
         return found[0].info.run_id
     info = teacher.info
-    run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key})
-    run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict(), "data": exp.run.data.to_dict()}))
+    run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key,
+                                                 schema.TAG_TEACHER_RECIPE: exp.run.teacher.recipe})
+    run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict() | exp.run.teacher.settings, "data": exp.run.data.to_dict()}))
     metrics = {schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms}
     if info.test_loss is not None:  # a language model's, and the floor no model beats on its test tokens where the data knows it
         metrics |= {schema.TEST_LOSS: info.test_loss, schema.TEST_PPL: math.exp(info.test_loss)}
@@ -239,10 +252,12 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     check_tracking(exp.tracking_uri)  # a server that is down: one line in seconds
     data = load_data(exp.run.data)  # a missing file or bad labels, a checkpoint that does not fit: one line, before Ray starts
     keys = output_keys(exp)
+    before = dataclasses.replace(PASSES)
     teacher = prepare_teacher(exp.run, data, keys, log=log)
     score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
              else f"test_acc {teacher.info.test_acc:.4f}")
-    log(f"teacher: {teacher.info.source}, {score}, {teacher.info.params:,} params")
+    log(f"teacher: {teacher.info.source} ({exp.run.teacher.recipe}), {score}, {teacher.info.params:,} params")
+    log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
     ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
         store, experiment_id = _open_store(exp, resume)

@@ -42,9 +42,12 @@ from torch import Tensor, nn
 from ..errors import ConfigError, check
 from . import Outputs, TokenShape, register_model
 
-__all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local", "check_same_tokenizer"]
+__all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local", "check_weights", "check_same_tokenizer", "head_labels", "load_as_is"]
 
 SIZE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+GGUF_HINT = ("a quantized format kdx does not train from: convert it once to a plain save_pretrained folder "
+             "(docs/pretrained.md, four lines of transformers) and give that folder")
 
 
 def check_local(path: str, key: str = "pretrained") -> None:
@@ -54,7 +57,17 @@ def check_local(path: str, key: str = "pretrained") -> None:
             " (kdx downloads nothing: save the model once with save_pretrained, or "
             f"`huggingface-cli download {path} --local-dir DIR`, and give that folder)")
         check(False, key, f"no local folder '{path}'{hint}")
+    gguf = sorted(Path(path).glob("*.gguf"))
+    if gguf and not any((Path(path) / w).is_file() for w in WEIGHTS):
+        check(False, key, f"'{path}' holds a GGUF file ({gguf[0].name}), {GGUF_HINT}")
     check((Path(path) / "config.json").is_file(), key, f"'{path}' has no config.json: not a save_pretrained folder")
+
+
+def check_weights(path: str, key: str = "pretrained") -> None:
+    """A folder whose weights are to be used holds them (a config alone builds a model at random)."""
+    if not any((Path(path) / w).is_file() for w in WEIGHTS):
+        raise ConfigError(f"{key}: '{path}' has a config.json but no weights ({' or '.join(WEIGHTS[::2])}): save the model "
+                          "with save_pretrained, or give its size keys instead of the folder to build it at random")
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,7 @@ def hf(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> nn.Module:
     logging.set_verbosity_error()  # "newly initialized head" is what a new head is; kdx says what it built
     auto = _auto(input_shape.lm)
     if opts.pretrained and not opts.overrides():
+        check_weights(opts.pretrained)
         model = auto.from_pretrained(opts.pretrained, config=cfg, local_files_only=True, ignore_mismatched_sizes=True)
     else:
         model = auto.from_config(cfg)
@@ -222,3 +236,94 @@ def check_same_tokenizer(folders: dict[str, str], data_tokenizer: str) -> None:
         if (Path(folder) / "tokenizer.json").is_file() and _vocab(folder) != ours:
             raise ConfigError(f"{key}: the tokenizer in '{folder}' is not the data's ('{data_tokenizer}'): cross-tokenizer "
                               f"distillation is not supported; tokenize the data with the model's own (data.tokenizer_path: {folder})")
+
+
+_HEAD = re.compile(r"ForSequenceClassification$")
+
+
+def head_labels(folder: str) -> list[str] | None:
+    """The names of a folder's trained classification head, in its output order; None when it has no such head
+    (a bare encoder such as a sentence-transformers folder: `BertModel`)."""
+    cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    if not any(_HEAD.search(a) for a in cfg.get("architectures") or []):
+        return None
+    names = cfg.get("id2label") or {}
+    n = int(cfg.get("num_labels") or len(names) or 2)
+    return [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(n)]
+
+
+def _architecture(folder: str) -> str:
+    return ", ".join(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("architectures") or ["unknown"])
+
+
+def label_order(folder: str, data_labels: tuple[str, ...], num_classes: int, mapping: dict[str, str]) -> list[int]:
+    """For each of the data's classes, in id order, the output of the folder's head that scores it.
+
+    Matched by name (the head's id2label against the data's label names, through `mapping` where
+    given), never by position: a head trained on ("neg", "pos") scores a dataset labelled
+    ("pos", "neg") backwards if read by order. Data labelled by bare ids matches a head whose
+    labels are those ids or Hugging Face's default names (LABEL_0, ...)."""
+    key = "teacher.train"
+    head = head_labels(folder)
+    if head is None:
+        raise ConfigError(f"{key}: false uses the model as it stands, but '{folder}' ({_architecture(folder)}) has no classification "
+                          f"head: fine-tune it (teacher.train: true, teacher.epochs: N), which trains a new {num_classes}-label head with its body")
+    names = list(data_labels) if data_labels else [str(i) for i in range(num_classes)]
+    if len(head) < num_classes:
+        raise ConfigError(f"{key}: false, but the head of '{folder}' has {len(head)} labels and the data {num_classes}: fine-tune it "
+                          "(teacher.train: true, teacher.epochs: N)")
+    find = {h: i for i, h in enumerate(head)} | ({f"LABEL_{i}": i for i in range(len(head))} if not data_labels else {})
+    order, missing = [], []
+    for name in names:
+        target = mapping.get(name, name)
+        j = find.get(target, find.get(f"LABEL_{target}") if not data_labels else None)
+        (order if j is not None else missing).append(j if j is not None else name)
+    if missing:
+        raise ConfigError(f"{key}: false, but the head of '{folder}' has no label {missing[0]!r} (its labels: {', '.join(head[:8])}"
+                          f"{' ...' if len(head) > 8 else ''}): map the data's labels to its own (teacher.labels: {{{missing[0]}: HEAD_LABEL}}), "
+                          "or fine-tune it (teacher.train: true)")
+    if len(set(order)) != len(order):
+        raise ConfigError(f"teacher.labels: two data labels map to one label of the head of '{folder}'")
+    return order
+
+
+def load_as_is(opts: HFOptions, input_shape: TokenShape, num_classes: int, data_labels: tuple[str, ...], mapping: dict[str, str]) -> HFModel:
+    """A Hugging Face folder's model exactly as saved (a teacher used as it stands). A classifier's head is
+    cut to the data's classes in the data's order (`label_order`), so its logits line up with the data's
+    labels; a language model is checked against the data's vocabulary."""
+    from transformers import AutoConfig
+    from transformers.utils import logging
+
+    _offline()
+    logging.set_verbosity_error()
+    check_weights(opts.pretrained, "teacher.pretrained")
+    if opts.overrides():
+        raise ConfigError(f"teacher.train: false uses '{opts.pretrained}' as saved; size keys ({', '.join(opts.overrides())}) change it")
+    cfg = AutoConfig.from_pretrained(opts.pretrained, local_files_only=True)
+    if cfg.vocab_size != input_shape.vocab:
+        raise ConfigError(f"teacher.pretrained: '{opts.pretrained}' embeds {cfg.vocab_size} token ids, the data's tokenizer has "
+                          f"{input_shape.vocab}: tokenize with the model's own (data.tokenizer_path: {opts.pretrained})")
+    order = None if input_shape.lm else label_order(opts.pretrained, data_labels, num_classes, mapping)
+    model = _auto(input_shape.lm).from_pretrained(opts.pretrained, local_files_only=True)
+    if order is not None:
+        _cut_head(model, order, list(data_labels) or [str(i) for i in range(num_classes)])
+    return HFModel(model, input_shape.pad_id, input_shape.lm)
+
+
+@torch.no_grad()
+def _cut_head(model: nn.Module, order: list[int], names: list[str]) -> None:
+    """Keep the head's output rows `order`, in that order: the last Linear whose outputs are the labels."""
+    n = model.config.num_labels
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == n]
+    if not found:
+        raise ConfigError(f"teacher.train: false, but kdx finds no output layer of {n} labels in {type(model).__name__}")
+    name, old = found[-1]
+    new = nn.Linear(old.in_features, len(order), bias=old.bias is not None, dtype=old.weight.dtype)
+    new.weight.copy_(old.weight[order])
+    if old.bias is not None:
+        new.bias.copy_(old.bias[order])
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], new)
+    model.config.num_labels = len(order)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}

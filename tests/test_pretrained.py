@@ -1,0 +1,162 @@
+"""A model the user already has: a teacher used as it stands (`teacher.train: false`, its head's labels
+matched to the data's by name), fine-tuned as practitioners do (AdamW, warmup, linear decay), the
+same-start twin's config, and the bad inputs a pretrained folder brings, each one line."""
+
+import json
+
+import pytest
+import torch
+
+from distill.config import RunConfig
+from distill.data import load_data
+from distill.errors import ConfigError
+from distill.metrics import evaluate
+from distill.models import TokenShape, build_model
+from distill.models.hf import HFOptions, head_labels
+from distill.teacher import TeacherInfo, chance_warning, get_teacher
+from distill.text import TextOptions, load_tokenizer, train_tokenizer
+from distill.train import _scheduler
+
+SMALL = dict(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _reviews(path, labels=("neg", "pos")):
+    rows = [{"text": f"the {w} was {['bad', 'good', 'fine'][i % len(labels)]}", "label": labels[i % len(labels)]}
+            for i, w in enumerate(["food", "room", "staff", "view"] * 20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _folder(tmp_path, id2label: dict[int, str] | None, labels=("neg", "pos"), bare: bool = False):
+    """A data file, its tokenizer, and a small BERT saved with that tokenizer: a classifier whose head
+    names `id2label`, or a bare encoder (no head, as a sentence-transformers folder)."""
+    from transformers import AutoModel
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data_file = _reviews(tmp_path / "r.jsonl", labels)
+    texts = [json.loads(line)["text"] for line in data_file.read_text().splitlines()]
+    tok = train_tokenizer(texts, TextOptions(path=str(data_file), vocab_size=40))
+    vocab = len(load_tokenizer(tok))
+    folder = tmp_path / "teacher"
+    torch.manual_seed(0)
+    model = build_model("hf", HFOptions(**SMALL), TokenShape(12, vocab), len(id2label or {0: 0, 1: 1}))
+    if bare:
+        body = AutoModel.from_config(model.hf.config)
+        body.save_pretrained(folder)
+    else:
+        model.hf.config.id2label = id2label
+        model.hf.config.label2id = {v: k for k, v in id2label.items()}
+        model.hf.save_pretrained(folder)
+    load_tokenizer(tok).save_pretrained(folder)
+    return data_file, folder, model.eval()
+
+
+def _config(data_file, folder, **teacher):
+    return RunConfig.from_dict({
+        "data": {"name": "text", "path": str(data_file), "tokenizer_path": str(folder), "max_len": 12},
+        "teacher": {"family": "hf", "pretrained": str(folder), **teacher},
+        "student": {"family": "hf", **SMALL}, "train": {"epochs": 1}})
+
+
+def test_a_teacher_used_as_it_stands_reads_its_labels_by_name_not_by_order(tmp_path):
+    data_file, folder, saved = _folder(tmp_path, {0: "pos", 1: "neg"})  # the data's ids are sorted names: neg 0, pos 1
+    config = _config(data_file, folder, train=False)
+    assert config.teacher.settings["train"] is False and config.teacher.recipe == "used as it stands (not trained)"
+    data = load_data(config.data)
+    lines = []
+    teacher, info = get_teacher(config, data, log=lines.append)
+    assert info.source == "pretrained" and info.train_s == 0 and info.recipe.startswith("used as it stands")
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    x = data.x_val[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x).logits, saved(x).logits[:, [1, 0]])  # column 0 scores neg, as the data's id 0
+    assert teacher.hf.config.id2label == {0: "neg", 1: "pos"}
+    with torch.no_grad():  # the saved model read in the data's order, by hand
+        acc = (saved(data.x_val).logits[:, [1, 0]].argmax(-1) == data.y_val).float().mean().item()
+    assert info.val_acc == pytest.approx(acc) and info.val_acc == pytest.approx(evaluate(teacher, data.x_val, data.y_val)[0])
+
+
+def test_a_head_with_other_names_is_mapped_by_teacher_labels(tmp_path):
+    data_file, folder, saved = _folder(tmp_path, {0: "negative", 1: "positive"})
+    with pytest.raises(ConfigError) as e:
+        get_teacher(_config(data_file, folder, train=False), load_data(_config(data_file, folder, train=False).data), log=lambda s: None)
+    msg = str(e.value)
+    assert msg.startswith("teacher.train: false, but the head of") and "no label 'neg'" in msg and "teacher.labels" in msg and "\n" not in msg
+    config = _config(data_file, folder, train=False, labels={"neg": "negative", "pos": "positive"})
+    data = load_data(config.data)
+    teacher, _ = get_teacher(config, data, log=lambda s: None)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(data.x_val[:4]).logits, saved(data.x_val[:4]).logits)  # already in the data's order
+
+
+def test_a_bare_encoder_or_a_smaller_head_used_as_it_stands_is_one_line(tmp_path):
+    data_file, folder, _ = _folder(tmp_path / "bare", None, bare=True)
+    assert head_labels(str(folder)) is None
+    config = _config(data_file, folder, train=False)
+    with pytest.raises(ConfigError) as e:
+        get_teacher(config, load_data(config.data), log=lambda s: None)
+    assert str(e.value).startswith("teacher.train: false uses the model as it stands, but") and "BertModel" in str(e.value)
+    assert "fine-tune it (teacher.train: true, teacher.epochs: N)" in str(e.value)
+    data_file, folder, _ = _folder(tmp_path / "three", {0: "neg", 1: "pos"}, labels=("neg", "pos", "meh"))
+    config = _config(data_file, folder, train=False)
+    with pytest.raises(ConfigError, match=r"^teacher\.train: false, but the head of .* has 2 labels and the data 3"):
+        get_teacher(config, load_data(config.data), log=lambda s: None)
+
+
+def test_a_bare_encoder_is_fine_tuned_with_a_new_head_and_says_so(tmp_path):
+    data_file, folder, _ = _folder(tmp_path, None, bare=True)
+    config = _config(data_file, folder, epochs=1, batch_size=32)
+    t = config.teacher.settings
+    assert t == {"train": True, "epochs": 1, "lr": 5e-5, "weight_decay": 0.01, "warmup": 0.1}  # fine-tuning defaults, epochs given
+    assert config.teacher.recipe.startswith("fine-tuned from its weights: AdamW lr 5e-05")
+    lines = []
+    _, info = get_teacher(config, load_data(config.data), log=lines.append)
+    assert any("has no classification head; fine-tuning its body with a new 2-label head" in line for line in lines)
+    assert info.source == "trained" and info.recipe == config.teacher.recipe
+    scratch = RunConfig.from_dict({"teacher": {"family": "mlp"}}).teacher.settings
+    assert scratch == {"train": True, "epochs": 60, "lr": 3e-3, "weight_decay": 0.0, "warmup": 0.0}  # from random weights: as before
+
+
+def test_the_linear_schedule_warms_up_then_decays_to_zero():
+    from distill.config import TrainConfig
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    sched = _scheduler(TrainConfig(schedule="linear", warmup=0.1), opt, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1 / 11) and max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 10
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(1 / 90)
+    with pytest.raises(ConfigError, match="warmup"):
+        RunConfig.from_dict({"train": {"warmup": 0.1}})  # warmup only means something with schedule: linear
+
+
+def test_folders_kdx_cannot_use_are_one_line(tmp_path):
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    (gguf / "model-q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"data": {"name": "khop"}, "teacher": {"family": "hf", "pretrained": str(gguf)}})
+    assert str(e.value).startswith("teacher.pretrained:") and "GGUF file (model-q4.gguf)" in str(e.value) and "docs/pretrained.md" in str(e.value)
+    bare = tmp_path / "noweights"
+    build_model("hf", HFOptions(**SMALL), TokenShape(12, 30), 2).hf.config.save_pretrained(bare)
+    with pytest.raises(ConfigError, match=r"has a config.json but no weights"):
+        build_model("hf", HFOptions(pretrained=str(bare)), TokenShape(12, 30), 2, "teacher")
+    with pytest.raises(ConfigError, match=r"^teacher\.train: false uses a teacher as it stands: give teacher.checkpoint"):
+        RunConfig.from_dict({"teacher": {"family": "mlp", "train": False}})
+    with pytest.raises(ConfigError, match=r"^teacher\.labels: maps the data's labels"):
+        RunConfig.from_dict({"teacher": {"family": "mlp", "labels": {"a": "b"}}})
+
+
+def test_a_teacher_at_chance_is_a_loud_warning():
+    data = load_data(RunConfig.from_dict({"data": {"name": "hgmm", "classes": 10, "superclasses": 2, "dim": 8}}).data)
+    common = float(torch.bincount(data.y_val).max()) / len(data.y_val)
+    at_chance = TeacherInfo("k", "trained", common, common, 10, 0.1)
+    line = chance_warning(at_chance, data)
+    assert line.startswith("WARNING: the teacher scores val_acc") and "nothing to distil" in line
+    assert chance_warning(TeacherInfo("k", "trained", 0.9, 0.9, 10, 0.1), data) is None
