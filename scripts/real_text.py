@@ -29,7 +29,7 @@ from pathlib import Path
 
 # Four books of distinct styles, none trivially separable: narrative (Genesis) vs
 # gospel narrative (Matthew), devotional poetry (Psalms) vs wisdom sayings (Proverbs).
-# Label -> the `bible` program's book name. Proverbs, the smallest, has 915 verses.
+# The labels are also the names `bible` takes. Proverbs, the smallest, has 915 verses.
 BOOKS = ("Genesis", "Psalms", "Proverbs", "Matthew")
 
 # `bible -f` prints one verse a line as "<Book><chapter>:<verse> <text>", e.g. "Ge1:1 In ...",
@@ -88,12 +88,11 @@ def _book_verses(book: str) -> list[str]:
     """All verses of one book, text only. `1:1-999:999` is clamped by `bible` to the book's end."""
     if shutil.which("bible") is None:
         raise RuntimeError("the `bible` program is missing: apt-get install bible-kjv")
-    out = subprocess.run(
-        ["bible", "-f", "-l1000000", f"{book}1:1-999:999"], capture_output=True, text=True, check=True
-    ).stdout
-    verses = [_REFERENCE.sub("", line, count=1).strip() for line in out.splitlines() if _REFERENCE.match(line)]
-    if not verses:
-        raise RuntimeError(f"`bible` printed no verses for {book!r}")
+    proc = subprocess.run(["bible", "-f", "-l1000000", f"{book}1:1-999:999"], capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    verses = [_REFERENCE.sub("", line, count=1).strip() for line in lines if _REFERENCE.match(line)]
+    if not verses:  # `bible` exits 0 on an unknown book, saying so on stderr only
+        raise RuntimeError(f"`bible` printed no verses for {book!r}: {proc.stderr.strip()}")
     return verses
 
 

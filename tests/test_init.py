@@ -127,3 +127,35 @@ def test_a_search_ships_the_teacher_to_trials_that_start_from_it(tmp_path):
     students = {r.data.params["student.width"]: r for r in runs(tmp_path / "mlflow.db", "init") if r.data.tags.get("kdx.role") == "student"}
     assert students["64"].info.status == "FINISHED" and students["64"].data.params["train.init"] == "teacher"
     assert students["32"].info.status == "FAILED" and "no teacher tensor fits" in students["32"].data.tags["kdx.error"]
+
+
+SAME_START = """
+experiment: same
+data: {name: hgmm, classes: 20, superclasses: 4, dim: 16}
+teacher: {family: mlp, width: 32, depth: 2, epochs: 5}
+student: {family: mlp, width: 32, depth: 1}
+train: {epochs: 2, init: teacher, batch_size: 64}
+space: {losses.kd.temperature: {float: [1.0, 8.0], log: true}}
+search: {num_samples: 2, max_concurrent: 2, sampler: random, objectives: {val_acc: max, params: min}, twins: tuned,
+         seeds: 2, recipe_trials: 2, gain_archs: 1}
+"""
+
+
+@pytest.mark.slow  # a whole search with the gain's four arms
+def test_a_search_whose_students_start_from_the_teacher_splits_its_gain(tmp_path):
+    """Every labels-only arm (base-recipe twin, tuned twin, smoothing, same-recipe control) takes the teacher start;
+    the random-start arm alone starts at random; the report splits the gain in two."""
+    (tmp_path / "same.yaml").write_text(SAME_START)
+    p = kdx("search", "same.yaml", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "teacher outputs: " in p.stdout and "forward passes over" in p.stdout
+    done = [r for r in runs(tmp_path / "mlflow.db", "same") if r.data.tags.get("kdx.role") in ("student", "baseline")]
+    start = {r.info.run_id: r.data.tags["kdx.start"] for r in done}
+    random_arm = [r for r in done if r.data.tags.get("kdx.arm") == "random"]
+    assert random_arm and all(start[r.info.run_id] == "random" and r.data.params["train.init"] == "random" for r in random_arm)
+    others = [r for r in done if r.data.tags.get("kdx.arm") != "random"]
+    assert {start[r.info.run_id] for r in others} == {"teacher"}
+    assert {r.data.tags.get("kdx.arm") for r in done} >= {"kd", "twin", "smooth", "random", "same_recipe"}
+    assert "the start (teacher's layers) bought" in p.stdout and "over the same-start tuned twin" in p.stdout
+    teacher = next(r for r in runs(tmp_path / "mlflow.db", "same") if r.data.tags.get("kdx.role") == "teacher")
+    assert teacher.data.tags["kdx.teacher_recipe"].startswith("trained from random weights")

@@ -160,3 +160,41 @@ def test_a_teacher_at_chance_is_a_loud_warning():
     line = chance_warning(at_chance, data)
     assert line.startswith("WARNING: the teacher scores val_acc") and "nothing to distil" in line
     assert chance_warning(TeacherInfo("k", "trained", 0.9, 0.9, 10, 0.1), data) is None
+
+
+def _arm_frame(scores: dict[str, list[float]]) -> "Experiment":
+    """A search's gain runs as analysis reads them: each arm one candidate at seed 0 and repeats at seeds 1, 2."""
+    import pandas as pd
+
+    from analysis.runs import Experiment
+    from analysis.store import SearchRecord
+
+    rows, t = [], 0
+    for arm, tests in scores.items():
+        base = f"{arm}-0"
+        for seed, acc in enumerate(tests):
+            t += 1
+            rows.append({"run_id": f"{arm}-{seed}", "arm": arm, "gain_arch": "hf:L2", "arch": "hf:L2", "status": "FINISHED",
+                         "role": "student" if arm == "kd" else "baseline", "seed": seed, "seed_of": "" if seed == 0 else base,
+                         "control_of": "", "duplicate_of": "", "start": "random" if arm == "random" else "teacher",
+                         "val_acc": acc, "test_acc": acc, "params": 1000.0, "start_time": t, "train_s": 1.0,
+                         "train.lr": 0.01, "train.weight_decay": 0.0})
+    settings = {"seeds": "3", "recipe_trials": "1", "race": "1", "race_seeds": "1", "twins": "tuned"}
+    return Experiment("x", "1", "sqlite://", pd.DataFrame(rows), "p", SearchRecord(settings, {"val_acc": "max"}, {}))
+
+
+def test_the_gain_splits_into_the_start_and_distillation_on_top():
+    from analysis.gains import gain_info, protocol, verdict_line
+
+    exp = _arm_frame({"kd": [0.82, 0.84, 0.83], "twin": [0.80, 0.81, 0.80], "random": [0.55, 0.60, 0.52]})
+    g = gain_info(exp)
+    v = g.verdicts.iloc[0]
+    assert g.start == "teacher" and v.start_n == 3 and v.gain_n == 3
+    assert v.gain_mean == pytest.approx((0.02 + 0.03 + 0.03) / 3)  # KD minus the same-start twin: distillation alone
+    assert v.start_mean == pytest.approx((0.25 + 0.21 + 0.28) / 3)  # same-start twin minus random-start twin: the start alone
+    assert v.start_distinguishable and v.best_control == "twin"  # the random-start twin is no control KD must beat
+    line = verdict_line(v)
+    assert "over the same-start tuned twin" in line and "the start (teacher's layers) bought +24.67 ± 3.51 points over a random start" in line
+    assert "random-start twin" in protocol(g)
+    plain = gain_info(_arm_frame({"kd": [0.82, 0.84, 0.83], "twin": [0.80, 0.81, 0.80]}))
+    assert plain.start == "random" and "start" not in verdict_line(plain.verdicts.iloc[0]) and "random-start" not in protocol(plain)
