@@ -56,7 +56,7 @@ def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], Non
     if teacher is not None:
         i = teacher.info
         lm = f", test cross-entropy {i.test_loss:.4f} nats/token" if i.test_loss is not None else ""
-        log(f"teacher: {i.source} ({i.recipe}), val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}{lm}, {i.params} params")
+        log(f"teacher: {i.recipe}{' (read from the cache)' if i.source == 'cache' else ''}, val_acc {i.val_acc:.4f}, test_acc {i.test_acc:.4f}{lm}, {i.params} params")
     student = run(config, data, teacher, report=report)
     same = config.scratch_twin()
     scratch = run(same, data, teacher if same.train.init != "random" else None) if twin else None

@@ -256,7 +256,7 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     teacher = prepare_teacher(exp.run, data, keys, log=log)
     score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
              else f"test_acc {teacher.info.test_acc:.4f}")
-    log(f"teacher: {teacher.info.source} ({exp.run.teacher.recipe}), {score}, {teacher.info.params:,} params")
+    log(f"teacher: {exp.run.teacher.recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
     log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
     ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
