@@ -42,7 +42,7 @@ from .gains import GainInfo, gain_info
 from .pareto import non_dominated
 from .runs import Experiment, column, over_seeds
 
-__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence"]
+__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence", "method_label"]
 
 METHODS = ("kd", "scratch", "smoothing")
 LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
@@ -141,6 +141,12 @@ def _front(models: pd.DataFrame, objectives: dict[str, str], score: schema.Score
     # the same point twice (a model and its replay): the one with more seeds behind it
     front = front.sort_values([schema.PARAMS, score.val, "n_seeds"], ascending=[True, score.better == "min", False])
     return front.drop_duplicates(subset=list(objectives), keep="first").reset_index(drop=True)
+
+
+def method_label(row: pd.Series | dict) -> str:
+    """A front point's method as a table shows it: 'kd', or 'kd, teacher start' for a student that started from its teacher's layers."""
+    method = str(row.get("method", "kd"))
+    return f"{method}, teacher start" if row.get("start") == "teacher" else method
 
 
 def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY) -> str:

@@ -22,7 +22,7 @@ from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
 from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
-from .models import LABELS_ONLY, method_sentence
+from .models import LABELS_ONLY, method_label, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -400,7 +400,7 @@ def search_note(exp: Experiment, report: Report) -> str:
             "", f"| | model | method | params | {score.val} | seeds | {score.test} | gain vs base-recipe twin |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for _, r in report.table.iterrows():
         gain = "" if r.get("gain") != r.get("gain") or r.get("gain") is None else score.diff(r["gain"])
-        out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {r.get('method', 'kd')} | "
+        out.append(f"| {r['pareto']} | {_link(exp, r['run_id'], str(names.get(r['run_id']) or r['arch']))} | {method_label(r)} | "
                    f"{int(r[schema.PARAMS]):,} | {r[score.val]:.4f} | {int(r.get('n_seeds') or 1)} | {r[score.test]:.4f} | {gain} |")
     labels_only = [r for _, r in report.table.iterrows() if r.get("method") in LABELS_ONLY]
     out += [f"- {r['pareto']}: {method_sentence(r, score)}" for r in labels_only]

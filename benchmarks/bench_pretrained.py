@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import multiprocessing as mp
 import random
 import statistics
@@ -46,11 +45,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from real_text import kjv_books, minilm_folder  # noqa: E402
 
+from bench_text import fmt, paired  # noqa: E402  (one paired t and verdict for the benchmarks on tokens)
 from distill.config import RunConfig  # noqa: E402
 from distill.data import load_data  # noqa: E402
 from distill.errors import ConfigError  # noqa: E402
@@ -105,21 +104,6 @@ def draws(k: int, seed: int = 0) -> list[dict]:
     while len(kd) < k:
         kd.append({"temperature": float(f"{10 ** rng.uniform(0, 1):.3g}"), "kd": round(rng.uniform(0.1, 0.95), 3)})
     return [{**d, **t} for d, t in zip(out[:k], kd[:k])]
-
-
-def paired(a: list[float], b: list[float]) -> tuple[float, float, float, str]:
-    d = [x - y for x, y in zip(a, b)]
-    mean, sd = statistics.mean(d), statistics.stdev(d) if len(d) > 1 else float("nan")
-    t = mean / (sd / math.sqrt(len(d))) if len(d) > 1 and sd > 0 else float("nan")
-    crit = stats.t.ppf(0.975, len(d) - 1) if len(d) > 1 else float("inf")
-    verdict = "distinguishable" if abs(t) >= crit else "within the noise"
-    if not math.isfinite(t):
-        verdict = "identical on every seed" if sd == 0 and mean == 0 else "no spread over seeds: no verdict"
-    return mean, sd, t, verdict
-
-
-def fmt(xs: list[float]) -> str:
-    return f"{100 * statistics.mean(xs):5.1f} ± {100 * statistics.stdev(xs):3.1f}" if len(xs) > 1 else f"{100 * xs[0]:5.1f}"
 
 
 def teacher_study(folder: Path) -> None:

@@ -119,9 +119,15 @@ def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInf
     """A Hugging Face folder's model used as it stands (`teacher.train: false`): frozen as loaded, scored once."""
     from .models.hf import load_as_is
 
+    from .models.hf import check_weights
+
     t = config.teacher
-    labels = data.tokens.labels if data.tokens is not None else ()
-    model = load_as_is(t.model.options, data.input_shape, data.num_classes, labels, t.labels)
+    if data.task == "lm":  # a language model's head is its vocabulary: the folder's weights load exactly (a padded one sliced)
+        check_weights(t.pretrained, "teacher.pretrained")
+        model = _build(config, data)
+    else:
+        labels = data.tokens.labels if data.tokens is not None else ()
+        model = load_as_is(t.model.options, data.input_shape, data.num_classes, labels, t.labels)
     key = fingerprint([_weights_key(t), t.model.to_dict(), t.labels, data.key])
     return _frozen(model), _info(model, data, key, "pretrained", t.recipe)
 

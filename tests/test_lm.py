@@ -177,3 +177,18 @@ def test_kdx_run_prints_perplexity_the_floor_and_the_gain_in_nats(tmp_path):
                        text=True, env=env, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "test_ppl" in p.stdout and "entropy floor" in p.stdout and "nats/token" in p.stdout and "val_ppl" in p.stdout
+
+
+def test_a_causal_lm_folder_is_used_as_it_stands(data, tmp_path):
+    """teacher.train: false on a language model: the folder's weights exactly, scored in nats per token, never trained."""
+    torch.manual_seed(0)
+    saved = build_model("hf", HFOptions(model_type="gpt2", num_hidden_layers=1, hidden_size=16, num_attention_heads=2),
+                        data.input_shape, data.num_classes).eval()
+    saved.hf.save_pretrained(tmp_path / "lm")
+    cfg = RunConfig.from_dict({**config().to_dict(), "teacher": {"family": "hf", "pretrained": str(tmp_path / "lm"), "train": False},
+                               "losses": {}, "mix": {"ce": 0.5, "token_kd": 0.5}})
+    teacher = prepare_teacher(cfg, data, keys=["logits"], log=lambda s: None)
+    assert teacher.info.source == "pretrained" and teacher.info.train_s == 0 and teacher.info.val_loss is not None
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.module(data.x_val[:3]).logits, saved(data.x_val[:3]).logits)
+    assert teacher.info.test_loss == pytest.approx(evaluate(saved, data.x_test, data.y_test)[1])

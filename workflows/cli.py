@@ -76,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import describe, load_experiment
 
     exp = load_experiment(args.config, args.set, need_space=False)
-    if exp.run.teacher.checkpoint:  # a checkpoint that does not load or fit is found here too (no training)
+    if not exp.run.teacher.settings["train"]:  # a checkpoint or folder that does not load, fit or match the labels is found here too (no training)
         from distill.data import load_data
         from distill.teacher import get_teacher
 
