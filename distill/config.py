@@ -171,8 +171,9 @@ class TeacherConfig:
 
     @property
     def from_weights(self) -> bool:
-        """The teacher starts from weights it was given (a checkpoint or a pretrained folder), not at random."""
-        return bool(self.checkpoint or self.pretrained)
+        """The teacher starts from weights it was given (a checkpoint, or a pretrained folder as saved), not at random
+        (size or config keys beside `pretrained` build the folder's architecture changed, at random: distill/models/hf.py)."""
+        return bool(self.checkpoint or (self.pretrained and not self.model.options.overrides()))
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -117,9 +117,7 @@ def _weights_key(t) -> str:
 
 def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInfo]:
     """A Hugging Face folder's model used as it stands (`teacher.train: false`): frozen as loaded, scored once."""
-    from .models.hf import load_as_is
-
-    from .models.hf import check_weights
+    from .models.hf import check_weights, load_as_is
 
     t = config.teacher
     if data.task == "lm":  # a language model's head is its vocabulary: the folder's weights load exactly (a padded one sliced)

@@ -113,11 +113,14 @@ def kjv_books(out: Path, books: tuple[str, ...] = BOOKS, per_book: int | None = 
         rows += [{"text": v, "label": book} for v in verses]
     rng.shuffle(rows)
     out = Path(out)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if out.is_file() and out.read_text(encoding="utf-8") == text:
+        return out  # left alone: kdx keys its caches (tokenized data, teachers) by the file's stamp, which a rewrite changes
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
         os.replace(tmp, out)
     finally:

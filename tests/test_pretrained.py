@@ -198,3 +198,18 @@ def test_the_gain_splits_into_the_start_and_distillation_on_top():
     assert "random-start twin" in protocol(g)
     plain = gain_info(_arm_frame({"kd": [0.82, 0.84, 0.83], "twin": [0.80, 0.81, 0.80]}))
     assert plain.start == "random" and "start" not in verdict_line(plain.verdicts.iloc[0]) and "random-start" not in protocol(plain)
+
+
+def test_kdx_run_twin_prints_both_twins_and_both_parts_of_the_gain(tmp_path):
+    from search_helpers import kdx
+
+    (tmp_path / "run.yaml").write_text("data: {name: hgmm, classes: 10, superclasses: 2, dim: 8}\n"
+                                       "teacher: {family: mlp, width: 32, depth: 2, epochs: 3}\n"
+                                       "student: {family: mlp, width: 32, depth: 1}\ntrain: {epochs: 2, init: teacher}\n")
+    p = kdx("run", "run.yaml", "--twin", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "same-start twin" in p.stdout and "random-start twin" in p.stdout
+    assert "distillation gain (student - same-start twin, test):" in p.stdout
+    assert "what the start bought (same-start twin - random-start twin, test):" in p.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["start"] == "teacher" and result["random_twin"] is not None and "start_gain" in result
