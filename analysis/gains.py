@@ -203,6 +203,9 @@ def gain_info(exp: Experiment) -> GainInfo | None:
                 p = paired(test["kd"], test[other])
                 pairs.append({"arch": arch, "comparison": f"kd - {other}", **p,
                               "distinguishable": bool(p["n"] >= 2 and abs(p["t"]) >= t_critical(p["n"]))})
+        if "twin" in test and "random" in test:  # the start's own part of the gain, in the same table
+            p = paired(test["twin"], test["random"])
+            pairs.append({"arch": arch, "comparison": "twin - random", **p, "distinguishable": bool(p["n"] >= 2 and abs(p["t"]) >= t_critical(p["n"]))})
         mine = pd.DataFrame([a for a in arms if a["arch"] == arch]).set_index("arm")
         present = [c for c in CONTROLS if c in test]
         best = max(present, key=lambda c: score.sign * mine.loc[c, "test_mean"]) if present else None

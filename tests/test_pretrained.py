@@ -196,6 +196,7 @@ def test_the_gain_splits_into_the_start_and_distillation_on_top():
     line = verdict_line(v)
     assert "over the same-start tuned twin" in line and "the start (teacher's layers) bought +24.67 ± 3.51 points over a random start" in line
     assert "random-start twin" in protocol(g)
+    assert {"kd - twin", "kd - random", "twin - random"} <= set(g.pairs.comparison)
     plain = gain_info(_arm_frame({"kd": [0.82, 0.84, 0.83], "twin": [0.80, 0.81, 0.80]}))
     assert plain.start == "random" and "start" not in verdict_line(plain.verdicts.iloc[0]) and "random-start" not in protocol(plain)
 
