@@ -135,7 +135,8 @@ def students_study(seeds: int, k: int, workers: int) -> None:
     recipes = draws(k)
     jobs = [((d, arm, i), config(d, arm, r, 0)) for d in DEPTHS for arm in ARMS for i, r in enumerate(recipes)]
     t0 = time.time()
-    before = dataclasses.replace(PASSES)
+    calls = mp.Value("i", 0)  # the teacher module's forward calls in every run, forked workers included
+    hook = _TEACHER.module.register_forward_hook(lambda *_: _count(calls))
     picked = run_all(jobs, workers)
     best = {(d, arm): max(range(k), key=lambda i: (picked[(d, arm, i)][0], -i)) for d in DEPTHS for arm in ARMS}
     jobs = [((d, arm, s), config(d, arm, recipes[best[(d, arm)]], s)) for d in DEPTHS for arm in ARMS for s in range(seeds)
@@ -158,8 +159,14 @@ def students_study(seeds: int, k: int, workers: int) -> None:
               f"T {rk['temperature']:g} kd {rk['kd']:g} lr {rk['lr']:g} | lr {rs['lr']:g} | lr {rr['lr']:g}")
     print(f"   (the teacher: {100 * teacher_acc:.1f}% test, {_TEACHER.info.params:,} params; students keep its 384-wide embedding, "
           "which holds 11.7M of its parameters)")
-    print(f"\n3. teacher forward passes while these {runs} student runs trained: {PASSES.batches - before.batches} "
-          f"(its outputs were made once, {_PASS_LINE})")
+    hook.remove()
+    print(f"\n3. the teacher's forward calls while these {runs} student runs trained: {calls.value} (its outputs were made once "
+          f"before them, {_PASS_LINE}, and every run read them)")
+
+
+def _count(calls) -> None:
+    with calls.get_lock():
+        calls.value += 1
 
 
 def _bare_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
@@ -241,7 +248,8 @@ def main() -> None:
     before = dataclasses.replace(PASSES)
     torch.set_num_threads(2)
     _TEACHER = prepare_teacher(base, _DATA, log=lambda s: None)
-    _PASS_LINE = f"{PASSES.batches - before.batches} batches over {PASSES.samples - before.samples} training samples, or none when cached"
+    _PASS_LINE = (f"{PASSES.batches - before.batches} forward batch(es) over {PASSES.samples - before.samples} training samples"
+                  if PASSES.batches > before.batches else "read from the kdx cache, where an earlier run had made them")
     print(f"KJV verses by book ({', '.join(_DATA.tokens.labels)}): {len(_DATA.y_train)} train / {len(_DATA.y_val)} val / "
           f"{len(_DATA.y_test)} test, {args.max_len} tokens (all-MiniLM-L6-v2's WordPiece; {_DATA.tokens.truncated} samples cut); "
           f"teacher ready in {time.time() - t0:.0f} s")
