@@ -36,7 +36,7 @@ def test_report_writes_pictures_table_and_page(searched):
     for name in ("frontier.png", "gain_vs_ratio.png", "importance.png"):  # importance: 4 finished trials, 3 searched params
         assert (out / name).read_bytes().startswith(PNG)
     table = (out / "pareto.csv").read_text().splitlines()
-    assert table[0].startswith("pareto,run_id,method,source,arch,params") and len(table) >= 2
+    assert table[0].startswith("pareto,run_id,method,source,start,arch,params") and len(table) >= 2
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "#/experiments/" in page and "/runs/" in page
     assert "Parameter importance by fANOVA" in page and "these importances are noisy" in page
