@@ -214,3 +214,14 @@ def test_kdx_run_twin_prints_both_twins_and_both_parts_of_the_gain(tmp_path):
     assert "what the start bought (same-start twin - random-start twin, test):" in p.stdout
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["start"] == "teacher" and result["random_twin"] is not None and "start_gain" in result
+
+
+def test_a_search_says_how_often_its_teacher_ran():
+    from workflows.session import teacher_passes_line
+
+    once = teacher_passes_line("cached", 1, 288, 288)
+    assert once == ("teacher outputs: made once in this process, 1 forward batch over 288 samples, and shared by every trial "
+                    "(no trial runs the teacher)")
+    assert "3 forward batches over 2,304 samples (8 stored views)" in teacher_passes_line("views", 3, 2304, 288)
+    assert "read from the cache (0 forward passes)" in teacher_passes_line("cached", 0, 0, 288)
+    assert "runs on every training batch of every distilling trial" in teacher_passes_line("online", 0, 0, 288)

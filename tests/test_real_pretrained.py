@@ -47,7 +47,7 @@ def test_a_real_pretrained_teacher_fine_tunes_distils_exports_and_reloads(minilm
     said = out.stdout
     assert "has no classification head; fine-tuning its body with a new 4-label head" in said  # a bare encoder, said, never silent
     assert "teacher: fine-tuned from its weights: AdamW lr 0.0002" in said and "WARNING" not in said  # better than chance
-    assert "forward passes over" in said and "no trial runs the teacher" in said
+    assert "teacher outputs: made once in this process" in said and "no trial runs the teacher" in said
     done = [r for r in runs(tmp_path / "mlflow.db", "minilm-kjv") if r.info.status == "FINISHED"]
     teacher = next(r for r in done if r.data.tags.get("kdx.role") == "teacher")
     assert teacher.data.tags["kdx.teacher_recipe"].startswith("fine-tuned from its weights") and teacher.data.metrics["test_acc"] > 0.4

@@ -157,8 +157,8 @@ def teacher_passes_line(outputs: str, batches: int, samples: int, train: int) ->
     if not batches:
         return f"teacher outputs: read from the cache (0 forward passes), shared by every trial ({train:,} training samples)"
     views = f" ({samples // max(train, 1)} stored views)" if outputs == "views" else ""
-    return (f"teacher outputs: {batches:,} forward passes over {samples:,} samples{views}, made once in this process and shared "
-            "by every trial (no trial runs the teacher)")
+    return (f"teacher outputs: made once in this process, {batches:,} forward batch{'es' if batches != 1 else ''} over {samples:,} "
+            f"samples{views}, and shared by every trial (no trial runs the teacher)")
 
 
 def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, teacher: Teacher, data: Dataset) -> str:
