@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .gains import _arm_runs, t_critical
+from .gains import _arm_runs, distinguishable, t_critical
 from .runs import Experiment, by_seed, column, paired
 
 __all__ = ["DepthInfo", "depth_info", "plot_depth", "FAIL_FRACTION", "DEPTH_KEYS"]
@@ -234,7 +234,7 @@ def depth_info(exp: Experiment, fraction: float = FAIL_FRACTION) -> DepthInfo | 
                      "kd_protocol": kd_p, "kd_run": kd_run, "kd_n": kd_n, "kd_mean": kd_mean, "kd_std": kd_std,
                      "twin_protocol": tw_p, "twin_run": tw_run, "twin_n": tw_n, "twin_mean": tw_mean, "twin_std": tw_std,
                      "diff_n": d["n"], "diff_mean": d["mean"], "diff_std": d["std"], "diff_t": d["t"],
-                     "distinguishable": bool(d["n"] >= 2 and abs(d["t"]) >= t_critical(d["n"])),
+                     "distinguishable": distinguishable(d),
                      "best_arm": best, "best_mean": best_mean, "at_chance": at_chance,
                      "fails": bool(at_chance or (bar is not None and best_mean < bar))})
     if not rows:

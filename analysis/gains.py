@@ -6,7 +6,9 @@ controls are the KD winner's. Every comparison is a paired difference of test
 accuracy over the seeds both arms have, with t = mean / (std / sqrt n), and is
 called distinguishable from zero only when |t| reaches the two-sided 95%
 critical value of Student's t with n - 1 degrees of freedom; otherwise the
-report says the difference is within the noise.
+report says the difference is within the noise. Below `MIN_SEEDS` pairs, or with
+zero spread, there is no verdict at all: the report says the seeds cannot tell
+and prints no t (`tell`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from . import schema
 from .runs import Experiment, column, paired
 
 __all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical", "protocol", "Candidate", "race_pick",
-           "race_mean", "race_settings", "noise_line", "start_part"]
+           "race_mean", "race_settings", "noise_line", "start_part", "MIN_SEEDS", "tell", "distinguishable", "difference"]
 
 ARMS = {
     "kd": "KD, recipe searched",
@@ -91,6 +93,41 @@ def t_critical(n: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.975, n - 1))
+
+
+# Two seeds give one degree of freedom: the std is estimated from a single difference (it can land
+# anywhere from 0 to several times the true spread), and two differences that happen to be equal give
+# std 0 and an infinite t. A verdict needs at least three pairs and some spread.
+MIN_SEEDS = 3
+
+
+def tell(n: int, std: float) -> str:
+    """Why n paired differences with this spread cannot give a verdict, in words; '' when they can."""
+    if n < 1:
+        return "no seeds in common"
+    if n == 1:
+        return "one seed: no spread, so no verdict"
+    if n < MIN_SEEDS:
+        return f"{n} seeds: too few to tell"
+    if not std > 0:
+        return f"{n} seeds with zero spread: the seeds cannot tell"
+    return ""
+
+
+def distinguishable(p: dict) -> bool:
+    """Whether a paired difference (`analysis.runs.paired`) is told apart from zero: enough seeds, some spread,
+    and |t| at the two-sided 95% critical value."""
+    return not tell(p["n"], p["std"]) and bool(abs(p["t"]) >= t_critical(p["n"]))
+
+
+def difference(score: schema.Score, mean: float, std: float, t: float, n: int, what: str = "") -> str:
+    """'+1.20 ± 0.40 points{what} (t 3.0, 5 seeds): distinguishable from zero', 'within the noise (...)', or,
+    where the seeds cannot tell, the mean and the reason with no t."""
+    why = tell(n, std)
+    if why:
+        return f"{score.diff(mean)} {score.short}{what} ({why})"
+    words = "distinguishable from zero" if abs(t) >= t_critical(n) else f"within the noise (|t| < {t_critical(n):.2f})"
+    return f"{score.diff(mean)} ± {score.size(std)} {score.short}{what} (t {t:.1f}, {n} seeds): {words}"
 
 
 def _recipe(row: pd.Series, arm: str) -> str:
@@ -202,10 +239,10 @@ def gain_info(exp: Experiment) -> GainInfo | None:
             if other != "kd" and other in test:
                 p = paired(test["kd"], test[other])
                 pairs.append({"arch": arch, "comparison": f"kd - {other}", **p,
-                              "distinguishable": bool(p["n"] >= 2 and abs(p["t"]) >= t_critical(p["n"]))})
+                              "distinguishable": distinguishable(p)})
         if "twin" in test and "random" in test:  # the start's own part of the gain, in the same table
             p = paired(test["twin"], test["random"])
-            pairs.append({"arch": arch, "comparison": "twin - random", **p, "distinguishable": bool(p["n"] >= 2 and abs(p["t"]) >= t_critical(p["n"]))})
+            pairs.append({"arch": arch, "comparison": "twin - random", **p, "distinguishable": distinguishable(p)})
         mine = pd.DataFrame([a for a in arms if a["arch"] == arch]).set_index("arm")
         present = [c for c in CONTROLS if c in test]
         best = max(present, key=lambda c: score.sign * mine.loc[c, "test_mean"]) if present else None
@@ -217,11 +254,11 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         start = paired(test.get("twin", {}), test.get("random", {}))  # what the start bought: same-start twin minus random-start twin
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
                          "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
-                         "gain_distinguishable": bool(gain["n"] >= 2 and abs(gain["t"]) >= t_critical(gain["n"])),
+                         "gain_distinguishable": distinguishable(gain),
                          "best_control": best, "vs_control_mean": vs["mean"], "vs_control_std": vs["std"], "vs_control_t": vs["t"],
-                         "vs_control_distinguishable": bool(vs["n"] >= 2 and abs(vs["t"]) >= t_critical(vs["n"])),
+                         "vs_control_distinguishable": distinguishable(vs),
                          "start_n": start["n"], "start_mean": start["mean"], "start_std": start["std"], "start_t": start["t"],
-                         "start_distinguishable": bool(start["n"] >= 2 and abs(start["t"]) >= t_critical(start["n"])),
+                         "start_distinguishable": distinguishable(start),
                          "compute_s": compute + teacher_s})
     if not verdicts:
         return None
@@ -251,22 +288,15 @@ def noise_line(g: "GainInfo") -> str:
 def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:
     """One line a person reads: the gain over the tuned twin, then against the best control (> 0: KD better,
     in points of accuracy, or a language model's nats per test token)."""
-    unit = score.short
-    if v.gain_n >= 2:
-        gain = (f"KD {score.diff(v.gain_mean)} ± {score.size(v.gain_std)} {unit} over the tuned twin (t {v.gain_t:.1f}, {v.gain_n} seeds): "
-                + ("distinguishable from zero" if v.gain_distinguishable else f"within the noise (|t| < {t_critical(v.gain_n):.2f})"))
-    else:
-        gain = f"KD {score.diff(v.gain_mean)} {unit} over the tuned twin (one seed: no spread, so no verdict)"
-    gain = gain.replace("over the tuned twin", "over the same-start tuned twin") if _split(v) else gain
+    twin = "the same-start tuned twin" if _split(v) else "the tuned twin"
+    gain = "KD " + difference(score, v.gain_mean, v.gain_std, v.gain_t, v.gain_n, f" over {twin}")
     start = f"; {start_part(v, score)}" if _split(v) else ""
     if v.best_control is None:
         return gain + start
-    if v.gain_n >= 2:
-        ctrl = (f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)} (t {v.vs_control_t:.1f}): "
-                + ("KD beats it" if v.vs_control_distinguishable and v.vs_control_mean > 0
-                   else "the control wins" if v.vs_control_distinguishable else "within the noise"))
-    else:
-        ctrl = f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)}"
+    ctrl = f"against the best control ({v.best_control}) {score.diff(v.vs_control_mean)}"
+    if not tell(v.gain_n, getattr(v, "vs_control_std", 1.0)):
+        ctrl += (f" (t {v.vs_control_t:.1f}): " + ("KD beats it" if v.vs_control_distinguishable and v.vs_control_mean > 0
+                                                  else "the control wins" if v.vs_control_distinguishable else "within the noise"))
     return f"{gain}; {ctrl}{start}"
 
 
@@ -277,9 +307,5 @@ def _split(v) -> bool:
 
 def start_part(v, score: schema.Score = schema.ACCURACY) -> str:
     """What the start bought (the same-start tuned twin minus the random-start twin), with its verdict."""
-    what = "the start (teacher's layers) bought"
-    if v.start_n >= 2:
-        return (f"{what} {score.diff(v.start_mean)} ± {score.size(v.start_std)} {score.short} over a random start (t {v.start_t:.1f}, "
-                f"{v.start_n} seeds): " + ("distinguishable from zero" if v.start_distinguishable else
-                                          f"within the noise (|t| < {t_critical(v.start_n):.2f})"))
-    return f"{what} {score.diff(v.start_mean)} {score.short} over a random start (one seed: no verdict)"
+    return "the start (teacher's layers) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n,
+                                                                " over a random start")

@@ -20,7 +20,7 @@ from distill.errors import KdxError
 from . import schema
 from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
-from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, verdict_line
+from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, tell, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
 from .models import LABELS_ONLY, method_label, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
@@ -191,8 +191,8 @@ def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
         f"<td>{_fmt(a.test_mean)}</td><td>{_fmt(a.test_std)}</td></tr>" for a in g.arms.itertuples())
     pairs = "".join(
         f"<tr><td>{html.escape(str(p.arch))}</td><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(k * p.mean)}</td>"
-        f"<td>{_fmt(k * p.std)}</td><td>{_fmt(p.t)}</td><td>{_fmt(t_critical(p.n)) if p.n >= 2 else ''}</td>"
-        f"<td>{'yes' if p.distinguishable else 'no, within the noise'}</td></tr>" for p in g.pairs.itertuples())
+        f"<td>{_fmt(k * p.std)}</td><td>{'' if tell(p.n, p.std) else _fmt(p.t)}</td><td>{'' if tell(p.n, p.std) else _fmt(t_critical(p.n))}</td>"
+        f"<td>{tell(p.n, p.std) or ('yes' if p.distinguishable else 'no, within the noise')}</td></tr>" for p in g.pairs.itertuples())
     noise = ("n/a (one seed)" if g.noise != g.noise else
              f"{k * g.noise:.4g} {unit} (median std of {g.score.val} over {g.seeds} seeds of one config); recipes closer than about "
              f"twice that on one seed's validation are not told apart"
@@ -246,8 +246,8 @@ def _depth_section(d: DepthInfo, folder: Path, link) -> str:
         f"<td>{f'{int(r.params):,}' if r.params == r.params else ''}</td>"
         f"<td style=\"text-align:left\">{run(r.kd_run, r.kd_protocol if r.kd_n else '')}</td>{cell(r.kd_mean, r.kd_std, r.kd_n)}"
         f"<td style=\"text-align:left\">{run(r.twin_run, r.twin_protocol)}</td>{cell(r.twin_mean, r.twin_std, r.twin_n)}"
-        f"<td>{r.diff_n}</td><td>{_fmt(100 * r.diff_mean)}</td><td>{_fmt(100 * r.diff_std)}</td><td>{_fmt(r.diff_t)}</td>"
-        f"<td>{'yes' if r.distinguishable else 'no' if r.diff_n >= 2 else ''}</td><td>{r.best_arm}</td>"
+        f"<td>{r.diff_n}</td><td>{_fmt(100 * r.diff_mean)}</td><td>{_fmt(100 * r.diff_std)}</td><td>{'' if tell(r.diff_n, r.diff_std) else _fmt(r.diff_t)}</td>"
+        f"<td>{'yes' if r.distinguishable else tell(r.diff_n, r.diff_std) or 'no'}</td><td>{r.best_arm}</td>"
         f"<td>{'fails' + (' (at chance)' if r.at_chance else '') if r.fails else 'reaches'}</td></tr>" for r in d.table.itertuples())
     others = "".join(f"<li>{html.escape(v.sentence)}.</li>" for v in d.verdicts.iloc[1:].itertuples())
     bar = (f"{d.fraction:.0%} of the teacher's test accuracy ({_fmt(d.bar)})" if d.bar is not None else "chance (no teacher test accuracy)")

@@ -152,9 +152,14 @@ def by_seed(done: pd.DataFrame, run_id: str | None, metric: str = schema.TEST_AC
 
 
 def paired(a: dict, b: dict) -> dict:
-    """Per-seed differences a - b over the seeds both have: n, mean, std and t = mean / (std / sqrt n); NaN below two pairs."""
+    """Per-seed differences a - b over the seeds both have: n, mean, std and t = mean / (std / sqrt n); NaN below two pairs.
+
+    Differences that are equal up to rounding have std 0 and t NaN: their float std (1e-17, say) would
+    otherwise give a t of 1e14 (a search once printed t -351255681243381.0 for two equal differences)."""
     d = np.array([a[k] - b[k] for k in sorted(set(a) & set(b))], dtype=float)
     sd = d.std(ddof=1) if len(d) > 1 else np.nan
+    if sd == sd and sd <= 1e-9 * max(1.0, float(np.abs(d).max())):  # a score's rounding, far below any test set's resolution
+        sd = 0.0
     t = d.mean() / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else np.nan
     return {"n": len(d), "mean": d.mean() if len(d) else np.nan, "std": sd, "t": t}
 

@@ -109,6 +109,32 @@ def test_verdicts_say_when_a_difference_is_noise():
     assert "one seed" in one
 
 
+def test_too_few_seeds_or_no_spread_give_no_verdict_and_no_t():
+    from analysis.gains import distinguishable
+    from analysis.runs import paired
+
+    # two seeds whose differences are equal up to float rounding: once printed as t -351255681243381.0
+    two = paired({0: 0.6020, 1: 0.7315}, {0: 0.6215, 1: 0.7510})
+    assert two["n"] == 2 and two["std"] == 0.0 and two["t"] != two["t"] and not distinguishable(two)
+    row = dict(arch="mlp:w8", params=100, kd_recipe="", gain_n=2, gain_mean=two["mean"], gain_std=two["std"], gain_t=two["t"],
+               gain_distinguishable=False, best_control="smooth", vs_control_mean=0.03, vs_control_std=0.01, vs_control_t=6.7,
+               vs_control_distinguishable=False)
+    line = verdict_line(type("V", (), row))
+    assert "KD -1.95 points over the tuned twin (2 seeds: too few to tell)" in line and "(t " not in line
+    # two seeds with spread and a large t: still too few (one degree of freedom)
+    wide = paired({0: 0.70, 1: 0.75}, {0: 0.60, 1: 0.66})
+    assert wide["std"] > 0 and not distinguishable(wide)
+    assert "2 seeds: too few to tell" in verdict_line(type("V", (), {**row, "gain_std": wide["std"], "gain_t": wide["t"]}))
+    # five seeds, all the same difference: no spread, no verdict
+    flat = paired({s: 0.8 for s in range(5)}, {s: 0.7 for s in range(5)})
+    assert flat["n"] == 5 and flat["std"] == 0.0 and not distinguishable(flat)
+    flat_line = verdict_line(type("V", (), {**row, "gain_n": 5, "gain_mean": flat["mean"], "gain_std": 0.0, "gain_t": flat["t"]}))
+    assert "5 seeds with zero spread: the seeds cannot tell" in flat_line and "(t " not in flat_line.split(";")[0]
+    # three seeds with spread: a verdict, as before
+    three = paired({0: 0.80, 1: 0.82, 2: 0.81}, {0: 0.70, 1: 0.71, 2: 0.72})
+    assert distinguishable(three)
+
+
 def test_the_search_starts_from_the_textbook_recipes(tmp_path):
     cfg = write_config(tmp_path)  # the space samples losses.kd.temperature in [1, 8]
     exp = load_experiment(str(cfg))

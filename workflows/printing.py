@@ -44,6 +44,7 @@ def _gains(g, settings: dict) -> None:
 
 def _front(table, score) -> None:
     from analysis import schema
+    from analysis.gains import tell
     from analysis.models import LABELS_ONLY, method_label, method_sentence
 
     ppl = schema.TEST_PPL in table
@@ -52,7 +53,9 @@ def _front(table, score) -> None:
     for _, r in table.iterrows():
         gain = "" if r.get("gain") is None or r["gain"] != r["gain"] else score.diff(r["gain"])
         if r.get("gain_n", 0) == r.get("gain_n", 0) and r.get("gain_n", 0) > 1:  # paired over seeds
-            gain = f"{score.diff(r['gain_mean'])} ± {score.diff(r['gain_std']).lstrip('+')} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)"
+            why = tell(int(r["gain_n"]), r["gain_std"])
+            gain = (f"{score.diff(r['gain_mean'])} ({why})" if why else
+                    f"{score.diff(r['gain_mean'])} ± {score.diff(r['gain_std']).lstrip('+')} (t {r['gain_t']:.1f}, {int(r['gain_n'])} seeds)")
         rows.append((r["pareto"], method_label(r), f"{int(r['params']):,}", f"{r['latency_ms']:.3f}", _spread(r, score.val),
                      str(int(r.get("n_seeds") or 1)), f"{r[score.test]:.4f}") + ((f"{r[schema.TEST_PPL]:.3f}",) if ppl else ())
                     + (gain, str(r["arch"])))
