@@ -74,7 +74,7 @@ def protocol(g: "GainInfo") -> str:
 
 
 class GainInfo(NamedTuple):
-    arms: pd.DataFrame  # arch, params, arm, run_id (its base seed's), recipe, n, test_mean, test_std, val_mean, val_std
+    arms: pd.DataFrame  # arch, params, arm, run_id (its base seed's), ships (its best-validated seed's run), recipe, n, test_mean, test_std, val_mean, val_std
     pairs: pd.DataFrame  # arch, comparison, n, mean, std, t, distinguishable
     verdicts: pd.DataFrame  # one row per front architecture: the gain, the best control, the compute behind it
     noise: float  # the objective's noise: median std of val_acc over seeds of one config (NaN with one seed)
@@ -228,8 +228,12 @@ def gain_info(exp: Experiment) -> GainInfo | None:
             acc, val = runs[score.test].astype(float), runs[score.val].astype(float)
             if len(runs) > 1:
                 noise.append(float(val.std(ddof=1)))
-            first = runs.loc[runs["seed"].astype(float).idxmin()]  # the base seed's run: the model that would ship
-            arms.append({"arch": arch, "params": float(runs[schema.PARAMS].iloc[0]), "arm": arm, "run_id": first.run_id,
+            first = runs.loc[runs["seed"].astype(float).idxmin()]  # the base seed's run: the arm's key
+            # the model that ships: the seed that validated best, as for a repeated trial (analysis/models.py: _shipped);
+            # the base seed once shipped at 48% validation beside its repeat's 85%
+            signed = score.sign * val
+            ships = first.run_id if signed.isna().all() else runs.loc[signed.idxmax()].run_id
+            arms.append({"arch": arch, "params": float(runs[schema.PARAMS].iloc[0]), "arm": arm, "run_id": first.run_id, "ships": ships,
                          "recipe": _recipe(runs.iloc[0], arm), "n": len(runs), "test_mean": float(acc.mean()), "val_mean": float(val.mean()),
                          "test_std": float(acc.std(ddof=1)) if len(runs) > 1 else np.nan,
                          "val_std": float(val.std(ddof=1)) if len(runs) > 1 else np.nan})

@@ -11,14 +11,17 @@ the same sizes scored 74-79%). So the front a user exports ranges over every mod
   (search.confirm), shipping its seed with the best validation score;
 - base-recipe twins (`scratch`);
 - the gain's arms (`kd`, `scratch` for the tuned and the same-recipe twin, `smoothing`):
-  each arm's winner at the mean of its `search.seeds` seeds, with the base seed's run as the
-  model that ships. The arm's other candidates are not points of their own: each was beaten
+  each arm's winner at the mean of its `search.seeds` seeds, shipping its seed with the best
+  validation score. The arm's other candidates are not points of their own: each was beaten
   by the winner on equal seeds (at the base seed, or on the race's mean), and its one lucky
   seed against the winner's mean would be the winner's curse the race is there to avoid. A
   search trial that a candidate replayed (the front student's own recipe) goes the same way.
 
 So no exported point is dominated by another model the search trained, compared on equal
-seeds: a search trial or a base-recipe twin on its one seed, an arm by its winner.
+seeds: a search trial or a base-recipe twin on its one seed, an arm by its winner. And as each
+point ships one model, no shipped model is beaten on its own validation score by 2 points or
+more by any model trained at no more parameters (`outvalidated`): such a point is left out of
+the exported front, and the report says which and why.
 
 The dark-knowledge control (non-target probabilities shuffled) is left out: its teacher is
 corrupted on purpose, and it is a diagnostic, not a recipe anyone would ship.
@@ -42,7 +45,7 @@ from .gains import GainInfo, gain_info
 from .pareto import non_dominated
 from .runs import Experiment, column, over_seeds
 
-__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence", "method_label"]
+__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence", "method_label", "outvalidated", "beaten_lines"]
 
 METHODS = ("kd", "scratch", "smoothing")
 LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
@@ -68,6 +71,7 @@ class ModelsInfo(NamedTuple):
     kd: pd.DataFrame  # the front over the KD models only
     labels: pd.DataFrame  # the front over the labels-only models (scratch, smoothing)
     gains: GainInfo | None = None  # the gain's arms the points were read from, kept so the report does not read them again
+    beaten: pd.DataFrame | None = None  # front points left out of `best`: a model at no more params validated 2+ points better (`outvalidated`)
 
 
 def _over_seeds(done: pd.DataFrame, run_id: str, score: schema.Score) -> dict:
@@ -108,7 +112,7 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
             points[t.run_id] = _point(_shipped(done, t, score), "scratch", "base-recipe twin", _over_seeds(done, t.run_id, score), score)
     g = gain_info(exp)
     if g is not None:
-        winners = {a.run_id: a for a in g.arms[g.arms.arm.isin(list(ARM_METHODS))].itertuples()}
+        winners = {a.ships: a for a in g.arms[g.arms.arm.isin(list(ARM_METHODS))].itertuples()}
         arm, seed_of = column(done, "arm"), column(done, "seed_of")
         for _, c in done[arm.isin([a for a in ARM_METHODS if a != "same_recipe"]) & (seed_of == "")].iterrows():
             ships = str(c.get("duplicate_of") or "") or c.run_id
@@ -121,8 +125,13 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
     if chance is not None and len(models):
         keep &= score.sign * models[score.val].to_numpy(dtype=float) > score.sign * chance
     models = models[keep].reset_index(drop=True)
-    return ModelsInfo(models, _front(models, objectives, score), _front(models[models.method == "kd"], objectives, score),
-                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score), g)
+    best = _front(models, objectives, score)
+    # The front ranks configs at their mean over seeds, but each point ships one model: a point whose model a smaller
+    # one beats on its own validation score (a repeated config's best seed, say) is not exported
+    beaten = outvalidated(exp, best)
+    best = best[~best.run_id.isin(beaten.run_id)].reset_index(drop=True)
+    return ModelsInfo(models, best, _front(models[models.method == "kd"], objectives, score),
+                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score), g, beaten)
 
 
 def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict, score: schema.Score) -> None:
@@ -132,6 +141,42 @@ def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: st
     if ships in by_id.index:
         points.pop(ships, None)
         points[f"gain/{run_id}"] = _point(by_id.loc[ships], method, source, stats, score)
+
+
+def outvalidated(exp: Experiment, shipped: pd.DataFrame, margin: float = 0.02) -> pd.DataFrame:
+    """Shipped models that some model the search trained, at no more parameters, beats on its own validation score by
+    `margin` or more (2 points of accuracy; a language model's nats): run_id, better_run, params, better_params, val, better_val.
+
+    Every seed of every student and twin counts, the gain's candidates too; the dark-knowledge control does not (its
+    teacher is corrupted on purpose). Empty when every shipped model is the best that kdx knew at its size."""
+    score = exp.score
+    runs = exp.runs
+    done = runs[(runs.status == "FINISHED") & runs.role.isin([schema.ROLE_STUDENT, schema.ROLE_TWIN])]
+    done = done[column(done, "arm") != "shuffled"]
+    own = done.set_index("run_id")[score.val].astype(float) if not done.empty else pd.Series(dtype=float)
+    rows = []
+    for _, s in shipped.iterrows():
+        mine = own.get(s.run_id, np.nan)
+        if mine != mine:
+            continue
+        rivals = done[(done[schema.PARAMS].astype(float) <= float(s[schema.PARAMS])) & (done.run_id != s.run_id)]
+        if rivals.empty:
+            continue
+        gaps = score.sign * (rivals[score.val].astype(float) - mine)
+        if gaps.max() >= margin:
+            r = rivals.loc[gaps.idxmax()]
+            rows.append({"run_id": s.run_id, "better_run": r.run_id, schema.PARAMS: float(s[schema.PARAMS]),
+                         "better_params": float(r[schema.PARAMS]), "val": mine, "better_val": float(r[score.val])})
+    return pd.DataFrame(rows, columns=["run_id", "better_run", schema.PARAMS, "better_params", "val", "better_val"])
+
+
+def beaten_lines(info: ModelsInfo | None, score: schema.Score) -> list[str]:
+    """One line per front point left out of the export because a model at no more parameters validated better."""
+    if info is None or info.beaten is None:
+        return []
+    return [f"not exported: run {b.run_id} ({int(b[schema.PARAMS]):,} params, {score.val} {b.val:.4g}): run {b.better_run} at "
+            f"{int(b.better_params):,} params validated {score.diff(score.sign * (b.better_val - b.val))} {score.short} better"
+            for _, b in info.beaten.iterrows()]
 
 
 def _front(models: pd.DataFrame, objectives: dict[str, str], score: schema.Score) -> pd.DataFrame:
