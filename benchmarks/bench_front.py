@@ -50,6 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Ray on loopback only: a local Ray started with this variable at 0 binds every port to 127.0.0.1 (with
+# Ray 2.60 on Linux it otherwise listens on all interfaces, and rewrites --node-ip-address 127.0.0.1 to the
+# machine's network address). Joining a multi-node cluster needs it unset (docs/cluster.md).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -9,6 +9,10 @@ import pytest
 # Set here, the CLI subprocesses the tests start inherit it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Ray on loopback only: a local Ray started with this variable at 0 binds every port to 127.0.0.1 (with
+# Ray 2.60 on Linux it otherwise listens on all interfaces, and rewrites --node-ip-address 127.0.0.1 to the
+# machine's network address). Joining a multi-node cluster needs it unset (docs/cluster.md).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # Planted in the environment of the shared search: none may reach MLflow.
 SECRETS = {"KDX_TEST_API_TOKEN": "tok-5ecret-9f8e7d", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-1a2b3c", "MY_DB_PASSWORD": "pw-5ecret-4d5e"}
