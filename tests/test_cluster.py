@@ -74,7 +74,10 @@ def tracking_server(tmp_path):
 def two_nodes(tmp_path):
     """A head and a worker node, one CPU each, as separate `ray start --block` processes."""
     port = free_port()
-    env = {**env_for(tmp_path), "HOME": str(tmp_path)}  # Ray keeps its auth token in ~/.ray: keep it in the test's folder
+    # Ray keeps its auth token in ~/.ray: keep it in the test's folder. A worker node cannot join with Ray's cluster support
+    # off (conftest.py turns it off for loopback), and Ray 2.60 rewrites --node-ip-address 127.0.0.1 to the machine's
+    # address for a cluster: these two nodes are the one place the tests listen beyond loopback
+    env = {**env_for(tmp_path), "HOME": str(tmp_path), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
     common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     address = f"127.0.0.1:{port}"
     probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))"]
