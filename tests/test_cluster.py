@@ -58,7 +58,7 @@ def wait_for(check, timeout: float, what: str) -> None:
 @pytest.fixture
 def tracking_server(tmp_path):
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner child outliving SIGTERM (STACK.md)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner child outliving SIGTERM (measured)
     server = start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                     "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                     "--workers", "1"], env, tmp_path / "server.log")

@@ -43,7 +43,7 @@ def test_reads_never_create_a_store(tmp_path):
 @pytest.mark.slow  # two processes and a new store
 def test_two_processes_creating_one_new_store_both_succeed(tmp_path):
     """Without the lock, one of two processes creating a new SQLite store at once dies in a
-    migration ("table ... already exists", STACK.md): every time on this machine."""
+    migration ("table ... already exists"): every time on a 2-core machine."""
     import subprocess
     import sys
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_kill_then_resume_logs_every_trial_once(tmp_path):
     cfg = write_config(tmp_path, name="killme", epochs=400, samples=8)
     db = tmp_path / "mlflow.db"
-    runs(db, "killme")  # make the store now: this test polling it while the search creates it races (STACK.md)
+    runs(db, "killme")  # make the store now: this test polling it while the search creates it races (two processes creating one SQLite store: one dies in MLflow's migration)
     proc = subprocess.Popen(kdx_args("search", str(cfg)), cwd=tmp_path, env=env_for(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -69,7 +69,7 @@ search: {num_samples: 4, max_concurrent: 2, sampler: random}
 def test_a_killed_chain_search_resumes_without_orphans_or_duplicates(tmp_path):
     (tmp_path / "chain.yaml").write_text(CHAIN)
     db = tmp_path / "mlflow.db"
-    runs(db, "killchain")  # make the store now: this test polling it while the search creates it races (STACK.md)
+    runs(db, "killchain")  # make the store now: this test polling it while the search creates it races (two processes creating one SQLite store: one dies in MLflow's migration)
     proc = subprocess.Popen(kdx_args("search", "chain.yaml"), cwd=tmp_path, env=env_for(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300

@@ -4,8 +4,8 @@ runs, the data and the teacher made once, Ray, and the summary at the end.
 `open_session` goes in the order that makes a bad input cost nothing: the
 experiment config is already checked (`load_experiment`); then the store is
 checked and refusals made, data and teacher are made in this process, once,
-before any worker starts (two processes creating one SQLite store race,
-STACK.md), and only then Ray, the parent run and the teacher run.
+before any worker starts (two processes creating one SQLite store race: one
+dies in MLflow's migration), and only then Ray, the parent run and the teacher run.
 `workflows.search` (students) and `workflows.chain` (teacher-assistant
 chains) run their trials inside it.
 """

@@ -14,7 +14,8 @@ its last value as an intermediate one (kept off the dashboard's front, as off kd
 failed one FAIL.
 
 The default storage is a journal file beside Tune's state (`<search.storage>/<name>.optuna.journal`,
-Optuna's recommendation for one machine, STACK.md); `search.study` may name another journal
+Optuna's recommendation for one machine: measured, Optuna on SQLite with 2 processes ran one queued
+trial twice in about 1 of 6 runs, the journal had no failure in 13); `search.study` may name another journal
 file or a database URL (sqlite:///..., postgresql://...). Only the driver writes it.
 """
 
@@ -68,7 +69,7 @@ class StudyRef:
         return self.name in optuna.get_all_study_names(self._storage())
 
     def open(self):
-        """The persisted study, made when missing (in the driver, before any trial: STACK.md)."""
+        """The persisted study, made when missing (in the driver, before any trial: two processes creating one store race)."""
         import optuna
 
         key = (self.storage, self.name)

@@ -3,7 +3,7 @@ ended with everything it started.
 
 `mlflow ui` runs as a child in its own session (process group): it starts a uvicorn
 worker of its own, and SIGTERM to kdx alone used to leave both holding the port
-(STACK.md). On SIGTERM, SIGINT or SIGHUP kdx ends the whole group, waits, and kills
+(measured with MLflow 3). On SIGTERM, SIGINT or SIGHUP kdx ends the whole group, waits, and kills
 what is left, so the port is free when kdx has exited.
 """
 
