@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make .venv with kdx installed (editable) and its test and export extras.
-# On a machine without an NVIDIA GPU, install the CPU build of torch first, so
-# that no dependency pulls a multi-GB CUDA build (see STACK.md).
+# On a machine without an NVIDIA GPU, install the CPU build of torch first: a
+# dependency that requires torch would otherwise pull PyPI's default torch wheel,
+# a CUDA build with several GB of CUDA libraries that a CPU-only machine never uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
