@@ -22,7 +22,7 @@ from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
 from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, tell, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
-from .models import LABELS_ONLY, method_label, method_sentence
+from .models import LABELS_ONLY, beaten_lines, method_label, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -112,101 +112,157 @@ def _img(path: Path) -> str:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.4g}"
+    """A number for people: thousands separators from 1,000 up, else 3 significant digits; '' for NaN."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v != v:
+            return ""
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return "0" if v == 0 else f"{v:.3g}"
     return html.escape(str(value))
 
 
+def _words(d: dict) -> str:
+    """{'val_acc': 'max', 'params': 'min'} as 'val_acc (max), params (min)'; numbers through `_fmt`."""
+    return ", ".join(f"{html.escape(str(k))} {('(' + html.escape(v) + ')') if isinstance(v, str) else _fmt(v)}" for k, v in d.items())
+
+
+def _head(name: str) -> str:
+    """A column header that may wrap after its dots and underscores (losses.kd.temperature)."""
+    return html.escape(name).replace(".", ".<wbr>").replace("_", "_<wbr>")
+
+
+def _rows(table: pd.DataFrame, columns: list[str], link) -> str:
+    """A table of the front's rows in these columns; the P label links to the run in the MLflow UI."""
+    cols = [c for c in columns if c in table]
+    head = "".join(f"<th>{_head(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(
+        f'<td><a href="{link(r["run_id"])}">{_fmt(r[c])}</a></td>' if c == "pareto" else
+        f'<td class="text">{_fmt(r[c])}</td>' if c in TEXT_COLUMNS else f"<td>{_fmt(r[c])}</td>" for c in cols) + "</tr>"
+        for _, r in table.iterrows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+TEXT_COLUMNS = ("method", "source", "start", "arch", "student.family")
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0;max-width:100%} td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3;font-weight:600} td.text{text-align:left;overflow-wrap:anywhere} img{max-width:100%} figure{margin:1em 0}
+details{margin:.8em 0} summary{cursor:pointer;font-weight:600} ul.verdicts li{margin:.3em 0}"""
+
+
 def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
+    """The page a person reads: the picture and one verdict line per size, the front, then everything else folded away."""
     info, table = report.info, report.table
     score = info.score
     k = score.scale
     link = lambda run_id: f"{ui_url.rstrip('/')}/{ui_path(exp.experiment_id, run_id)}"  # noqa: E731
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns if c not in ("run_id", "twin_run"))
-    rows = []
-    for _, row in table.iterrows():
-        cells = []
-        for c in table.columns:
-            if c in ("run_id", "twin_run"):
-                continue
-            text = _fmt(row[c])
-            if c == "pareto":
-                text = f'<a href="{link(row["run_id"])}">{text}</a>'
-            cells.append(f"<td>{text}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
     t = info.teacher or {}
-    settings = ", ".join(f"{k}: {html.escape(v)}" for k, v in sorted(exp.search.settings.items()))
+    main = ["pareto", "method", "start", "arch", schema.PARAMS, schema.LATENCY, score.val, "val_std", "n_seeds", score.test]
+    main += [schema.TEST_PPL, "gain"] if schema.TEST_PPL in table else ["gain"]
+    seeds = ["pareto", "source", "test_mean", "test_std", "twin_test", "ratio", "gain_n", "gain_mean", "gain_std", "gain_t",
+             schema.AGREEMENT, schema.TEACHER_KL, "compute_s"]
+    recipe = ["pareto"] + [c for c in table.columns if "." in c]
     gains = gain_by_arch(info.students)
     gain_rows = "".join(
-        f"<tr><td>{html.escape(str(r.arch))}</td><td>{int(r.params):,}</td><td>{r.ratio:.1f}</td>"
-        f"<td>{k * r.gain_mean:+.4g}</td><td>{_fmt(k * r.gain_std) if r.n > 1 else ''}</td><td>{r.n}</td></tr>"
+        f"<tr><td class=\"text\">{html.escape(str(r.arch))}</td><td>{int(r.params):,}</td><td>{_fmt(r.ratio)}</td>"
+        f"<td>{_fmt(k * r.gain_mean)}</td><td>{_fmt(k * r.gain_std) if r.n > 1 else ''}</td><td>{r.n}</td></tr>"
         for r in gains.itertuples())
-    hv = f"{report.hypervolume:.4g}" if report.hypervolume is not None else "n/a (no reference point logged)"
-    pictures = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures)
-    pictures += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
-    pictures += _importance_section(report.importance)
+    hv = _fmt(report.hypervolume) if report.hypervolume is not None else "n/a (no reference point logged)"
+    first = "frontier.png" if "frontier.png" in report.pictures else None
+    others = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures if name != first)
+    others += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
+    beaten = "".join(f"<li>{html.escape(line)}</li>" for line in beaten_lines(info.models, score))
     sections = (_depth_section(report.depth, folder, link) if report.depth else "") + _control_section(info)
     sections += _chain_section(report.chains, folder, link) if report.chains else ""
+    settings = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in sorted(exp.search.settings.items()))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kdx report: {html.escape(exp.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} th{{background:#f3f3f3}} img{{max-width:100%}} figure{{margin:1em 0}}</style></head>
+<style>{STYLE}</style></head>
 <body><h1>kdx report: {html.escape(exp.name)}</h1>
-{_answer_section(report.gains, exp)}
-<p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, {_teacher_words(t, score)}. Search: {settings}.</p>
 {f"<p><b>{html.escape(running_note(info))}.</b></p>" if running_note(info) else ""}
-<p>{counts_line(info)}, {len(info.twins)} scratch twins. Pareto front over {html.escape(str(info.objectives))} and every model
-the search trained: {len(table)} models; the search trials' own front: {len(info.front)} students, hypervolume {hv} against the
-reference {html.escape(str(info.reference))}, fixed before the search.</p>
+{f"<figure>{_img(folder / first)}</figure>" if first else ""}
+{_verdicts(report.gains, exp)}
 <h2>The Pareto front</h2>
-<p>Over every model the search trained: its trials, the scratch twins and, where the gain ran, each arm's winner
-(<code>method</code>: kd, scratch, smoothing; <code>source</code>: which). Chosen on {score.words}{"" if score == schema.ACCURACY else " (nats per token; the same ranking as perplexity)"}, the mean over the
-model's seeds where it has several (<code>n_seeds</code>); <code>{score.test}</code> is the shipped run's own and
-<code>test_mean</code> the mean over its seeds, for reporting only. {html.escape(_methods_line(table, score))}
-Gain here = how much better a search trial is than its <b>base-recipe</b> twin (same architecture and budget, the base config's settings,
-labels only), in {score.unit}: the trial's recipe was searched and the twin's was not, so this gain favours KD; the
-section above, where present, has the gain over a tuned twin. Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
-<table><tr>{head}</tr>{''.join(rows)}</table>
-{pictures}
-<h2>Gains with spread</h2>
-<p>Per architecture, over every distilled run of it (seeds, temperatures, mixes); the front's table above pairs
-each Pareto student with its twin seed by seed (n_seeds, gain_mean, gain_std, gain_t) where <code>search.seeds</code> &gt; 1.
-A gain within about two standard deviations of zero, or a t below about 2, is seed noise.</p>
-<table><tr><th>arch</th><th>params</th><th>teacher/student</th><th>gain ({score.short})</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
-{sections}
+<p>{len(table)} models, chosen on {score.words} over every model the search trained (its trials, the scratch twins and each
+gain arm's winner), at the mean over a model's seeds where it has several; <code>{score.test}</code> is the shipped model's own.
+{html.escape(_methods_line(table, score))} <code>gain</code>: a search trial over its base-recipe twin, in {score.unit} (this favours KD:
+the trial's recipe was searched, the twin's was not). Each P links to its run in the MLflow UI (<code>kdx ui</code>).</p>
+{_rows(table, main, link)}
+{f"<p>Not exported:</p><ul>{beaten}</ul>" if beaten else ""}
+<p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, {_teacher_words(t, score)}.</p>
+<details><summary>How each front model was trained (its recipe) and its seeds</summary>
+{_rows(table, recipe, link) if len(recipe) > 1 else ""}
+{_rows(table, seeds, link)}
+</details>
+{_gain_details(report.gains)}
+<details><summary>The search</summary>
+<p>{counts_line(info)}, {len(info.twins)} scratch twins. Objectives: {_words(info.objectives)}. The search trials' own front:
+{len(info.front)} students, hypervolume {hv} against the reference {_words(info.reference)}, fixed before the search.</p>
+<p>Settings: {settings}.</p>
+</details>
+<details><summary>More pictures and gains by architecture</summary>
+{others}
+{_importance_section(report.importance)}
+<h3>Gains with spread</h3>
+<p>Per architecture, over every distilled run of it (seeds, temperatures, mixes). A gain within about two standard
+deviations of zero, or a t below about 2, is seed noise.</p>
+<table><tr><th>arch</th><th>params</th><th>teacher/<wbr>student</th><th>gain ({score.short})</th><th>std</th><th>runs</th></tr>{gain_rows}</table>
+</details>
+{f"<details><summary>Depth, controls and chains</summary>{sections}</details>" if sections else ""}
 </body></html>
 """
 
-
-def _answer_section(g: GainInfo | None, exp: Experiment) -> str:
-    """The answer first: per front size, what KD bought over the tuned twin and against the best control."""
+def _verdicts(g: GainInfo | None, exp: Experiment) -> str:
+    """The answer first: one line per front size, what KD bought over the tuned twin and against the best control."""
     if g is None:
         return f"<h2>What distillation bought</h2><p>{html.escape(no_gain_reason(exp.search.settings))}.</p>"
+    lines = "".join(f"<li><b>{html.escape(str(v.arch))}</b> ({int(v.params):,} params): {html.escape(verdict_line(v, g.score))}</li>"
+                    for v in g.verdicts.itertuples())
+    noise = f"<p>{html.escape(noise_line(g))}.</p>" if noise_line(g) else ""
+    return f"""<h2>What distillation bought</h2>
+<ul class="verdicts">{lines}</ul>
+{noise}"""
+
+
+def _gain_details(g: GainInfo | None) -> str:
+    """The gain's protocol, its arms and its paired differences, folded away under the verdicts."""
+    if g is None:
+        return ""
     k, unit = g.score.scale, g.score.short
     rows = "".join(
-        f"<tr><td>{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td>{html.escape(v.kd_recipe)}</td>"
-        f"<td>{html.escape(verdict_line(v, g.score))}</td><td>{v.compute_s:.0f}</td></tr>" for v in g.verdicts.itertuples())
+        f"<tr><td class=\"text\">{html.escape(str(v.arch))}</td><td>{int(v.params):,}</td><td class=\"text\">{html.escape(v.kd_recipe)}</td>"
+        f"<td>{_fmt(v.compute_s)}</td></tr>" for v in g.verdicts.itertuples())
     arms = "".join(
-        f"<tr><td>{html.escape(str(a.arch))}</td><td>{html.escape(ARMS[a.arm])}</td><td>{html.escape(a.recipe)}</td><td>{a.n}</td>"
-        f"<td>{_fmt(a.test_mean)}</td><td>{_fmt(a.test_std)}</td></tr>" for a in g.arms.itertuples())
+        f"<tr><td class=\"text\">{html.escape(str(a.arch))}</td><td class=\"text\">{html.escape(ARMS[a.arm])}</td>"
+        f"<td class=\"text\">{html.escape(a.recipe)}</td><td>{a.n}</td><td>{_fmt(a.test_mean)}</td><td>{_fmt(a.test_std)}</td></tr>"
+        for a in g.arms.itertuples())
     pairs = "".join(
-        f"<tr><td>{html.escape(str(p.arch))}</td><td>{html.escape(p.comparison)}</td><td>{p.n}</td><td>{_fmt(k * p.mean)}</td>"
-        f"<td>{_fmt(k * p.std)}</td><td>{'' if tell(p.n, p.std) else _fmt(p.t)}</td><td>{'' if tell(p.n, p.std) else _fmt(t_critical(p.n))}</td>"
-        f"<td>{tell(p.n, p.std) or ('yes' if p.distinguishable else 'no, within the noise')}</td></tr>" for p in g.pairs.itertuples())
+        f"<tr><td class=\"text\">{html.escape(str(p.arch))}</td><td class=\"text\">{html.escape(p.comparison)}</td><td>{p.n}</td>"
+        f"<td>{_fmt(k * p.mean)}</td><td>{_fmt(k * p.std)}</td><td>{'' if tell(p.n, p.std) else _fmt(p.t)}</td>"
+        f"<td>{'' if tell(p.n, p.std) else _fmt(t_critical(p.n))}</td>"
+        f"<td class=\"text\">{tell(p.n, p.std) or ('yes' if p.distinguishable else 'no, within the noise')}</td></tr>"
+        for p in g.pairs.itertuples())
     noise = ("n/a (one seed)" if g.noise != g.noise else
-             f"{k * g.noise:.4g} {unit} (median std of {g.score.val} over {g.seeds} seeds of one config); recipes closer than about "
+             f"{_fmt(k * g.noise)} {unit} (median std of {g.score.val} over {g.seeds} seeds of one config); recipes closer than about "
              f"twice that on one seed's validation are not told apart"
              + (f", so each arm's pick was made on the mean of {g.race_seeds} seeds (std of that mean about "
-                f"{k * g.noise / g.race_seeds ** 0.5:.4g} {unit})" if g.race > 1 and g.race_seeds > 1 else ", and each pick was made on one seed"))
-    return f"""<h2>What distillation bought</h2>
+                f"{_fmt(k * g.noise / g.race_seeds ** 0.5)} {unit})" if g.race > 1 and g.race_seeds > 1 else ", and each pick was made on one seed"))
+    return f"""<details><summary>How the gain was measured: the protocol, the arms and the paired differences</summary>
 <p>{html.escape(protocol(g))}</p>
-<table><tr><th>arch</th><th>params</th><th>KD recipe</th><th>verdict</th><th>compute (s)</th></tr>{rows}</table>
-<p>The search objective's noise: {noise}. Compute: the teacher's training plus every run of that architecture
-(search, twins, recipes, seeds), in seconds.</p>
+<p>The search objective's noise: {noise}.</p>
+<table><tr><th>arch</th><th>params</th><th>KD recipe</th><th>compute (s)</th></tr>{rows}</table>
+<p>Compute: the teacher's training plus every run of that architecture (search, twins, recipes, seeds), in seconds.</p>
 <h3>The arms</h3>
 <table><tr><th>arch</th><th>arm</th><th>winner's recipe</th><th>seeds</th><th>{g.score.test}</th><th>std</th></tr>{arms}</table>
 <h3>Paired differences ({g.score.unit}; &gt; 0: KD better)</h3>
 <table><tr><th>arch</th><th>difference</th><th>n</th><th>mean</th><th>std</th><th>t</th><th>95% critical</th><th>distinguishable</th></tr>{pairs}</table>
+</details>
 """
 
 
