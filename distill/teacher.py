@@ -263,7 +263,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     finetune, r = t.from_weights, t.settings
     train = dataclasses.replace(
         config.train, epochs=r["epochs"], lr=r["lr"], batch_size=t.batch_size, weight_decay=r["weight_decay"],
-        optimizer="adamw" if finetune else "adam", schedule="linear" if finetune else "constant", warmup=r["warmup"] if finetune else 0.0,
+        optimizer="adamw" if finetune else "adam", schedule="linear" if finetune or r["warmup"] > 0 else "constant", warmup=r["warmup"],
         milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
         on_policy=OnPolicy(),  # a teacher learns from the data
     )

@@ -225,3 +225,25 @@ def test_a_search_says_how_often_its_teacher_ran():
     assert "3 forward batches over 2,304 samples (8 stored views)" in teacher_passes_line("views", 3, 2304, 288)
     assert "read from the cache (0 forward passes)" in teacher_passes_line("cached", 0, 0, 288)
     assert "runs on every training batch of every distilling trial" in teacher_passes_line("online", 0, 0, 288)
+
+
+def test_a_warmup_given_to_a_teacher_trained_from_random_weights_is_honoured(monkeypatch):
+    """teacher.warmup was once accepted and dropped for a teacher that starts at random (a constant lr regardless)."""
+    import distill.teacher as teacher_module
+
+    seen = []
+
+    def fake_run(config, data, start=None):
+        seen.append(config.train)
+        raise RuntimeError("stop after the recipe")
+
+    monkeypatch.setattr(teacher_module, "run", fake_run)
+    warm = RunConfig.from_dict({"data": {"name": "digits"}, "teacher": {"family": "mlp", "width": 8, "epochs": 1, "warmup": 0.2}})
+    assert warm.teacher.recipe.startswith("trained from random weights: Adam lr 0.003 warmup 20% then linear decay")
+    with pytest.raises(RuntimeError, match="stop after the recipe"):
+        get_teacher(warm, load_data(warm.data), log=lambda s: None)
+    assert (seen[-1].schedule, seen[-1].warmup, seen[-1].optimizer) == ("linear", 0.2, "adam")
+    plain = RunConfig.from_dict({"data": {"name": "digits"}, "teacher": {"family": "mlp", "width": 8, "epochs": 1}})
+    with pytest.raises(RuntimeError, match="stop after the recipe"):
+        get_teacher(plain, load_data(plain.data), log=lambda s: None)
+    assert (seen[-1].schedule, seen[-1].warmup) == ("constant", 0.0)  # the default from-random recipe, as before
