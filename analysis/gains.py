@@ -22,7 +22,8 @@ from . import schema
 from .runs import Experiment, column, paired
 
 __all__ = ["GainInfo", "gain_info", "no_gain_reason", "ARMS", "PROTOCOL", "verdict_line", "t_critical", "protocol", "Candidate", "race_pick",
-           "race_mean", "race_settings", "noise_line", "start_part", "MIN_SEEDS", "tell", "distinguishable", "difference"]
+           "race_mean", "race_settings", "noise_line", "start_part", "MIN_SEEDS", "tell", "distinguishable", "difference", "Race", "run_race",
+           "race_gap", "race_vals", "split_error", "pick_line"]
 
 ARMS = {
     "kd": "KD, recipe searched",
@@ -84,6 +85,7 @@ class GainInfo(NamedTuple):
     race_seeds: int = 1  # the seeds of that race (1: the pick was made on one seed)
     score: schema.Score = schema.ACCURACY  # what the arms are picked on and compared in; a pair's mean > 0 is KD better
     start: str = "random"  # the students' start: "teacher" when they start from its layers (then the verdicts split the gain)
+    val_samples: int | None = None  # the validation split's size, where the search logged it: its sampling error is a noise of its own
 
 
 def t_critical(n: int) -> float:
@@ -154,6 +156,18 @@ class Candidate(NamedTuple):
     start_time: float  # earlier first on a tie
     seed: int
     repeats: dict[int, float]  # seed -> val_acc of its finished repeats
+    textbook: bool = False  # the arm's textbook recipe (kdx.textbook): always raced, and it wins a tie inside the noise
+
+
+class Race(NamedTuple):
+    """An arm's race: its winner, the candidates raced, and how the best recipe by mean fared against the textbook one."""
+
+    winner: str | None
+    raced: list[Candidate]
+    best: str | None = None  # the best mean over the race seeds
+    gap: float = float("nan")  # the best mean minus the textbook's (validation, higher better); NaN where not compared
+    noise: float = float("nan")  # the std of that gap: the seeds' part and the validation split's
+    tie: bool = False  # the gap was within 2 x noise, so the textbook recipe won
 
 
 def race_settings(settings: dict) -> tuple[int, int]:
@@ -163,51 +177,116 @@ def race_settings(settings: dict) -> tuple[int, int]:
     return (race, min(on, seeds)) if seeds > 1 else (1, 1)
 
 
-def race_pick(candidates: list[Candidate], race: int, seeds: int) -> tuple[str | None, list[Candidate]]:
-    """The winner of an arm's recipes, confirmed on seeds, and the candidates raced (best first at the base seed).
+def race_pick(candidates: list[Candidate], race: int, seeds: int, val_samples: int | None = None) -> tuple[str | None, list[Candidate]]:
+    """The winner of an arm's recipes and the candidates raced (best first at the base seed); `run_race` says why."""
+    r = run_race(candidates, race, seeds, val_samples)
+    return r.winner, r.raced
+
+
+def run_race(candidates: list[Candidate], race: int, seeds: int, val_samples: int | None = None) -> Race:
+    """An arm's race, confirmed on seeds, with ties inside the noise going to the textbook recipe.
 
     One seed's validation accuracy is as noisy as the differences between good recipes (0.9
     points median std in the demo), so a pick on it picks the luckiest seed. The `race` best
     candidates at the base seed go on to `seeds` seeds in all (successive halving over seeds,
-    one cut); the winner is the best mean over the seeds each has finished (ties: the better
-    base-seed rank)."""
-    raced = sorted(candidates, key=lambda c: (-c.val, c.start_time))[:max(1, race)]
+    one cut), and the arm's textbook candidate with them wherever it ranked; the best is the
+    best mean over the seeds each has finished (ties: the better base-seed rank).
+
+    Racing over seeds does not average the validation split's own sampling error: every seed
+    reads the same samples (a 100-class case with 200 validation samples picked a searched
+    recipe that then lost 0.9 points of test accuracy to the textbook one, t -7.1 over 5 fresh
+    seeds). So where the split's size is known (`val_samples`, a classifier's), the best is
+    compared with the textbook recipe: its lead's std has the seeds' part (the paired
+    differences over the seeds both ran, / sqrt n) and the split's (McNemar's variance of two
+    accuracies a, b on the same n samples, (p10 + p01 - (a - b)^2) / n, bounded by taking every
+    error as a disagreement: p10 + p01 <= (1 - a) + (1 - b)). A lead within twice that std is a
+    tie, and the tie goes to the textbook recipe: the better-known one wins unless the search
+    found better beyond the noise."""
+    ranked = sorted(candidates, key=lambda c: (-c.val, c.start_time))
+    raced = ranked[:max(1, race)]
+    book = next((c for c in ranked if c.textbook), None)
+    if book is not None and book not in raced:
+        raced.append(book)
     if not raced:
-        return None, []
-    best = max(range(len(raced)), key=lambda i: (race_mean(raced[i], seeds), -i))
-    return raced[best].key, raced
+        return Race(None, [])
+    best = raced[max(range(len(raced)), key=lambda i: (race_mean(raced[i], seeds), -i))]
+    if book is None or book is best or not val_samples:
+        return Race(best.key, raced, best.key)
+    gap, noise = race_gap(best, book, seeds, val_samples)
+    tie = bool(gap < 2 * noise)
+    return Race(book.key if tie else best.key, raced, best.key, gap, noise, tie)
+
+
+def race_vals(c: Candidate, seeds: int) -> dict[int, float]:
+    """A candidate's validation score at each of its race seeds that has finished."""
+    return {c.seed: c.val} | {s: v for s, v in c.repeats.items() if c.seed < s < c.seed + seeds}
 
 
 def race_mean(c: Candidate, seeds: int) -> float:
     """A candidate's mean val_acc over its race seeds that have finished."""
-    return float(np.mean([c.val, *(v for s, v in c.repeats.items() if c.seed < s < c.seed + seeds)]))
+    return float(np.mean(list(race_vals(c, seeds).values())))
+
+
+def race_gap(a: Candidate, b: Candidate, seeds: int, val_samples: int) -> tuple[float, float]:
+    """a's mean validation accuracy minus b's over their race seeds, and the std of that difference: the seeds'
+    part (paired by seed) and the validation split's (McNemar's bound; `run_race`)."""
+    va, vb = race_vals(a, seeds), race_vals(b, seeds)
+    ma, mb = float(np.mean(list(va.values()))), float(np.mean(list(vb.values())))
+    d = np.array([va[s] - vb[s] for s in sorted(set(va) & set(vb))])
+    seed_var = float(d.var(ddof=1)) / len(d) if len(d) > 1 else 0.0
+    split_var = max(0.0, (1 - ma) + (1 - mb) - (ma - mb) ** 2) / val_samples
+    return ma - mb, float(np.sqrt(seed_var + split_var))
+
+
+def split_error(accuracy: float, val_samples: int) -> float:
+    """The binomial std of one accuracy measured on `val_samples` samples: the validation split's own sampling error."""
+    return float(np.sqrt(max(accuracy * (1 - accuracy), 0.0) / val_samples))
 
 
 def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[metric])}
 
 
-def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1, 1), score: schema.Score = schema.ACCURACY) -> pd.DataFrame:
+def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1, 1), score: schema.Score = schema.ACCURACY,
+              val_samples: int | None = None) -> pd.DataFrame:
     """The arm's runs over seeds: a searched arm's winner and its repeats; a control's runs
     (those of the current KD winner)."""
     mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     if arm not in SEARCHED:
-        kd = _arm_runs(df, arch, "kd", race, score)
+        kd = _arm_runs(df, arch, "kd", race, score, val_samples)
         winner = kd.run_id.iloc[0] if not kd.empty else None
         return mine[column(mine, "control_of") == winner].drop_duplicates("seed", keep="last")
+    r = _arm_race(df, arch, arm, race, score, val_samples)
+    if r.winner is None:
+        return mine.iloc[:0]
+    return pd.concat([mine[(mine.run_id == r.winner) & (column(mine, "seed_of") == "")], mine[column(mine, "seed_of") == r.winner]])
+
+
+def _arm_race(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int], score: schema.Score, val_samples: int | None) -> Race:
+    """A searched arm's race over its candidates (`run_race`); the split's noise only for a classifier's accuracy."""
+    mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     candidates = mine[column(mine, "seed_of") == ""]
     if candidates.empty:
-        return candidates
-    best, _ = race_pick(_candidates(mine, candidates, score), *race)
-    return pd.concat([candidates[candidates.run_id == best], mine[column(mine, "seed_of") == best]])
+        return Race(None, [])
+    return run_race(_candidates(mine, candidates, score), *race, val_samples if score == schema.ACCURACY else None)
 
 
 def _candidates(mine: pd.DataFrame, candidates: pd.DataFrame, score: schema.Score) -> list[Candidate]:
     """Each candidate's validation score, signed so that higher is better (a language model's cross-entropy negated)."""
-    seed_of = column(mine, "seed_of")
+    seed_of, textbook = column(mine, "seed_of"), column(candidates, "textbook")
     return [Candidate(c.run_id, score.sign * float(c[score.val]), float(c.start_time), int(c.seed),
-                      {k: score.sign * v for k, v in _by_seed(mine[seed_of == c.run_id], score.val).items()})
-            for _, c in candidates.iterrows()]
+                      {k: score.sign * v for k, v in _by_seed(mine[seed_of == c.run_id], score.val).items()}, book == "True")
+            for (_, c), book in zip(candidates.iterrows(), textbook)]
+
+
+def pick_line(r: Race, score: schema.Score = schema.ACCURACY) -> str:
+    """How the KD arm's recipe was picked, where the textbook recipe raced against the best: '' otherwise."""
+    if r.gap != r.gap:
+        return ""
+    lead = f"{score.diff(r.gap)} ± {score.size(r.noise)} {score.short} of validation"
+    if r.tie:
+        return f"the textbook recipe, tied with the best searched one ({lead}, within the noise of seeds and validation split)"
+    return f"the searched recipe, ahead of the textbook one by {lead} (beyond twice its noise)"
 
 
 def gain_info(exp: Experiment) -> GainInfo | None:
@@ -217,11 +296,12 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         return None
     done = df[(column(df, "arm") != "") & (df.status == "FINISHED")]
     race, score = race_settings(exp.search.settings), exp.score
+    val_samples = int(float(exp.search.settings.get("val_samples") or 0)) or None  # searches before it was logged: no split noise
     arms, pairs, verdicts, noise = [], [], [], []
     for arch in dict.fromkeys(done.gain_arch):
         test: dict[str, dict[int, float]] = {}
         for arm in ARMS:
-            runs = _arm_runs(done, arch, arm, race, score)
+            runs = _arm_runs(done, arch, arm, race, score, val_samples)
             if runs.empty:
                 continue
             test[arm] = {k: score.sign * v for k, v in _by_seed(runs, score.test).items()}  # higher is better: a difference is a gain
@@ -257,6 +337,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         vs = paired(test["kd"], test[best]) if best else paired({}, {})
         start = paired(test.get("twin", {}), test.get("random", {}))  # what the start bought: same-start twin minus random-start twin
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
+                         "kd_pick": pick_line(_arm_race(done, arch, "kd", race, score, val_samples), score),
                          "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
                          "gain_distinguishable": distinguishable(gain),
                          "best_control": best, "vs_control_mean": vs["mean"], "vs_control_std": vs["std"], "vs_control_t": vs["t"],
@@ -269,7 +350,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1), *race, score, "teacher" if "random" in set(done.arm) else "random")
+                    int(settings.get("seeds", 1) or 1), *race, score, "teacher" if "random" in set(done.arm) else "random", val_samples)
 
 
 def no_gain_reason(settings: dict) -> str:
@@ -283,10 +364,16 @@ def no_gain_reason(settings: dict) -> str:
 
 
 def noise_line(g: "GainInfo") -> str:
-    """'objective noise: val_acc std 0.94 points over 5 seeds of one config', or '' with one seed."""
-    if g.noise != g.noise:
-        return ""
-    return f"objective noise: {g.score.val} std {g.score.size(g.noise)} {g.score.short} over {g.seeds} seeds of one config"
+    """'objective noise: val_acc std 0.94 points over 5 seeds of one config; the validation split's own sampling error
+    0.43 points (binomial, 1,600 samples at 97%)', either part alone where the other is unknown, or ''."""
+    parts = []
+    if g.noise == g.noise:
+        parts.append(f"{g.score.val} std {g.score.size(g.noise)} {g.score.short} over {g.seeds} seeds of one config")
+    if g.val_samples and g.score == schema.ACCURACY and not g.arms.empty:
+        acc = float(np.median(g.arms.val_mean))
+        parts.append(f"the validation split's own sampling error {g.score.size(split_error(acc, g.val_samples))} {g.score.short} "
+                     f"(binomial, {g.val_samples:,} samples at {acc:.0%}), shared by every seed and never averaged away")
+    return ("objective noise: " + "; ".join(parts)) if parts else ""
 
 
 def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:

@@ -222,7 +222,8 @@ def _verdicts(g: GainInfo | None, exp: Experiment) -> str:
     """The answer first: one line per front size, what KD bought over the tuned twin and against the best control."""
     if g is None:
         return f"<h2>What distillation bought</h2><p>{html.escape(no_gain_reason(exp.search.settings))}.</p>"
-    lines = "".join(f"<li><b>{html.escape(str(v.arch))}</b> ({int(v.params):,} params): {html.escape(verdict_line(v, g.score))}</li>"
+    lines = "".join(f"<li><b>{html.escape(str(v.arch))}</b> ({int(v.params):,} params): {html.escape(verdict_line(v, g.score))}"
+                    + (f" KD's recipe: {html.escape(v.kd_pick)}." if getattr(v, "kd_pick", "") else "") + "</li>"
                     for v in g.verdicts.itertuples())
     noise = f"<p>{html.escape(noise_line(g))}.</p>" if noise_line(g) else ""
     return f"""<h2>What distillation bought</h2>
@@ -447,7 +448,8 @@ def search_note(exp: Experiment, report: Report) -> str:
     else:
         out += [f"**What distillation bought** ({g.score.unit}, paired by seed; each arm tuned with {g.recipe_trials} recipe(s) per "
                 "architecture, selected on validation):", ""]
-        out += [f"- `{v.arch}` ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}" for v in g.verdicts.itertuples()]
+        out += [f"- `{v.arch}` ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}"
+                + (f" KD's recipe: {v.kd_pick}." if getattr(v, "kd_pick", "") else "") for v in g.verdicts.itertuples()]
         if noise_line(g):
             out.append(f"- {noise_line(g)}")
         out.append("")

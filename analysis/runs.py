@@ -76,6 +76,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "arm": tags.get(schema.TAG_ARM, ""),
             "gain_arch": tags.get(schema.TAG_GAIN_ARCH, ""),
             "control_of": tags.get(schema.TAG_CONTROL_OF, ""),
+            "textbook": tags.get(schema.TAG_TEXTBOOK) == "true",
             "start": tags.get(schema.TAG_START, "random"),  # runs before kdx.start all started at random
             "chain": tags.get(schema.TAG_CHAIN, ""),
             "stage": tags.get(schema.TAG_STAGE, ""),

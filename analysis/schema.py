@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_CONTROL_OF", "TAG_START", "TAG_TEACHER_RECIPE",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_TEXTBOOK", "TAG_CONTROL_OF", "TAG_START", "TAG_TEACHER_RECIPE",
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
@@ -54,6 +54,7 @@ CHAIN_DIRECT = "direct"
 TAG_ARM = "kdx.arm"  # the equal-budget gain (workflows/gain.py): kd, twin, smooth, shuffled or same_recipe
 TAG_GAIN_ARCH = "kdx.gain_arch"  # ... and the front architecture (kdx.arch) the arm measures
 TAG_CANDIDATE = "kdx.candidate"  # a searched arm's recipe candidate: 1 .. search.recipe_trials
+TAG_TEXTBOOK = "kdx.textbook"  # "true" on the arm's textbook candidate: always raced, and it wins a tie inside the noise
 TAG_CONTROL_OF = "kdx.control_of"  # a control arm's run: the KD winner it is the control of
 TAG_START = "kdx.start"  # where a student's weights started: "random", or "teacher" (its teacher's layers, train.init)
 TAG_TEACHER_RECIPE = "kdx.teacher_recipe"  # on the teacher run: how its weights were made (trained, fine-tuned, or used as it stands)

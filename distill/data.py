@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -27,7 +28,7 @@ from .errors import ConfigError, DataError, check
 from .models import TokenShape
 from .registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "Arrays", "TokenInfo", "register_dataset", "load_data", "is_custom", "IGNORE", "next_token_labels"]
+__all__ = ["Dataset", "DATASETS", "Arrays", "TokenInfo", "register_dataset", "load_data", "is_custom", "IGNORE", "next_token_labels", "small_split_line"]
 
 IGNORE = -100  # a language model's label at positions with no next token (padding, the last): torch's ignore_index
 
@@ -94,6 +95,25 @@ def register_dataset(name: str, options: type, task: str = "classify") -> Callab
 def dataset_task(name: str) -> str:
     """The task a registered dataset serves ("classify" for a user's function)."""
     return "classify" if is_custom(name) or name not in DATASETS else DATASETS.get(name, "data.name").reads[0]
+
+
+# A validation split this small cannot rank recipes: below 625 samples an accuracy's binomial std reaches 2 points
+# (at 50%), and below 10 samples a class a few samples decide a class's share. The split's error is shared by every
+# seed of a search (data.seed is fixed), so racing over seeds never averages it away.
+SMALL_SPLIT, PER_CLASS = 625, 10
+
+
+def small_split_line(data: Dataset) -> str:
+    """One line naming a classifier's small validation split and the data.val_fraction that would fix it; '' otherwise."""
+    n, classes = len(data.y_val), data.num_classes
+    if data.task != "classify" or (n >= SMALL_SPLIT and n >= PER_CLASS * classes):
+        return ""
+    pool, need = n + len(data.y_train), max(SMALL_SPLIT, PER_CLASS * classes)
+    std = 100 * (0.25 / n) ** 0.5
+    fix = (f"data.val_fraction: {math.ceil(100 * need / pool) / 100:g} would give {need:,}" if need <= pool / 2 else
+           f"even data.val_fraction: 0.5 would give only {pool // 2:,}: more data would fix it")
+    return (f"data: the validation split has {n:,} samples ({n / classes:.3g} per class): an accuracy on it is off by up to "
+            f"{std:.1f} points (binomial std) on every seed alike, as much as good recipes differ; {fix}")
 
 
 def next_token_labels(ids: np.ndarray, pad_id: int) -> np.ndarray:

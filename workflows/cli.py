@@ -75,13 +75,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import describe, load_experiment
 
+    from distill.data import load_data, small_split_line
+
     exp = load_experiment(args.config, args.set, need_space=False)
+    data = load_data(exp.run.data)  # a missing file or bad labels are found here, and a split too small to rank recipes
     if not exp.run.teacher.settings["train"]:  # a checkpoint or folder that does not load, fit or match the labels is found here too (no training)
-        from distill.data import load_data
         from distill.teacher import get_teacher
 
-        get_teacher(exp.run, load_data(exp.run.data), log=lambda s: None)
+        get_teacher(exp.run, data, log=lambda s: None)
     print(describe(exp))
+    if small_split_line(data):
+        print(small_split_line(data))
     print("valid")
     return 0
 

@@ -163,6 +163,21 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     return arms
 
 
+def _textbook(exp: ExperimentConfig, arm: str, recipes: list[dict]) -> int | None:
+    """The index of the arm's textbook candidate, the recipe a practitioner would run without a search: KD's first
+    textbook recipe (T 4, kd 0.9, ce 0.1 for a classifier), label smoothing's 0.1, and for a labels-only arm the base
+    config's lr and weight decay. It races whatever its rank and wins a tie inside the noise (analysis.gains.run_race)."""
+    if arm == "kd":
+        book = textbook_recipes(exp)[0]
+        found = [i for i, r in enumerate(recipes) if all(r.get(k) == v for k, v in book.items())]
+    elif arm == "smooth":
+        found = [i for i, r in enumerate(recipes) if r.get("losses.ce.label_smoothing") == 0.1]
+    else:
+        base = {"train.lr": exp.run.train.lr, "train.weight_decay": exp.run.train.weight_decay}
+        found = [i for i, r in enumerate(recipes) if all(r.get(k) == v for k, v in base.items())]
+    return found[0] if found else None
+
+
 def _tags(arm: str, arch: str) -> dict:
     return {schema.TAG_ARM: arm, schema.TAG_GAIN_ARCH: arch}
 
@@ -176,9 +191,11 @@ def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_
     for arch, shape, own in _front_archs(exp, store):
         candidates = _arm_candidates(exp, own, exp.search.recipe_trials, rng)
         for arm, recipes in candidates.items():
+            book = _textbook(exp, arm, recipes)
             for i, recipe in enumerate(recipes, 1):
                 if (arch, arm, str(i)) not in done:
-                    jobs.append(Job(SEARCHED_ARMS[arm], {**shape, **recipe}, tags=_tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)}, name=f"{arm} {arch} #{i}"))
+                    tags = _tags(arm, arch) | {schema.TAG_CANDIDATE: str(i)} | ({schema.TAG_TEXTBOOK: "true"} if i - 1 == book else {})
+                    jobs.append(Job(SEARCHED_ARMS[arm], {**shape, **recipe}, tags=tags, name=f"{arm} {arch} #{i}"))
     return jobs
 
 
@@ -192,10 +209,10 @@ def _race(exp: ExperimentConfig) -> tuple[int, int]:
     return race_settings({"seeds": exp.search.seeds, "race": exp.search.race, "race_seeds": exp.search.race_seeds})
 
 
-def _raced(exp: ExperimentConfig, runs: list) -> dict[tuple[str, str], tuple[object, list]]:
+def _raced(exp: ExperimentConfig, runs: list, val_samples: int | None = None) -> dict[tuple[str, str], tuple[object, list]]:
     """(arch, arm) -> (its winner's run, the candidates raced), by `analysis.gains.race_pick`, on the
     validation score signed so that higher is better (a language model's cross-entropy negated);
-    `runs`: the search's child runs, read once by the caller."""
+    `runs`: the search's child runs, read once by the caller; `val_samples`: the validation split's size."""
     score = exp.score
     seeded: dict[str, dict[int, float]] = {}
     for r in _arm_runs(runs, repeats=True):
@@ -209,10 +226,17 @@ def _raced(exp: ExperimentConfig, runs: list) -> dict[tuple[str, str], tuple[obj
     for key, group in groups.items():
         by_id = {r.info.run_id: r for r in group}
         cands = [Candidate(r.info.run_id, score.sign * r.data.metrics[score.val], r.info.start_time, int(params_of(r)["seed"]),
-                           seeded.get(r.info.run_id, {})) for r in group]
-        best, raced = race_pick(cands, *_race(exp))
+                           seeded.get(r.info.run_id, {}), r.data.tags.get(schema.TAG_TEXTBOOK) == "true") for r in group]
+        best, raced = race_pick(cands, *_race(exp), val_samples if score == schema.ACCURACY else None)
         out[key] = (by_id[best], [by_id[c.key] for c in raced])
     return out
+
+
+def _val_samples(store: Store, parent_id: str) -> int | None:
+    """The validation split's size as the search run logged it (analysis.store.SearchRecord); None for an older search."""
+    from analysis.store import SearchRecord
+
+    return int(float(SearchRecord.read(store.get(parent_id).data.params).settings.get("val_samples") or 0)) or None
 
 
 def _recipe_of(run) -> dict:
@@ -226,7 +250,8 @@ def race_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
         return []
     repeated = store.repeats_done(experiment_id, parent_id)
     jobs = []
-    for (arch, arm), (_, raced) in sorted(_raced(exp, store.runs(experiment_id, parent=parent_id)).items(), key=lambda kv: kv[0]):
+    for (arch, arm), (_, raced) in sorted(_raced(exp, store.runs(experiment_id, parent=parent_id), _val_samples(store, parent_id)).items(),
+                                         key=lambda kv: kv[0]):
         for run in raced:
             for seed in range(exp.run.seed + 1, exp.run.seed + seeds):
                 if (run.info.run_id, seed) not in repeated:
@@ -238,7 +263,7 @@ def race_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
 def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id: str) -> list[Job]:
     """Phase 3: the winners at the other seeds, and the KD winner's two controls at every seed, minus those done."""
     runs = store.runs(experiment_id, parent=parent_id)
-    won = {key: winner for key, (winner, _) in _raced(exp, runs).items()}
+    won = {key: winner for key, (winner, _) in _raced(exp, runs, _val_samples(store, parent_id)).items()}
     # before repeats_done, which reads the store afresh: a cut-off run is deleted once
     controls = {(r.data.tags.get(schema.TAG_CONTROL_OF), r.data.tags[schema.TAG_ARM], int(params_of(r)["seed"]))
                 for r in store.keep_finished([r for r in _arm_runs(runs, repeats=True)

@@ -42,6 +42,8 @@ def _gains(g, settings: dict) -> None:
           f"with {g.recipe_trials} recipe(s) per architecture):")
     for v in g.verdicts.itertuples():
         print(f"  {v.arch} ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}")
+        if getattr(v, "kd_pick", ""):
+            print(f"    KD's recipe: {v.kd_pick}")
     if noise_line(g):
         print(f"  {noise_line(g)}")
 

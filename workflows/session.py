@@ -25,7 +25,7 @@ import yaml
 from analysis import schema
 from analysis.store import FINISHED, RUNNING, VIEW_FRONT, VIEW_RUNS, Store, check_tracking, search_params, ui_path
 from distill.config import with_values
-from distill.data import Dataset, load_data
+from distill.data import Dataset, load_data, small_split_line
 from distill.errors import ConfigError
 from distill.losses import teacher_reads
 from distill.teacher import PASSES, Teacher, prepare_teacher
@@ -129,7 +129,7 @@ def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:
     store.describe(_experiment_note(exp, experiment_id), experiment_id=experiment_id)
 
 
-def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume: bool, log: Log, reference: dict) -> str:
+def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume: bool, log: Log, reference: dict, val_samples: int) -> str:
     _views(store, exp, experiment_id)
     parent = store.search_run(experiment_id)
     if parent is not None and resume:
@@ -143,7 +143,8 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     s = exp.search
     settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": exp.sampler.name, "sampler_why": exp.sampler.describe(), "seed": s.seed,
                 "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials,
-                "race": s.race, "race_seeds": s.race_seeds, "confirm": s.confirm, "task": "lm" if exp.lm else "classification"}
+                "race": s.race, "race_seeds": s.race_seeds, "confirm": s.confirm, "task": "lm" if exp.lm else "classification",
+                "val_samples": val_samples}  # the split's own sampling error is a noise of its own (analysis.gains.run_race)
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)
     run.text(dump(exp.space), schema.SPACE_ARTIFACT)
@@ -258,6 +259,8 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
              else f"test_acc {teacher.info.test_acc:.4f}")
     log(f"teacher: {exp.run.teacher.recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
     log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
+    if small_split_line(data):
+        log(small_split_line(data))
     ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
         store, experiment_id = _open_store(exp, resume)
@@ -266,7 +269,7 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
             ray_start.wait()
             check_storage_for_cluster(exp)
         experiment_id = experiment_id or store.experiment_id(exp.name)
-        parent_id = _open_parent(store, exp, experiment_id, resume, log, ref)
+        parent_id = _open_parent(store, exp, experiment_id, resume, log, ref, len(data.y_val))
         teacher_run_id = _teacher_run(store, exp, experiment_id, parent_id, teacher, data)
         ctx = TrialContext(with_values(exp.base, trial_settings(exp)), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha", teacher_config=exp.run.teacher.to_dict(),
