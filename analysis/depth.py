@@ -30,6 +30,7 @@ import pandas as pd
 from . import schema
 from .gains import _arm_runs, distinguishable, race_settings, t_critical
 from .runs import Experiment, by_seed, column, paired
+from .store import SearchRecord
 
 __all__ = ["DepthInfo", "depth_info", "plot_depth", "FAIL_FRACTION", "DEPTH_KEYS"]
 
@@ -103,14 +104,13 @@ def _at_chance(seeds: dict[int, float], chance: float | None) -> bool:
     return bool((mean - chance) / (std / np.sqrt(n)) < t_critical(n))
 
 
-def _gain_cells(done: pd.DataFrame, settings: dict | None = None) -> dict[tuple, dict]:
+def _gain_cells(done: pd.DataFrame, search: SearchRecord | None = None) -> dict[tuple, dict]:
     """The gain step's winners per cell, picked as the gain picks them (its race, its split's noise): KD and the tuned
     (else same-recipe) twin, over seeds."""
     arm = column(done, "arm")
     if (arm == "").all():
         return {}
-    settings = settings or {}
-    race, val_samples = race_settings(settings), int(float(settings.get("val_samples") or 0)) or None
+    race, val_samples = (race_settings(search.settings), search.val_samples) if search else ((1, 1), None)
     pick = lambda arch, a: _arm_runs(done, arch, a, race, schema.ACCURACY, val_samples)  # noqa: E731
     cells: dict[tuple, dict] = {}
     for arch in dict.fromkeys(column(done, "gain_arch")[arm != ""]):
@@ -215,7 +215,7 @@ def depth_info(exp: Experiment, fraction: float = FAIL_FRACTION) -> DepthInfo | 
     done = df[(df.status == "FINISHED") & (df.role != schema.ROLE_ASSISTANT)]
     if done.empty or "student.family" not in done:
         return None
-    cells = _search_cells(done) | _gain_cells(done, exp.search.settings)  # the gain step's winners where they exist
+    cells = _search_cells(done) | _gain_cells(done, exp.search)  # the gain step's winners where they exist
     if not cells:
         return None
     teacher = exp.teacher

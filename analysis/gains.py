@@ -296,7 +296,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         return None
     done = df[(column(df, "arm") != "") & (df.status == "FINISHED")]
     race, score = race_settings(exp.search.settings), exp.score
-    val_samples = int(float(exp.search.settings.get("val_samples") or 0)) or None  # searches before it was logged: no split noise
+    val_samples = exp.search.val_samples  # searches before it was logged: no split noise, picked on the mean as they were
     arms, pairs, verdicts, noise = [], [], [], []
     for arch in dict.fromkeys(done.gain_arch):
         test: dict[str, dict[int, float]] = {}

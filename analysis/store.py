@@ -74,6 +74,11 @@ class SearchRecord:
         return cls(settings, objectives, reference)
 
     @property
+    def val_samples(self) -> int | None:
+        """The validation split's size (logged since selection saw the split's noise); None for an older search."""
+        return int(float(self.settings.get("val_samples") or 0)) or None
+
+    @property
     def score(self) -> "schema.Score":
         """How this search's models are compared: in nats for a language model, else in accuracy."""
         return schema.score_of(self.settings.get("task"))

@@ -23,7 +23,9 @@ architecture on the Pareto front:
 2. the race (`search.race` = r, `search.race_seeds` = R, with S > 1): each arm's r
    best candidates on validation at the base seed run at seeds seed+1 .. seed+R-1,
    and the best mean over those R seeds is the arm's winner (`analysis.gains.race_pick`):
-   a pick on one seed's val_acc picks the luckiest seed;
+   a pick on one seed's val_acc picks the luckiest seed. The arm's textbook candidate
+   (`kdx.textbook`) races too, whatever its rank, and wins when the best leads it by less
+   than the noise of seeds and validation split together (`analysis.gains.run_race`);
 3. seeds (`search.seeds` = S): the three winners again with seeds seed+1 ..
    seed+S-1 (their race seeds already done), and two controls of the KD winner at every seed: `shuffled` (its
    teacher's non-target probabilities shuffled: the dark-knowledge control)
@@ -236,7 +238,7 @@ def _val_samples(store: Store, parent_id: str) -> int | None:
     """The validation split's size as the search run logged it (analysis.store.SearchRecord); None for an older search."""
     from analysis.store import SearchRecord
 
-    return int(float(SearchRecord.read(store.get(parent_id).data.params).settings.get("val_samples") or 0)) or None
+    return SearchRecord.read(store.get(parent_id).data.params).val_samples
 
 
 def _recipe_of(run) -> dict:
