@@ -199,7 +199,9 @@ def run_race(candidates: list[Candidate], race: int, seeds: int, val_samples: in
     compared with the textbook recipe: its lead's std has the seeds' part (the paired
     differences over the seeds both ran, / sqrt n) and the split's (McNemar's variance of two
     accuracies a, b on the same n samples, (p10 + p01 - (a - b)^2) / n, bounded by taking every
-    error as a disagreement: p10 + p01 <= (1 - a) + (1 - b)). A lead within twice that std is a
+    error as a disagreement: p10 + p01 <= min(1, (1 - a) + (1 - b))). The bound is loose where
+    accuracy is low (two 47% models that mostly agree are counted as disagreeing on every
+    error), so there ties are many: the split cannot tell them apart. A lead within twice that std is a
     tie, and the tie goes to the textbook recipe: the better-known one wins unless the search
     found better beyond the noise."""
     ranked = sorted(candidates, key=lambda c: (-c.val, c.start_time))
@@ -234,7 +236,7 @@ def race_gap(a: Candidate, b: Candidate, seeds: int, val_samples: int) -> tuple[
     ma, mb = float(np.mean(list(va.values()))), float(np.mean(list(vb.values())))
     d = np.array([va[s] - vb[s] for s in sorted(set(va) & set(vb))])
     seed_var = float(d.var(ddof=1)) / len(d) if len(d) > 1 else 0.0
-    split_var = max(0.0, (1 - ma) + (1 - mb) - (ma - mb) ** 2) / val_samples
+    split_var = max(0.0, min(1.0, (1 - ma) + (1 - mb)) - (ma - mb) ** 2) / val_samples  # no more than every sample disagrees
     return ma - mb, float(np.sqrt(seed_var + split_var))
 
 
