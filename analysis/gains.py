@@ -255,8 +255,7 @@ def _arm_runs(df: pd.DataFrame, arch: str, arm: str, race: tuple[int, int] = (1,
     (those of the current KD winner)."""
     mine = df[(df.gain_arch == arch) & (df.arm == arm)]
     if arm not in SEARCHED:
-        kd = _arm_runs(df, arch, "kd", race, score, val_samples)
-        winner = kd.run_id.iloc[0] if not kd.empty else None
+        winner = _arm_race(df, arch, "kd", race, score, val_samples).winner  # the KD winner's run id at its base seed
         return mine[column(mine, "control_of") == winner].drop_duplicates("seed", keep="last")
     r = _arm_race(df, arch, arm, race, score, val_samples)
     if r.winner is None:

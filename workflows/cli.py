@@ -84,8 +84,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         get_teacher(exp.run, data, log=lambda s: None)
     print(describe(exp))
-    if small_split_line(data):
-        print(small_split_line(data))
+    if line := small_split_line(data):
+        print(line)
     print("valid")
     return 0
 

@@ -259,8 +259,8 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
              else f"test_acc {teacher.info.test_acc:.4f}")
     log(f"teacher: {exp.run.teacher.recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
     log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
-    if small_split_line(data):
-        log(small_split_line(data))
+    if line := small_split_line(data):
+        log(line)
     ray_start = RayStart(address)  # Ray starts (seconds) while this process opens the store, makes the reference and the runs
     try:
         store, experiment_id = _open_store(exp, resume)
