@@ -60,7 +60,7 @@ PROTOCOL_LM = (
 )
 
 
-START = ("Students start from the teacher's layers (train.init: teacher), and every labels-only arm takes that same start, so "
+START = ("Students start from {words} (train.init: {start}), and every labels-only arm takes that same start, so "
          "KD minus the tuned twin is what distillation bought on top of the start; a random-start twin, tuned alike on the same "
          "draws, measures what the start bought (tuned twin minus random-start twin). ")
 
@@ -71,7 +71,7 @@ def protocol(g: "GainInfo") -> str:
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
             f"best mean {g.score.words} is its winner. ")
     text = (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
-    return text + (" " + START.strip() if g.start != "random" else "")
+    return text + (" " + START.format(words=schema.START_WORDS.get(g.start, g.start), start=g.start).strip() if g.start != "random" else "")
 
 
 class GainInfo(NamedTuple):
@@ -84,7 +84,7 @@ class GainInfo(NamedTuple):
     race: int = 1  # candidates per arm raced over seeds before the pick
     race_seeds: int = 1  # the seeds of that race (1: the pick was made on one seed)
     score: schema.Score = schema.ACCURACY  # what the arms are picked on and compared in; a pair's mean > 0 is KD better
-    start: str = "random"  # the students' start: "teacher" when they start from its layers (then the verdicts split the gain)
+    start: str = "random"  # the KD students' start (train.init); from the teacher, the verdicts split the gain
     val_samples: int | None = None  # the validation split's size, where the search logged it: its sampling error is a noise of its own
 
 
@@ -345,13 +345,20 @@ def gain_info(exp: Experiment) -> GainInfo | None:
                          "vs_control_distinguishable": distinguishable(vs),
                          "start_n": start["n"], "start_mean": start["mean"], "start_std": start["std"], "start_t": start["t"],
                          "start_distinguishable": distinguishable(start),
-                         "compute_s": compute + teacher_s})
+                         "compute_s": compute + teacher_s, "start": _start(done, arch)})
     if not verdicts:
         return None
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1), *race, score, "teacher" if "random" in set(done.arm) else "random", val_samples)
+                    int(settings.get("seeds", 1) or 1), *race, score, _start(done), val_samples)
+
+
+def _start(done: pd.DataFrame, arch: str | None = None) -> str:
+    """The KD arm's start (train.init), over every architecture or one."""
+    kd = done[(done.arm == "kd") & ((done.gain_arch == arch) if arch is not None else True)]
+    starts = column(kd, "start").replace("", "random")
+    return str(starts.mode().iloc[0]) if len(starts) else "random"
 
 
 def no_gain_reason(settings: dict) -> str:
@@ -399,5 +406,6 @@ def _split(v) -> bool:
 
 def start_part(v, score: schema.Score = schema.ACCURACY) -> str:
     """What the start bought (the same-start tuned twin minus the random-start twin), with its verdict."""
-    return "the start (teacher's layers) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n,
+    words = schema.START_WORDS.get(getattr(v, "start", "teacher"), "the teacher's layers")
+    return f"the start ({words}) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n,
                                                                 " over a random start")

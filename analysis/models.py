@@ -189,9 +189,10 @@ def _front(models: pd.DataFrame, objectives: dict[str, str], score: schema.Score
 
 
 def method_label(row: pd.Series | dict) -> str:
-    """A front point's method as a table shows it: 'kd', or 'kd, teacher start' for a student that started from its teacher's layers."""
+    """A front point's method as a table shows it: 'kd', or 'kd, teacher start' (or 'pruned start') for a student that started from its teacher."""
     method = str(row.get("method", "kd"))
-    return f"{method}, teacher start" if row.get("start") == "teacher" else method
+    short = schema.START_SHORT.get(str(row.get("start")))
+    return f"{method}, {short}" if short else method
 
 
 def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY) -> str:
@@ -199,7 +200,7 @@ def method_sentence(row: pd.Series | dict, score: schema.Score = schema.ACCURACY
     params, method = int(row[schema.PARAMS]), row["method"]
     how = {"kd": "distilled from the teacher", "scratch": "trained without the teacher (labels only)",
            "smoothing": "trained without the teacher (labels only, with label smoothing)"}[method]
-    how += ", started from the teacher's layers" if row.get("start") == "teacher" else ""
+    how += f", started from {schema.START_WORDS[row['start']]}" if row.get("start") in schema.START_SHORT else ""
     seeds = int(row.get("n_seeds") or 1)
     on = f"mean {score.words} over {seeds} seeds" if seeds > 1 else f"one seed's {score.words}"
     return f"at {params:,} parameters the best model was {how} ({row['source']}; chosen on {on})"

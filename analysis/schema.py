@@ -26,12 +26,12 @@ from typing import Any, Mapping
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
-    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_TEXTBOOK", "TAG_CONTROL_OF", "TAG_START", "TAG_TEACHER_RECIPE",
+    "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_TEXTBOOK", "TAG_CONTROL_OF", "TAG_START", "START_WORDS", "START_SHORT", "TAG_TEACHER_RECIPE",
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
     "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "FLOOR", "LM_OBJECTIVES", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
-    "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT",
+    "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT", "IMPORTANCE_ARTIFACT",
     "QUALITY", "quality", "Score", "ACCURACY", "NEXT_TOKEN", "score_of", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
 
@@ -56,7 +56,7 @@ TAG_GAIN_ARCH = "kdx.gain_arch"  # ... and the front architecture (kdx.arch) the
 TAG_CANDIDATE = "kdx.candidate"  # a searched arm's recipe candidate: 1 .. search.recipe_trials
 TAG_TEXTBOOK = "kdx.textbook"  # "true" on the arm's textbook candidate: always raced, and it wins a tie inside the noise
 TAG_CONTROL_OF = "kdx.control_of"  # a control arm's run: the KD winner it is the control of
-TAG_START = "kdx.start"  # where a student's weights started: "random", or "teacher" (its teacher's layers, train.init)
+TAG_START = "kdx.start"  # where a student's weights started (train.init): a key of START_WORDS
 TAG_TEACHER_RECIPE = "kdx.teacher_recipe"  # on the teacher run: how its weights were made (trained, fine-tuned, or used as it stands)
 TAG_CONFIG_KEY = "kdx.config_key"  # a hash of the run's role and resolved config: equal keys train the same model
 TAG_DUPLICATE_OF = "kdx.duplicate_of"  # a trial Optuna sampled again: it reports that earlier run's result and trains nothing
@@ -64,6 +64,10 @@ TAG_TEACHER_KEY = "kdx.teacher_key"  # on a student whose own teacher the space 
 TAG_PARETO = "kdx.pareto"  # "true" on the front's students as the last report saw it (filter: tags.`kdx.pareto` = 'true')
 TAG_PARETO_LABEL = "kdx.pareto_label"  # ... and its label there, P1 the smallest
 TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description: MLflow's UI renders it as markdown
+
+# train.init's values as tables and sentences say them
+START_WORDS = {"random": "random weights", "teacher": "the teacher's layers", "prune": "the teacher pruned to the student's shape"}
+START_SHORT = {"teacher": "teacher start", "prune": "pruned start"}
 
 ROLE_SEARCH = "search"
 ROLE_TEACHER = "teacher"
@@ -94,6 +98,11 @@ FLOOR = "test_floor"  # on a language model's teacher run: the data's entropy fl
 AGREEMENT = "test_agreement"
 TEACHER_KL = "test_kl"
 TRAIN_S = "train_s"  # the run's own training time, build to test evaluation
+# A student started from its teacher (train.init: teacher or prune), scored before any training (step 0):
+# how much of the teacher survives the cut, and so how much training brought back.
+START_VAL_ACC = "start_val_acc"
+START_TEST_ACC = "start_test_acc"
+START_TEST_LOSS = "start_test_loss"
 
 # Objectives a search may name, with what a run reports for each.
 OBJECTIVES = (VAL_ACC, VAL_LOSS, VAL_PPL, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
@@ -162,6 +171,7 @@ MODEL_WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "config.json"
 CONFIG_ARTIFACT = "config.yaml"
 SPACE_ARTIFACT = "space.yaml"
+IMPORTANCE_ARTIFACT = "importance.json"  # on the teacher run of a search that prunes: every unit's score (distill/prune.py)
 
 
 def loss_metric(term: str) -> str:

@@ -27,6 +27,7 @@ from .losses import LOSSES, is_next_token, next_token_losses
 from .models import MODELS, build_model
 from .models.factory import build_factory, check_factory
 from .on_policy import OnPolicy
+from .prune import PruneOptions
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
 from .registry import Registry
 
@@ -244,8 +245,11 @@ class TrainConfig:
     threads: int = 1  # one thread per tiny run was steadier under load (measured on a 2-core CPU machine, 2026-11)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = False  # autocast on CUDA only; CPU runs stay float32
-    init: Literal["random", "teacher"] = "random"  # "teacher": start from the teacher's layers (DistilBERT; distill/init.py)
+    # "teacher": start from the teacher's layers (DistilBERT; distill/init.py); "prune": from the teacher cut
+    # to the student's shape by importance (Minitron; distill/prune.py)
+    init: Literal["random", "teacher", "prune"] = "random"
     init_layers: Literal["every_other", "distilbert", "first"] | list[int] = "every_other"  # which teacher layers (distill/init.py)
+    prune: PruneOptions = field(default_factory=PruneOptions)  # train.init: prune only
     on_policy: OnPolicy = field(default_factory=OnPolicy)  # a language model's batches written by the student itself (distill/on_policy.py)
 
     def __post_init__(self) -> None:
@@ -261,6 +265,16 @@ class TrainConfig:
         check(self.schedule == "linear" or not self.warmup, "warmup", "only means something with schedule: linear")
         check(not isinstance(self.init_layers, list) or all(isinstance(j, int) and j >= 0 for j in self.init_layers),
               "init_layers", f"a list names teacher layers 0, 1, ..., got {self.init_layers}")
+
+
+    @property
+    def start_words(self) -> str:
+        """Where a student's weights start, in words (what `kdx run` and `kdx validate` print)."""
+        if self.init == "teacher":
+            return f"from the teacher's layers ({self.init_layers})"
+        if self.init == "prune":
+            return f"from the teacher pruned to the student's shape (units by importance, layers: {self.prune.layers})"
+        return "from random weights"
 
 
 def _default_losses() -> dict:
@@ -322,7 +336,7 @@ class RunConfig:
 
     @property
     def needs_teacher(self) -> bool:
-        return self.distills or self.train.init == "teacher"
+        return self.distills or self.train.init != "random"
 
     def scratch_twin(self, start: Literal["same", "random"] = "same") -> "RunConfig":
         """The same student, data, budget and seed, trained on labels only. `same`: from the student's own

@@ -399,3 +399,12 @@ def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = N
     if mode == "views":
         return Teacher(module, info, views=teacher_views(module, info, data, keys, config))
     return Teacher(module, info, teacher_outputs(module, info, data, keys, topk=config.teacher.topk))
+
+
+def check_prune(config: RunConfig, data: Dataset, module: nn.Module | None = None) -> None:
+    """A pruned start (train.init: prune) the teacher cannot give is one line before anything trains: the shapes
+    decide it, so the teacher's architecture is cut as it is built (`module`: the teacher itself, where loaded)."""
+    from .prune import prune_from_teacher
+
+    teacher = module if module is not None else _build(config, data)
+    prune_from_teacher(config.student.build(data.input_shape, data.num_classes, "student"), teacher, {}, config.train.prune.layers)

@@ -47,6 +47,7 @@ from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, TrainingDiverged
 from .init import init_from_teacher
+from .prune import prune_from_teacher, teacher_importance
 from .losses import LOSSES, TeacherSide, build_loss, soft_term, teacher_reads, teacher_side
 from .metrics import evaluate, fidelity
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
@@ -120,6 +121,7 @@ class RunResult:
     seconds: float = 0.0  # wall time of the run, build to test evaluation (where a trial's time goes)
     test_loss: float = math.nan  # mean test cross-entropy, nats (a language model: per predicted token)
     val_loss: float = math.nan  # of the kept weights (best_val: the best epoch's)
+    at_start: tuple[float, float, float, float] | None = None  # a start from the teacher, before training: val acc, loss, test acc, loss
 
     @property
     def test_ppl(self) -> float:
@@ -127,6 +129,8 @@ class RunResult:
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("val_acc", "test_acc", "params", "latency_ms", "epochs", "best_epoch", "test_loss", "val_loss")}
+        if self.at_start is not None:
+            out |= dict(zip(("start_val_acc", "start_val_loss", "start_test_acc", "start_test_loss"), self.at_start))
         return out | {"history": [dataclasses.asdict(e) for e in self.history]}
 
 
@@ -257,13 +261,20 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
     try:
         torch.manual_seed(config.seed)
         student = config.student.build(data.input_shape, data.num_classes, "student")
-        if cfg.init == "teacher":
+        if cfg.init != "random":
             if teacher is None:
-                raise ConfigError("train.init: 'teacher' needs the teacher model, and this run was given none")
-            init_from_teacher(student, teacher.module.cpu(), cfg.init_layers)
+                raise ConfigError(f"train.init: '{cfg.init}' needs the teacher model, and this run was given none")
+            if cfg.init == "teacher":
+                init_from_teacher(student, teacher.module.cpu(), cfg.init_layers)
+            else:
+                key = teacher.info.key if teacher.info is not None else None
+                scores = teacher_importance(teacher.module.cpu(), key, data, cfg.prune.calibration)
+                prune_from_teacher(student, teacher.module, scores, cfg.prune.layers)
         if start is not None:
             student.load_state_dict(start)
         student = student.to(device)
+        # what the start alone is worth (step 0): how much of the teacher survives the cut, before training brings the rest back
+        at_start = (*evaluate(student, data.x_val, data.y_val), *evaluate(student, data.x_test, data.y_test)) if cfg.init != "random" else None
         # token models compute attention maps and q, k, v only when a weighted loss reads them
         kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != "ce")}
         built_with = expose(student, kinds)
@@ -433,4 +444,4 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
     finally:
         torch.set_num_threads(threads)
     return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student, time.perf_counter() - started,
-                     test_loss, val_loss)
+                     test_loss, val_loss, at_start)

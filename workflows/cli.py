@@ -49,6 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + tail)
     print()
     print_table(rows)
+    if job.student.at_start is not None:
+        v, vl, t, tl = job.student.at_start
+        before = f"test nats/token {tl:.4f}" if lm else f"val_acc {v:.4f}, test_acc {t:.4f}"
+        print(f"\nthe student's start before training ({config.train.start_words}): {before}")
     result = job.to_dict()
     if lm and job.data.tokens.floor is not None:
         print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
@@ -63,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if start:
                 print(f"what the start bought (same-start twin - random-start twin, test): {100 * result['start_gain']:+.2f} points")
         print(f"one seed each, so no spread and no verdict; the twin{'s keep' if start else ' keeps'} the student's recipe and learn"
-              f"{'' if start else 's'} from labels only" + (f", the same-start twin from the teacher's layers ({config.train.init_layers})" if start else "")
+              f"{'' if start else 's'} from labels only" + (f", the same-start twin {config.train.start_words}" if start else "")
               + "; kdx search with search.twins: tuned tunes every arm over seeds")
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     out = Path(args.out or ".") / "result.json"
@@ -79,10 +83,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.config, args.set, need_space=False)
     data = load_data(exp.run.data)  # a missing file or bad labels are found here, and a split too small to rank recipes
+    module = None
     if not exp.run.teacher.settings["train"]:  # a checkpoint or folder that does not load, fit or match the labels is found here too (no training)
         from distill.teacher import get_teacher
 
-        get_teacher(exp.run, data, log=lambda s: None)
+        module, _ = get_teacher(exp.run, data, log=lambda s: None)
+    if exp.run.train.init == "prune":  # a student the teacher cannot be cut to: wider, deeper, another family or head size
+        from distill.teacher import check_prune
+
+        check_prune(exp.run, data, module)
     print(describe(exp))
     if line := small_split_line(data):
         print(line)

@@ -283,8 +283,7 @@ def describe(exp: ExperimentConfig) -> str:
         + f", teacher {exp.run.teacher.model.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
         f"base student {exp.run.student.factory or exp.run.student.family}",
         f"  teacher {exp.run.teacher.recipe}" + (f", from {exp.run.teacher.checkpoint or exp.run.teacher.pretrained}" if exp.run.teacher.from_weights else ""),
-        "  students start " + (f"from the teacher's layers ({exp.run.train.init_layers}); every twin takes the same start"
-                               if exp.run.train.init == "teacher" else "from random weights"),
+        f"  students start {exp.run.train.start_words}" + ("; every twin takes the same start" if exp.run.train.init != "random" else ""),
         f"  mix {exp.run.mix}",
         f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.sampler.describe()}, "
         f"objectives {exp.search.objectives}, scheduler {exp.search.scheduler}, baselines {exp.search.baselines}",

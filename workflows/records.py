@@ -82,6 +82,9 @@ def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.
         schema.TRAIN_S: result.seconds,
     }
     lm = data is not None and data.task == "lm"
+    if result.at_start is not None:
+        out |= {schema.START_VAL_ACC: result.at_start[0], schema.START_TEST_ACC: result.at_start[2]}
+        out |= {schema.START_TEST_LOSS: result.at_start[3]} if lm else {}
     if lm:
         out |= {schema.VAL_LOSS: result.val_loss, schema.VAL_PPL: math.exp(result.val_loss), schema.TEST_LOSS: result.test_loss,
                 schema.TEST_PPL: result.test_ppl}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from distill.config import with_values
 from distill.data import Dataset, load_data, small_split_line
 from distill.errors import ConfigError
 from distill.losses import teacher_reads
+from distill.prune import teacher_importance
 from distill.teacher import PASSES, Teacher, prepare_teacher
 from search_spaces.space import dump
 
@@ -162,6 +164,11 @@ def teacher_passes_line(outputs: str, batches: int, samples: int, train: int) ->
             f"samples{views}, and shared by every trial (no trial runs the teacher)")
 
 
+def may_prune(exp: ExperimentConfig) -> bool:
+    """Some student of this search starts from its teacher pruned (train.init: prune, in the base or the space)."""
+    return exp.run.train.init == "prune" or any(p.key == "train.init" and "prune" in (*p.choices, p.value) for p in exp.space)
+
+
 def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, teacher: Teacher, data: Dataset) -> str:
     found = store.runs(experiment_id, role=schema.ROLE_TEACHER, parent=parent_id)
     if found:
@@ -177,6 +184,10 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
         metrics |= {schema.FLOOR: data.tokens.floor} if data.tokens is not None and data.tokens.floor is not None else {}
     run.metrics(metrics)
     run.weights(teacher.module.state_dict(), {"teacher": exp.run.teacher.to_dict()})
+    if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
+        scores = teacher_importance(teacher.module, info.key, data, exp.run.train.prune.calibration)
+        run.text(json.dumps({"calibration": exp.run.train.prune.calibration, "scores": {k: v.reshape(-1).tolist() for k, v in scores.items()}}),
+                 schema.IMPORTANCE_ARTIFACT)
     run.end(FINISHED)
     return run.run_id
 

@@ -132,7 +132,7 @@ def _run_job(job: Job, data: Dataset, teacher: Teacher | None, ctx: TrialContext
     reference = teacher.module if teacher is not None else None  # a twin's fidelity: to the search's teacher
     if job.role == schema.ROLE_TWIN:  # labels only, from the student's own start: the teacher's layers stay, its outputs go
         config = config.scratch_twin()
-        teacher = teacher if config.train.init == "teacher" else None
+        teacher = teacher if config.train.init != "random" else None
     name = job.name or spoken_name(config, data)  # a twin's recipe reads "scratch"; the trial id is a tag
     tags[schema.TAG_CONFIG_KEY] = fingerprint([job.role, config.to_dict()])
     log = start_unless_duplicate(store, ctx, name, tags, config)
