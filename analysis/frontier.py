@@ -114,6 +114,9 @@ def save_figure(fig, path: str | Path) -> None:
     _pyplot().close(fig)
 
 
+MARKERS = {"teacher": "^", "prune": "D"}  # a distilled model's start, where it was not random weights
+
+
 def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -130,7 +133,13 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
         s, t = info.students, info.twins
         labels = ("scratch twins", "distilled students")
     ax.scatter(t[schema.PARAMS], t[y], marker="x", color="tab:gray", label=labels[0], zorder=2)
-    ax.scatter(s[schema.PARAMS], s[y], color="tab:blue", alpha=0.7, label=labels[1], zorder=3)
+    starts = s["start"].fillna("random") if "start" in s else pd.Series("random", index=s.index)
+    marked = starts.isin(list(MARKERS))
+    ax.scatter(s[schema.PARAMS][~marked], s[y][~marked], color="tab:blue", alpha=0.7, label=labels[1] if (~marked).any() else None, zorder=3)
+    for start, marker in MARKERS.items():  # which start each distilled model had
+        if (starts == start).any():
+            ax.scatter(s[schema.PARAMS][starts == start], s[y][starts == start], color="tab:blue", alpha=0.7, marker=marker, zorder=3,
+                       label=f"{labels[1]}, started from {schema.START_WORDS[start]}")
     c = info.chance
     if not c.empty:  # finished, never on a front: drawn so that a search where nothing learned still shows its students
         ax.scatter(c[schema.PARAMS], c[y], color="tab:blue", alpha=0.25, marker=".", label="students no better than chance", zorder=2)

@@ -29,11 +29,12 @@ ARMS = {
     "kd": "KD, recipe searched",
     "twin": "tuned twin (labels only, the student's own start, lr and weight decay searched)",
     "random": "random-start twin (labels only, from random weights, lr and weight decay searched)",
+    "kd_random": "KD from random weights (recipe searched as KD's)",
     "smooth": "label-smoothing control (smoothing searched too)",
     "shuffled": "dark-knowledge control (KD winner, non-target probabilities shuffled)",
     "same_recipe": "same-recipe twin (KD winner's recipe, labels only)",
 }
-SEARCHED = ("kd", "twin", "smooth", "random")
+SEARCHED = ("kd", "twin", "smooth", "random", "kd_random")
 CONTROLS = ("twin", "smooth", "shuffled")  # what KD must beat: the best of them
 
 PROTOCOL = (
@@ -63,6 +64,7 @@ PROTOCOL_LM = (
 START = ("Students start from {words} (train.init: {start}), and every labels-only arm takes that same start, so "
          "KD minus the tuned twin is what distillation bought on top of the start; a random-start twin, tuned alike on the same "
          "draws, measures what the start bought (tuned twin minus random-start twin). ")
+START_KD = ("KD from random weights, on KD's own candidates, measures it under distillation (KD minus KD from random weights). ")
 
 
 def protocol(g: "GainInfo") -> str:
@@ -71,7 +73,10 @@ def protocol(g: "GainInfo") -> str:
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
             f"best mean {g.score.words} is its winner. ")
     text = (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
-    return text + (" " + START.format(words=schema.START_WORDS.get(g.start, g.start), start=g.start).strip() if g.start != "random" else "")
+    if g.start == "random":
+        return text
+    kd_random = "arm" in g.arms and (g.arms.arm == "kd_random").any()  # searches before the arm existed ran without it
+    return text + " " + (START.format(words=schema.START_WORDS.get(g.start, g.start), start=g.start) + (START_KD if kd_random else "")).strip()
 
 
 class GainInfo(NamedTuple):
@@ -137,7 +142,7 @@ def _recipe(row: pd.Series, arm: str) -> str:
         v = row.get(key)
         return float(v) if v is not None and v == v else float("nan")
 
-    if arm in ("kd", "shuffled"):
+    if arm in ("kd", "kd_random", "shuffled"):
         terms = [k[4:] for k in row.index if k.startswith("mix.") and k not in ("mix.ce", "mix.kd") and g(k) > 0]
         if g("mix.kd") > 0 or not terms:
             return f"T {g('losses.kd.temperature'):.3g}, kd {g('mix.kd'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
@@ -337,6 +342,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         gain = paired(test["kd"], test.get("twin", {}))
         vs = paired(test["kd"], test[best]) if best else paired({}, {})
         start = paired(test.get("twin", {}), test.get("random", {}))  # what the start bought: same-start twin minus random-start twin
+        kd_start = paired(test["kd"], test.get("kd_random", {}))  # ... and under KD: KD from the start minus KD from random weights
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
                          "kd_pick": pick_line(_arm_race(done, arch, "kd", race, score, val_samples), score),
                          "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
@@ -345,6 +351,8 @@ def gain_info(exp: Experiment) -> GainInfo | None:
                          "vs_control_distinguishable": distinguishable(vs),
                          "start_n": start["n"], "start_mean": start["mean"], "start_std": start["std"], "start_t": start["t"],
                          "start_distinguishable": distinguishable(start),
+                         "kd_start_n": kd_start["n"], "kd_start_mean": kd_start["mean"], "kd_start_std": kd_start["std"],
+                         "kd_start_t": kd_start["t"], "kd_start_distinguishable": distinguishable(kd_start),
                          "compute_s": compute + teacher_s, "start": _start(done, arch)})
     if not verdicts:
         return None
@@ -407,5 +415,8 @@ def _split(v) -> bool:
 def start_part(v, score: schema.Score = schema.ACCURACY) -> str:
     """What the start bought (the same-start tuned twin minus the random-start twin), with its verdict."""
     words = schema.START_WORDS.get(getattr(v, "start", "teacher"), "the teacher's layers")
-    return f"the start ({words}) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n,
-                                                                " over a random start")
+    line = f"the start ({words}) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n, " over a random start")
+    n = getattr(v, "kd_start_n", 0)
+    if n and n == n:
+        line += ", and under KD " + difference(score, v.kd_start_mean, v.kd_start_std, v.kd_start_t, n, " over KD from random weights")
+    return line

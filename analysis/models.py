@@ -49,9 +49,9 @@ __all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY",
 
 METHODS = ("kd", "scratch", "smoothing")
 LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
-ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch", "random": "scratch"}
+ARM_METHODS = {"kd": "kd", "twin": "scratch", "smooth": "smoothing", "same_recipe": "scratch", "random": "scratch", "kd_random": "kd"}
 SOURCES = {"kd": "gain: KD winner", "twin": "gain: tuned twin", "smooth": "gain: label-smoothing control",
-           "same_recipe": "gain: same-recipe twin", "random": "gain: random-start twin"}
+           "same_recipe": "gain: same-recipe twin", "random": "gain: random-start twin", "kd_random": "gain: KD from random weights"}
 
 
 def columns(score: schema.Score) -> list[str]:

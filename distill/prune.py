@@ -99,6 +99,7 @@ class Plan:
     stack: str | None
     hooks: Callable[["_Meter"], list] = field(repr=False)  # registers the measuring hooks; returns their handles
     head_size: int | None = None  # attention: channels per head, which a cut keeps (it drops whole heads)
+    group: int = 1  # query heads per key/value head (grouped-query attention): a cut keeps whole groups
 
 
 class _Meter:
@@ -299,6 +300,8 @@ def _hf(model: nn.Module) -> Plan:
     if kind not in ("bert", "llama"):
         raise ConfigError(f"train.init: prune cuts Hugging Face models of type bert and llama, not {kind}: start it from the "
                           "teacher's layers (train.init: teacher) or at random")
+    if kind == "bert" and model.lm:
+        raise ConfigError("train.init: prune cuts a Hugging Face bert classifier; for a language model prune a llama")
     heads, hidden = cfg.num_attention_heads, cfg.hidden_size
     hd = getattr(cfg, "head_dim", None) or hidden // heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
@@ -325,7 +328,7 @@ def _hf(model: nn.Module) -> Plan:
             handles.append(down.register_forward_pre_hook(_pre(meter, f"mlp.{i}")))
         return handles + _stack_hooks(meter, model.get_submodule(stack))
 
-    return Plan(dims, stack, hooks, hd)
+    return Plan(dims, stack, hooks, hd, group)
 
 
 def plan_for(model: nn.Module) -> Plan:
@@ -414,6 +417,11 @@ def prune_from_teacher(student: nn.Module, teacher: nn.Module, scores: dict[str,
     if head != plan.head_size:
         raise ConfigError(f"train.init: prune keeps whole attention heads, so the student's head size (width / heads: {head}) must be "
                           f"the teacher's ({plan.head_size}): give it {plan.head_size} channels per head")
+    group = plan_for(student).group
+    if group != plan.group:
+        raise ConfigError(f"train.init: prune keeps whole key/value groups: the teacher has {plan.group} query heads per key/value head, "
+                          f"the student {group}; give the student num_key_value_heads = num_attention_heads / {plan.group} "
+                          "(student.config.num_key_value_heads)")
     s_state, t_state = student.state_dict(), teacher.state_dict()
     kept: dict[str, Tensor] = {}
     order = None

@@ -401,10 +401,14 @@ def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = N
     return Teacher(module, info, teacher_outputs(module, info, data, keys, topk=config.teacher.topk))
 
 
-def check_prune(config: RunConfig, data: Dataset, module: nn.Module | None = None) -> None:
+def check_prune(config: RunConfig, data: Dataset, module: nn.Module | None = None, student: bool = True) -> None:
     """A pruned start (train.init: prune) the teacher cannot give is one line before anything trains: the shapes
-    decide it, so the teacher's architecture is cut as it is built (`module`: the teacher itself, where loaded)."""
-    from .prune import prune_from_teacher
+    decide it, so the teacher's architecture is cut as it is built (`module`: the teacher itself, where loaded).
+    `student` False: only that the teacher's family can be cut at all (a space that searches train.init)."""
+    from .prune import plan_for, prune_from_teacher
 
     teacher = module if module is not None else _build(config, data)
+    if not student:
+        plan_for(teacher)
+        return
     prune_from_teacher(config.student.build(data.input_shape, data.num_classes, "student"), teacher, {}, config.train.prune.layers)

@@ -25,6 +25,8 @@ CASES = {
     "mlp": ("mlp", FEATURES, 10, {"width": 32, "depth": 3}, {"width": 12, "depth": 3}),
     "cnn": ("cnn", FEATURES, 10, {"width": 16, "depth": 3}, {"width": 6, "depth": 3}),
     "cnn_residual": ("cnn", FEATURES, 10, {"width": 16, "depth": 3, "residual": True}, {"width": 6, "depth": 3, "residual": True}),
+    # depth 5 on 40 positions: the last block keeps its size (3 < 4), so its skip is the identity and ties its channels to the block before
+    "cnn_identity": ("cnn", FEATURES, 10, {"width": 16, "depth": 5, "residual": True}, {"width": 6, "depth": 5, "residual": True}),
     "transformer_patches": ("transformer", FEATURES, 10, {"dim": 32, "depth": 4, "heads": 4}, {"dim": 16, "depth": 2, "heads": 2, "mlp_ratio": 1}),
     "transformer_tokens": ("transformer", TOKENS, 3, {"dim": 32, "depth": 3, "heads": 4}, {"dim": 24, "depth": 2, "heads": 3}),
     "transformer_lm": ("transformer", LM, 50, {"dim": 32, "depth": 3, "heads": 4}, {"dim": 16, "depth": 2, "heads": 2}),
@@ -127,11 +129,56 @@ def test_grouped_query_heads_are_pruned_with_their_key_value_head():
         _dead(layer.self_attn.v_proj, list(range(0, 8)))  # key/value head 0 (query heads 0 and 1) writes nothing
     student = _build(family, shape, classes, s_opts)
     kept = prune_from_teacher(student, teacher, importance(teacher, _batch(shape)))
-    assert kept["heads.0"] == [1]
-    t, s = teacher.state_dict(), student.state_dict()
     q, layer = "hf.model.layers.{}.self_attn.q_proj.weight", kept["layers"][0]
+    assert kept[f"heads.{layer}"] == [1]
+    t, s = teacher.state_dict(), student.state_dict()
     hidden = kept["hidden"]
     assert torch.equal(s[q.format(0)], t[q.format(layer)][16:32][:, hidden])  # query heads 2 and 3, head size 8
+
+
+def test_the_fused_qkv_rows_are_the_kept_heads_of_q_k_and_v():
+    family, shape, classes, t_opts, s_opts = CASES["transformer_patches"]
+    torch.manual_seed(0)
+    teacher, student = _build(family, shape, classes, t_opts), _build(family, shape, classes, s_opts)
+    kept = prune_from_teacher(student, teacher, importance(teacher, _batch(shape)))
+    layer, heads, hidden = kept["layers"][1], kept["heads.{}".format(kept["layers"][1])], kept["hidden"]
+    rows = [part * 32 + h * 8 + c for part in range(3) for h in heads for c in range(8)]  # q, k, v of each kept head (head size 8)
+    t = teacher.state_dict()[f"blocks.{layer}.attn.qkv.weight"]
+    assert torch.equal(student.state_dict()["blocks.1.attn.qkv.weight"], t[rows][:, hidden])
+
+
+def test_dead_units_cut_away_leave_the_outputs_unchanged():
+    """Units that carry nothing (zero weights in, or out) are the lowest scored and cutting them changes no output:
+    a kdx transformer's MLP neurons, and a CNN's last channels read by the head over the flattened map."""
+    torch.manual_seed(0)
+    x = _batch(FEATURES, 32)
+    teacher, student = _build("transformer", FEATURES, 10, {"dim": 32, "depth": 2, "heads": 4}), _build(
+        "transformer", FEATURES, 10, {"dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 1})
+    for block in teacher.blocks:
+        _dead(block.mlp[0], list(range(1, 64, 2)))  # odd neurons: GELU(0) = 0 reaches the down projection
+    assert prune_from_teacher(student, teacher, importance(teacher, x))["mlp.0"] == list(range(0, 64, 2))
+    with torch.no_grad():
+        assert torch.allclose(student(x).logits, teacher(x).logits, atol=1e-5)
+    teacher, student = _build("cnn", FEATURES, 10, {"width": 8, "depth": 2}), _build("cnn", FEATURES, 10, {"width": 5, "depth": 2})
+    with torch.no_grad():  # ReLU(-1) = 0 at every position: channels 1, 2, 7 of block 0 and 0, 3, 6 of block 1 are dead
+        for block, dead in ((teacher.blocks[0], [1, 2, 7]), (teacher.blocks[1], [0, 3, 6])):
+            block.conv1.weight[dead] = 0
+            block.conv1.bias[dead] = -1.0
+    kept = prune_from_teacher(student, teacher, importance(teacher, x))
+    assert kept["out.0"] == [0, 3, 4, 5, 6] and kept["out.1"] == [1, 2, 4, 5, 7]
+    with torch.no_grad():  # the head read each kept channel's span of the flattened map
+        assert torch.allclose(student(x).logits, teacher(x).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["transformer_tokens", "bert"])
+def test_padding_takes_no_part_in_the_scores(case):
+    family, shape, classes, t_opts, _ = CASES[case]
+    torch.manual_seed(0)
+    teacher = _build(family, shape, classes, t_opts)
+    x = torch.randint(1, shape.vocab, (16, shape[0]))
+    x[:, 8:] = shape.pad_id
+    padded, cut = importance(teacher, x), importance(teacher, x[:, :8])
+    assert all(torch.allclose(padded[k], cut[k], atol=1e-5) for k in padded)
 
 
 def test_a_pruned_hugging_face_student_reloads_with_from_pretrained(tmp_path):
@@ -205,3 +252,73 @@ def test_calibration_and_layers_are_checked():
     with pytest.raises(ConfigError, match="train.prune.layers"):
         RunConfig.from_dict({"train": {"init": "prune", "prune": {"layers": "sideways"}}})
     assert dataclasses.replace(RunConfig.from_dict({"train": {"init": "prune"}}).scratch_twin().train).init == "prune"
+
+
+def test_a_front_student_from_its_teacher_gets_both_random_start_arms(tmp_path):
+    """The gain of a pruned (or layer-subset) front student: labels only from random weights (what the start bought)
+    and KD's own candidates from random weights (what it bought under KD), on the same draws."""
+    import numpy as np
+
+    from search_helpers import write_config
+    from workflows.experiment import load_experiment
+    from workflows.gain import _arm_candidates
+
+    exp = load_experiment(str(write_config(tmp_path)))
+    own = {"losses.kd.temperature": 2.5, "mix.kd": 0.5, "mix.ce": 0.5, "train.lr": 0.02}
+    arms = _arm_candidates(exp, own, 4, np.random.default_rng(0), "prune")
+    assert arms["kd_random"] == [r | {"train.init": "random"} for r in arms["kd"]]
+    assert [(c["train.lr"], c["train.init"]) for c in arms["random"]] == [(c["train.lr"], "random") for c in arms["twin"]]
+    assert "random" not in _arm_candidates(exp, own, 4, np.random.default_rng(0)) and "kd_random" not in _arm_candidates(
+        exp, own, 4, np.random.default_rng(0), "random")
+
+
+def test_the_verdict_says_what_the_pruned_start_bought_under_kd():
+    from types import SimpleNamespace
+
+    from analysis.gains import verdict_line
+
+    v = SimpleNamespace(gain_mean=0.01, gain_std=0.005, gain_t=4.5, gain_n=5, best_control=None, start="prune",
+                        start_n=5, start_mean=0.02, start_std=0.01, start_t=4.4, kd_start_n=5, kd_start_mean=0.018, kd_start_std=0.004, kd_start_t=10.0)
+    line = verdict_line(v)
+    assert "KD +1.00 ± 0.50 points over the same-start tuned twin" in line
+    assert "the start (the teacher pruned to the student's shape) bought +2.00 ± 1.00 points over a random start" in line
+    assert "and under KD +1.80 ± 0.40 points over KD from random weights (t 10.0, 5 seeds): distinguishable from zero" in line
+
+
+@pytest.mark.slow  # a real search with a pruned start and tuned arms (about a minute): the slow step
+def test_a_search_from_a_pruned_start_measures_every_arm(tmp_path):
+    import json
+
+    from mlflow import MlflowClient
+
+    from analysis import schema
+    from search_helpers import TINY, runs
+
+    cfg = tmp_path / "pruned.yaml"
+    cfg.write_text(TINY.format(name="pruned", epochs=2, samples=3, sampler="random", objectives="{val_acc: max, params: min}",
+                               scheduler="none", seeds=2, confirm=1, twins="tuned", gain_archs=1)
+                   .replace("student.family: {choice: [mlp, cnn]}", "train.lr: {float: [0.003, 0.03], log: true}")
+                   .replace("train: {epochs: 2, batch_size: 64}", "train: {epochs: 2, batch_size: 64, init: prune, prune: {calibration: 128}}"))
+    p = kdx("search", str(cfg), "--report-dir", "report", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    found = runs(tmp_path / "mlflow.db", "pruned")
+    students = [r for r in found if r.data.tags.get(schema.TAG_ROLE) in (schema.ROLE_STUDENT, schema.ROLE_TWIN) and r.info.status == "FINISHED"]
+    for r in students:  # every run from the pruned start logs its score before training; the random-start arms do not
+        assert (schema.START_VAL_ACC in r.data.metrics) == (r.data.tags[schema.TAG_START] == "prune"), r.data.tags
+    teacher = next(r for r in found if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TEACHER)
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").download_artifacts(teacher.info.run_id, schema.IMPORTANCE_ARTIFACT, str(tmp_path))
+    scores = json.loads((tmp_path / schema.IMPORTANCE_ARTIFACT).read_text())
+    assert scores["calibration"] == 128 and len(scores["scores"]["n.0"]) == 64  # the teacher's 64 hidden units
+    assert {"kd", "twin", "random", "kd_random"} <= {r.data.tags.get(schema.TAG_ARM) for r in found}
+    assert "the start (the teacher pruned to the student's shape) bought" in p.stdout and "over KD from random weights" in p.stdout
+
+
+def test_a_space_may_search_the_start(tmp_path):
+    from search_helpers import write_config
+    from workflows.experiment import load_experiment
+    from workflows.session import may_prune
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("student.family: {choice: [mlp, cnn]}", "train.init: {choice: [random, prune]}"))
+    exp = load_experiment(str(cfg))
+    assert may_prune(exp) and exp.run.train.init == "random"

@@ -88,10 +88,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from distill.teacher import get_teacher
 
         module, _ = get_teacher(exp.run, data, log=lambda s: None)
-    if exp.run.train.init == "prune":  # a student the teacher cannot be cut to: wider, deeper, another family or head size
+    from .session import may_prune
+
+    if may_prune(exp):  # a student the teacher cannot be cut to: wider, deeper, another family or head size
         from distill.teacher import check_prune
 
-        check_prune(exp.run, data, module)
+        check_prune(exp.run, data, module, student=exp.run.train.init == "prune")  # a space's shapes are checked trial by trial
     print(describe(exp))
     if line := small_split_line(data):
         print(line)

@@ -15,11 +15,14 @@ architecture on the Pareto front:
    - `twin`: each draw on hard labels;
    - `smooth`: each draw with label smoothing (the control of Yuan et al. 2020:
      KD as learned label smoothing);
-   - `random`, only when students start from the teacher's layers (`train.init:
-     teacher`): each draw on hard labels from random weights. Every other
+   - `random`, only when the front student starts from its teacher (`train.init:
+     teacher` or `prune`): each draw on hard labels from random weights. Every other
      labels-only arm takes the student's own start, so KD minus the tuned twin is
      what distillation bought on top of the start, and the tuned twin minus this
      arm is what the start bought (DistilBERT's ablation reports the two apart);
+   - `kd_random`, beside it: KD's own candidates from random weights, so the start's
+     worth is measured under distillation too (Minitron's comparison: a pruned
+     start with KD against KD from scratch at the same size and budget);
 2. the race (`search.race` = r, `search.race_seeds` = R, with S > 1): each arm's r
    best candidates on validation at the base seed run at seeds seed+1 .. seed+R-1,
    and the best mean over those R seeds is the arm's winner (`analysis.gains.race_pick`):
@@ -62,7 +65,8 @@ __all__ = ["recipe_jobs", "race_jobs", "seed_jobs", "kd_loss", "SEARCHED_ARMS", 
            "textbook_recipes", "base_recipe"]
 
 Log = Callable[[str], None]
-SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN, "random": schema.ROLE_TWIN}
+SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN, "random": schema.ROLE_TWIN,
+                 "kd_random": schema.ROLE_STUDENT}
 CONTROL_ARMS = {"shuffled": schema.ROLE_STUDENT, "same_recipe": schema.ROLE_TWIN}
 # (temperature, KD weight, ce weight) of the textbook recipes, per task
 TEXTBOOK_RECIPES = {
@@ -115,8 +119,11 @@ def _front_archs(exp: ExperimentConfig, store: Store) -> list[tuple[str, dict, d
             continue
         seen.add(row["arch"])
         params = params_of(store.get(row["run_id"]))
-        out.append((row["arch"], {k: v for k, v in params.items() if k.startswith("student.")},
-                    {k: params[k] for k in row["sampled"] if k in params}))
+        # the front student's start goes with its shape: every arm takes it (a space may search train.init)
+        start = {"train.init": params.get("train.init", exp.run.train.init)} | {
+            k: params[k] for k in row["sampled"] if k in params and k.startswith(("train.prune.", "train.init_layers"))}
+        out.append((row["arch"], {k: v for k, v in params.items() if k.startswith("student.")} | start,
+                    {k: params[k] for k in row["sampled"] if k in params and k not in start}))
     n = exp.search.gain_archs
     if n and len(out) > n:
         out = [out[i] for i in sorted({round(j * (len(out) - 1) / max(1, n - 1)) for j in range(n)})]
@@ -140,7 +147,7 @@ def _draws(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Generator) -
     return out[:k]
 
 
-def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Generator) -> dict[str, list[dict]]:
+def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Generator, start: str = "random") -> dict[str, list[dict]]:
     """k recipes per searched arm, each a dict of dotted keys. Candidate i of every arm trains
     with the same lr / weight decay (draw i), so no arm is better tuned on a key they share;
     KD adds its temperature and mix (the front student's own, the textbook ones, the base
@@ -160,8 +167,9 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     arms = {"kd": [parts[i] | d for i, d in enumerate(draws)],
             "twin": [d | {"losses.ce.label_smoothing": 0.0} for d in draws],
             "smooth": [d | {"losses.ce.label_smoothing": smoothing[i]} for i, d in enumerate(draws)]}
-    if exp.run.train.init != "random":  # every labels-only arm takes the student's start; this one, tuned alike, measures what the start bought
+    if start != "random":  # every labels-only arm takes the student's start; this one, tuned alike, measures what the start bought
         arms["random"] = [d | {"losses.ce.label_smoothing": 0.0, "train.init": "random"} for d in draws]
+        arms["kd_random"] = [r | {"train.init": "random"} for r in arms["kd"]]  # KD's candidates from random weights: the start's worth under KD
     return arms
 
 
@@ -169,7 +177,7 @@ def _textbook(exp: ExperimentConfig, arm: str, recipes: list[dict]) -> int | Non
     """The index of the arm's textbook candidate, the recipe a practitioner would run without a search: KD's first
     textbook recipe (T 4, kd 0.9, ce 0.1 for a classifier), label smoothing's 0.1, and for a labels-only arm the base
     config's lr and weight decay. It races whatever its rank and wins a tie inside the noise (analysis.gains.run_race)."""
-    if arm == "kd":
+    if arm in ("kd", "kd_random"):
         book = textbook_recipes(exp)[0]
         found = [i for i, r in enumerate(recipes) if all(r.get(k) == v for k, v in book.items())]
     elif arm == "smooth":
@@ -191,7 +199,7 @@ def recipe_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_
     rng = np.random.default_rng(exp.search.seed)
     jobs = []
     for arch, shape, own in _front_archs(exp, store):
-        candidates = _arm_candidates(exp, own, exp.search.recipe_trials, rng)
+        candidates = _arm_candidates(exp, own, exp.search.recipe_trials, rng, str(shape.get("train.init", exp.run.train.init)))
         for arm, recipes in candidates.items():
             book = _textbook(exp, arm, recipes)
             for i, recipe in enumerate(recipes, 1):

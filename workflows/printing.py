@@ -69,6 +69,13 @@ def _front(table, score) -> None:
     for _, r in table.iterrows():
         if r.get("method") in LABELS_ONLY:
             print(f"  {r['pareto']}: {method_sentence(r, score)}")
+    acc = score == schema.ACCURACY  # a language model's start is read on test cross-entropy, as it is scored
+    metric, key, after = ("val_acc", schema.START_VAL_ACC, score.val) if acc else ("test nats/token", schema.START_TEST_LOSS, score.test)
+    for _, r in table.iterrows():
+        before = r.get(key)
+        if r.get("start") in schema.START_SHORT and before is not None and before == before:
+            print(f"  {r['pareto']}: started from {schema.START_WORDS[r['start']]}, which scored {metric} {before:.4f} before training "
+                  f"({r[after]:.4f} after)")
 
 
 def _spread(r, val: str) -> str:

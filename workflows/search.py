@@ -147,8 +147,8 @@ def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
     if jobs:
         k = exp.search.recipe_trials
         archs = len({j.tags[schema.TAG_GAIN_ARCH] for j in jobs})
-        start = exp.run.train.init != "random"
-        arms = ("KD, the same-start tuned twin, the label-smoothing control and the random-start twin" if start else
+        start = any(j.tags.get(schema.TAG_ARM) == "random" for j in jobs)
+        arms = ("KD, the same-start tuned twin, the label-smoothing control, the random-start twin and KD from random weights" if start else
                 "KD, the tuned twin and the label-smoothing control")
         log(f"gain: {k} recipe(s) each for {arms} on {archs} front architecture(s) ({len(jobs)} runs)")
         run_jobs(job_trial, jobs, exp, s.storage, "recipe", log, **s.shared)

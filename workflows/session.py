@@ -174,6 +174,12 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
     if found:
         return found[0].info.run_id
     info = teacher.info
+    importance = None
+    if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
+        try:
+            importance = teacher_importance(teacher.module, info.key, data, exp.run.train.prune.calibration)
+        except ConfigError:  # a teacher no student can be cut from: each pruned trial fails on its own line
+            importance = None
     run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key,
                                                  schema.TAG_TEACHER_RECIPE: exp.run.teacher.recipe})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict() | exp.run.teacher.settings, "data": exp.run.data.to_dict()}))
@@ -184,9 +190,8 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
         metrics |= {schema.FLOOR: data.tokens.floor} if data.tokens is not None and data.tokens.floor is not None else {}
     run.metrics(metrics)
     run.weights(teacher.module.state_dict(), {"teacher": exp.run.teacher.to_dict()})
-    if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
-        scores = teacher_importance(teacher.module, info.key, data, exp.run.train.prune.calibration)
-        run.text(json.dumps({"calibration": exp.run.train.prune.calibration, "scores": {k: v.reshape(-1).tolist() for k, v in scores.items()}}),
+    if importance is not None:
+        run.text(json.dumps({"calibration": exp.run.train.prune.calibration, "scores": {k: v.reshape(-1).tolist() for k, v in importance.items()}}),
                  schema.IMPORTANCE_ARTIFACT)
     run.end(FINISHED)
     return run.run_id
