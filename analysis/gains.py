@@ -359,7 +359,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     settings = exp.search.settings
     return GainInfo(pd.DataFrame(arms), pd.DataFrame(pairs), pd.DataFrame(verdicts).sort_values("params").reset_index(drop=True),
                     float(np.median(noise)) if noise else float("nan"), int(settings.get("recipe_trials", 0) or 0),
-                    int(settings.get("seeds", 1) or 1), *race, score, _start(done), val_samples)
+                    int(settings.get("seeds", 1) or 1), *race, score, _start(done) if "random" in set(done.arm) else "random", val_samples)
 
 
 def _start(done: pd.DataFrame, arch: str | None = None) -> str:
@@ -414,7 +414,7 @@ def _split(v) -> bool:
 
 def start_part(v, score: schema.Score = schema.ACCURACY) -> str:
     """What the start bought (the same-start tuned twin minus the random-start twin), with its verdict."""
-    words = schema.START_WORDS.get(getattr(v, "start", "teacher"), "the teacher's layers")
+    words = {"prune": "teacher pruned to the student's shape"}.get(getattr(v, "start", "teacher"), "teacher's layers")
     line = f"the start ({words}) bought " + difference(score, v.start_mean, v.start_std, v.start_t, v.start_n, " over a random start")
     n = getattr(v, "kd_start_n", 0)
     if n and n == n:

@@ -45,7 +45,7 @@ from .gains import GainInfo, gain_info
 from .pareto import non_dominated
 from .runs import Experiment, column, over_seeds
 
-__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence", "method_label", "outvalidated", "beaten_lines"]
+__all__ = ["ModelsInfo", "models_info", "METHODS", "ARM_METHODS", "LABELS_ONLY", "method_sentence", "method_label", "outvalidated", "beaten_lines", "within_noise", "close_lines"]
 
 METHODS = ("kd", "scratch", "smoothing")
 LABELS_ONLY = ("scratch", "smoothing")  # trained without the teacher
@@ -72,6 +72,7 @@ class ModelsInfo(NamedTuple):
     labels: pd.DataFrame  # the front over the labels-only models (scratch, smoothing)
     gains: GainInfo | None = None  # the gain's arms the points were read from, kept so the report does not read them again
     beaten: pd.DataFrame | None = None  # front points left out of `best`: a model at no more params validated 2+ points better (`outvalidated`)
+    close: pd.DataFrame | None = None  # neighbours on `best` whose gap is within the noise of seeds and split (`within_noise`)
 
 
 def _over_seeds(done: pd.DataFrame, run_id: str, score: schema.Score) -> dict:
@@ -131,7 +132,39 @@ def models_info(exp: Experiment, students: pd.DataFrame, objectives: dict[str, s
     beaten = outvalidated(exp, best)
     best = best[~best.run_id.isin(beaten.run_id)].reset_index(drop=True)
     return ModelsInfo(models, best, _front(models[models.method == "kd"], objectives, score),
-                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score), g, beaten)
+                      _front(models[models.method.isin(LABELS_ONLY)], objectives, score), g, beaten,
+                      within_noise(best, score, exp.search.val_samples))
+
+
+def within_noise(best: pd.DataFrame, score: schema.Score, val_samples: int | None) -> pd.DataFrame:
+    """Each front point whose lead over the next smaller one is within the noise: smaller and larger (their
+    positions on `best`, 0 the smallest), the lead and 2 std of it. The std adds the seeds' part (each mean's
+    std / sqrt(n); unknown on one seed) and, for accuracy with a logged split size, the validation split's
+    (McNemar's bound, as the gain's race: `analysis.gains.race_gap`). Both points stay on the front; the
+    reader learns that this split cannot tell the larger model better than the smaller one (issue 38)."""
+    rows = []
+    best = best.sort_values(schema.PARAMS).reset_index(drop=True) if not best.empty else best
+    for k in range(1, len(best)):
+        lo, hi = best.iloc[k - 1], best.iloc[k]
+        a, b = float(hi[score.val]), float(lo[score.val])
+        var = sum(float(r["val_std"]) ** 2 / int(r["n_seeds"]) for r in (lo, hi) if int(r.get("n_seeds") or 1) > 1 and r["val_std"] == r["val_std"])
+        if val_samples and score == schema.ACCURACY:
+            var += max(0.0, min(1.0, (1 - a) + (1 - b)) - (a - b) ** 2) / val_samples
+        lead, noise = score.sign * (a - b), 2 * float(np.sqrt(var))
+        if var > 0 and lead < noise:
+            rows.append({"smaller": k - 1, "larger": k, "lead": lead, "noise": noise})
+    return pd.DataFrame(rows, columns=["smaller", "larger", "lead", "noise"])
+
+
+def close_lines(info: ModelsInfo | None, score: schema.Score) -> list[str]:
+    """One line per front point that leads its smaller neighbour by less than the noise."""
+    if info is None or info.close is None:
+        return []
+    best = info.best.sort_values(schema.PARAMS).reset_index(drop=True)
+    return [f"P{c.larger + 1} ({int(best.iloc[c.larger][schema.PARAMS]):,} params) leads P{c.smaller + 1} "
+            f"({int(best.iloc[c.smaller][schema.PARAMS]):,} params) by {score.diff(c.lead)} {score.short} of {score.val}, within the noise "
+            f"(2 std {score.size(c.noise)}: seeds and validation split): this split cannot tell the larger model better"
+            for c in info.close.itertuples()]
 
 
 def _add(points: dict, by_id: pd.DataFrame, run_id: str, method: str, source: str, stats: dict, score: schema.Score) -> None:

@@ -22,7 +22,7 @@ from .chains import ChainInfo, chain_info, plot_chains
 from .depth import DepthInfo, depth_info, plot_depth
 from .gains import ARMS, GainInfo, protocol, no_gain_reason, noise_line, t_critical, tell, verdict_line
 from .frontier import FrontierInfo, frontier_info, gain_by_arch, plot_frontier, plot_gain_vs_ratio
-from .models import LABELS_ONLY, beaten_lines, method_label, method_sentence
+from .models import LABELS_ONLY, beaten_lines, close_lines, method_label, method_sentence
 from .importance import FEW_TRIALS, ImportanceInfo, importance_info, plot_importance
 from .pareto import front_hypervolume
 from .runs import Experiment
@@ -180,7 +180,7 @@ def _html(exp: Experiment, report: Report, folder: Path, ui_url: str) -> str:
     first = "frontier.png" if "frontier.png" in report.pictures else None
     others = "".join(f"<figure>{_img(folder / name)}</figure>" for name in report.pictures if name != first)
     others += "".join(f"<p><em>{html.escape(why)}</em></p>" for why in report.left_out)
-    beaten = "".join(f"<li>{html.escape(line)}</li>" for line in beaten_lines(info.models, score))
+    beaten = "".join(f"<li>{html.escape(line)}</li>" for line in beaten_lines(info.models, score) + close_lines(info.models, score))
     sections = (_depth_section(report.depth, folder, link) if report.depth else "") + _control_section(info)
     sections += _chain_section(report.chains, folder, link) if report.chains else ""
     settings = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in sorted(exp.search.settings.items()))

@@ -281,7 +281,7 @@ def test_the_verdict_says_what_the_pruned_start_bought_under_kd():
                         start_n=5, start_mean=0.02, start_std=0.01, start_t=4.4, kd_start_n=5, kd_start_mean=0.018, kd_start_std=0.004, kd_start_t=10.0)
     line = verdict_line(v)
     assert "KD +1.00 ± 0.50 points over the same-start tuned twin" in line
-    assert "the start (the teacher pruned to the student's shape) bought +2.00 ± 1.00 points over a random start" in line
+    assert "the start (teacher pruned to the student's shape) bought +2.00 ± 1.00 points over a random start" in line
     assert "and under KD +1.80 ± 0.40 points over KD from random weights (t 10.0, 5 seeds): distinguishable from zero" in line
 
 
@@ -310,7 +310,7 @@ def test_a_search_from_a_pruned_start_measures_every_arm(tmp_path):
     scores = json.loads((tmp_path / schema.IMPORTANCE_ARTIFACT).read_text())
     assert scores["calibration"] == 128 and len(scores["scores"]["n.0"]) == 64  # the teacher's 64 hidden units
     assert {"kd", "twin", "random", "kd_random"} <= {r.data.tags.get(schema.TAG_ARM) for r in found}
-    assert "the start (the teacher pruned to the student's shape) bought" in p.stdout and "over KD from random weights" in p.stdout
+    assert "the start (teacher pruned to the student's shape) bought" in p.stdout and "over KD from random weights" in p.stdout
 
 
 def test_a_space_may_search_the_start(tmp_path):

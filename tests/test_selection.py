@@ -82,3 +82,25 @@ def test_a_small_validation_split_is_named_with_the_fraction_that_fixes_it():
     assert line.endswith("data.val_fraction: 0.5 would give 1,000")
     big = load_data(RunConfig.from_dict({"data": {"name": "mnist1d", "num_samples": 10000, "val_fraction": 0.2}}).data)
     assert small_split_line(big) == ""  # 1,600 samples, 160 a class
+
+
+def test_a_front_neighbour_within_the_splits_noise_is_said_so():
+    """Two front points 0.5 points apart on a 200-sample split: the larger one is not better as far as the split can tell,
+    and the report says so in words; 15 points apart it is, and nothing is said."""
+    import pandas as pd
+
+    from analysis import schema
+    from analysis.models import ModelsInfo, close_lines, within_noise
+
+    best = pd.DataFrame({"params": [1000, 5000, 20000], "val_acc": [0.800, 0.805, 0.955], "val_std": [0.01, 0.01, float("nan")],
+                         "n_seeds": [3, 3, 1]})
+    close = within_noise(best, schema.ACCURACY, 200)
+    assert list(zip(close.smaller, close.larger)) == [(0, 1)]
+    # 2 std: seeds (0.01^2 / 3, twice) and McNemar's bound at 200 samples, (0.2 + 0.195 - 0.005^2) / 200
+    assert close.noise.iloc[0] == pytest.approx(2 * math.sqrt(2 * 0.01**2 / 3 + (0.395 - 0.005**2) / 200))
+    line = close_lines(ModelsInfo(best, best, best, best, close=close), schema.ACCURACY)
+    assert line == [f"P2 (5,000 params) leads P1 (1,000 params) by +0.50 points of val_acc, within the noise (2 std "
+                    f"{schema.ACCURACY.size(close.noise.iloc[0])}: seeds and validation split): this split cannot tell the larger model better"]
+    assert len(within_noise(best, schema.ACCURACY, None)) == 1  # the seeds alone still see the first pair as a tie
+    one_seed = best.assign(val_std=float("nan"), n_seeds=1)
+    assert within_noise(one_seed, schema.ACCURACY, None).empty  # no noise known: nothing to say

@@ -23,9 +23,9 @@ def print_report(report: Report) -> None:
         print(f"\ndepth: {report.depth.sentence}")
     print("\nPareto front:")
     _front(report.table, report.info.score)
-    from analysis.models import beaten_lines
+    from analysis.models import beaten_lines, close_lines
 
-    for line in beaten_lines(report.info.models, report.info.score):
+    for line in beaten_lines(report.info.models, report.info.score) + close_lines(report.info.models, report.info.score):
         print(f"  {line}")
     if report.chains is not None:
         _chains(report.chains)
