@@ -144,18 +144,19 @@ search: {num_samples: 2, max_concurrent: 2, sampler: random, objectives: {val_ac
 @pytest.mark.slow  # a whole search with the gain's four arms
 def test_a_search_whose_students_start_from_the_teacher_splits_its_gain(tmp_path):
     """Every labels-only arm (base-recipe twin, tuned twin, smoothing, same-recipe control) takes the teacher start;
-    the random-start arm alone starts at random; the report splits the gain in two."""
+    the random-start twin and KD from random weights alone start at random; the report splits the gain in two."""
     (tmp_path / "same.yaml").write_text(SAME_START)
     p = kdx("search", "same.yaml", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "teacher outputs: " in p.stdout and "teacher outputs: made once in this process" in p.stdout
     done = [r for r in runs(tmp_path / "mlflow.db", "same") if r.data.tags.get("kdx.role") in ("student", "baseline")]
     start = {r.info.run_id: r.data.tags["kdx.start"] for r in done}
-    random_arm = [r for r in done if r.data.tags.get("kdx.arm") == "random"]
-    assert random_arm and all(start[r.info.run_id] == "random" and r.data.params["train.init"] == "random" for r in random_arm)
-    others = [r for r in done if r.data.tags.get("kdx.arm") != "random"]
+    random_arms = [r for r in done if r.data.tags.get("kdx.arm") in ("random", "kd_random")]
+    assert random_arms and all(start[r.info.run_id] == "random" and r.data.params["train.init"] == "random" for r in random_arms)
+    others = [r for r in done if r.data.tags.get("kdx.arm") not in ("random", "kd_random")]
     assert {start[r.info.run_id] for r in others} == {"teacher"}
-    assert {r.data.tags.get("kdx.arm") for r in done} >= {"kd", "twin", "smooth", "random", "same_recipe"}
+    assert {r.data.tags.get("kdx.arm") for r in done} >= {"kd", "twin", "smooth", "random", "kd_random", "same_recipe"}
     assert "the start (teacher's layers) bought" in p.stdout and "over the same-start tuned twin" in p.stdout
+    assert "over KD from random weights" in p.stdout
     teacher = next(r for r in runs(tmp_path / "mlflow.db", "same") if r.data.tags.get("kdx.role") == "teacher")
     assert teacher.data.tags["kdx.teacher_recipe"].startswith("trained from random weights")
