@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from .cache import cache_dir, fingerprint, load_checked, save_checked
 from .errors import ConfigError, check
-from .init import _STACK, layer_map
+from .init import _STACK, _depth, layer_map
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -413,11 +413,12 @@ def prune_from_teacher(student: nn.Module, teacher: nn.Module, scores: dict[str,
     if type(student) is not type(teacher) or _hf_type(student) != _hf_type(teacher):
         raise ConfigError(f"train.init: prune cuts the teacher to the student's shape: the student ({type(student).__name__}) "
                           f"must be of the teacher's family ({type(teacher).__name__})")
-    head = plan_for(student).head_size
+    s_plan = plan_for(student)
+    head = s_plan.head_size
     if head != plan.head_size:
         raise ConfigError(f"train.init: prune keeps whole attention heads, so the student's head size (width / heads: {head}) must be "
                           f"the teacher's ({plan.head_size}): give it {plan.head_size} channels per head")
-    group = plan_for(student).group
+    group = s_plan.group
     if group != plan.group:
         raise ConfigError(f"train.init: prune keeps whole key/value groups: the teacher has {plan.group} query heads per key/value head, "
                           f"the student {group}; give the student num_key_value_heads = num_attention_heads / {plan.group} "
@@ -426,8 +427,7 @@ def prune_from_teacher(student: nn.Module, teacher: nn.Module, scores: dict[str,
     kept: dict[str, Tensor] = {}
     order = None
     if plan.stack is not None:
-        depth = lambda state: len({int(m.group(2)) for k in state if (m := _STACK.match(k)) and m.group(1) == plan.stack})
-        order = _keep_layers(depth(s_state), depth(t_state), layers, scores)
+        order = _keep_layers(_depth(s_state, plan.stack), _depth(t_state, plan.stack), layers, scores)
     elif _depths(s_state) != _depths(t_state):
         raise ConfigError(f"train.init: prune cuts the width of a {type(teacher).__name__} and keeps its depth: give the student "
                           f"the teacher's depth ({max(_depths(t_state).values())}); its layers do not sit on a residual stream, so none can be dropped")

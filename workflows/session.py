@@ -175,11 +175,9 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
         return found[0].info.run_id
     info = teacher.info
     importance = None
-    if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
-        try:
+    with contextlib.suppress(ConfigError):  # a teacher no student can be cut from: each pruned trial fails on its own line
+        if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
             importance = teacher_importance(teacher.module, info.key, data, exp.run.train.prune.calibration)
-        except ConfigError:  # a teacher no student can be cut from: each pruned trial fails on its own line
-            importance = None
     run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key,
                                                  schema.TAG_TEACHER_RECIPE: exp.run.teacher.recipe})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict() | exp.run.teacher.settings, "data": exp.run.data.to_dict()}))
