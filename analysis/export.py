@@ -40,6 +40,7 @@ from distill.config import RunConfig
 from distill.data import Dataset, load_data
 from distill.errors import KdxError
 from distill.models import as_outputs
+from distill.tasks import task_named
 
 from . import schema
 from .frontier import FrontierInfo, frontier_info
@@ -288,7 +289,7 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
     if f"{HF_DIR}/config.json" in files:
         card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
-    if tokens and tokens.task == "lm":  # a causal LM ships as its weights and the Hugging Face folder
+    if tokens and task_named(tokens.task).causal:  # a causal LM ships as its weights and the Hugging Face folder
         card["how_to_load"] = {"model.safetensors": LOAD_TOKENS.replace("t['pad_id'])", "t['pad_id'], task='lm')").replace(
                                    "model(ids).logits,", "model(ids).logits (batch, max_len, vocab): the next id's at every position,"),
                                f"{HF_DIR}/": GENERATE}
@@ -370,7 +371,7 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             model.eval()
             folder = tmp / "out"
             folder.mkdir()
-            if data.task == "lm":
+            if data.task_type.causal:
                 _write_causal_lm(model, data, weights, folder, row["run_id"], float(row[score.test]))
             else:
                 _write_formats(model, data, weights, folder, tuple(formats), row["run_id"], float(row[score.test]))

@@ -21,8 +21,9 @@ neither spells a name itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
+
+from distill.tasks import Score, task_named
 
 __all__ = [
     "TAG_ROLE", "TAG_ARCH", "TAG_TRIAL", "TAG_SAMPLED", "TAG_STOPPED", "TAG_ERROR", "TAG_CONFIG_HASH", "TAG_PARENT",
@@ -30,7 +31,7 @@ __all__ = [
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
-    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "FLOOR", "LM_OBJECTIVES", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "FLOOR", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT", "IMPORTANCE_ARTIFACT",
     "QUALITY", "quality", "Score", "ACCURACY", "NEXT_TOKEN", "score_of", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
@@ -92,7 +93,7 @@ TEACHER_VAL_ACC = "teacher_val_acc"
 TEACHER_TEST_ACC = "teacher_test_acc"
 TEACHER_TRAIN_S = "teacher_train_s"  # the seconds that teacher's training took (0: a user's checkpoint)
 TEACHER_TEST_LOSS = "teacher_test_loss"  # a language model's teacher: nats per predicted test token
-FLOOR = "test_floor"  # on a language model's teacher run: the data's entropy floor, nats per predicted test token (distill/lm.py)
+FLOOR = "test_floor"  # on a language model's teacher run: the data's entropy floor, nats per predicted test token (distill/datasets/hmm.py)
 # Fidelity on the test split (Stanton et al. 2021): top-1 agreement with the run's own teacher,
 # and KL(teacher || student) at T = 1. Twins are measured against the search's teacher.
 AGREEMENT = "test_agreement"
@@ -106,8 +107,6 @@ START_TEST_LOSS = "start_test_loss"
 
 # Objectives a search may name, with what a run reports for each.
 OBJECTIVES = (VAL_ACC, VAL_LOSS, VAL_PPL, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
-# A language model's: val_acc is there next-token accuracy, which is not what it is scored by
-LM_OBJECTIVES = (VAL_PPL, VAL_LOSS, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
 FINAL_ONLY = (AGREEMENT, TEACHER_KL)
 # The objectives that say how good a model is (the others say what it costs), each with its better direction.
 QUALITY = {VAL_ACC: "max", VAL_PPL: "min", VAL_LOSS: "min"}
@@ -119,49 +118,14 @@ def quality(objectives: Mapping[str, str]) -> str | None:
 
 
 
-@dataclass(frozen=True)
-class Score:
-    """How a task's models are ranked and compared: the validation metric a pick is made on, the
-    test metric reported, which way is better, and the unit a difference is read in.
-
-    A language model is picked and compared in nats per predicted token (val_loss, test_loss),
-    also where its search's objective is val_ppl: the same ranking (perplexity is exp of it), and
-    a mean over seeds or a paired difference of cross-entropies is one of the same quantity,
-    where a mean of perplexities is not the perplexity of the mean."""
-
-    val: str
-    test: str
-    better: str  # "max" | "min"
-    unit: str  # what a difference is read in
-    scale: float  # a difference times this, in `unit`
-    short: str  # the unit in a table or a line: "points", "nats/token"
-    words: str  # what a pick is made on, in words: "validation accuracy"
-
-    def gain(self, a: float, b: float) -> float:
-        """How much better a is than b, > 0 when a is better (in the metric's own units)."""
-        return a - b if self.better == "max" else b - a
-
-    @property
-    def sign(self) -> float:
-        """+1 where higher is better: sign * value ranks best first when sorted descending."""
-        return 1.0 if self.better == "max" else -1.0
-
-    def diff(self, x: float) -> str:
-        """A gain in its unit: '+1.23' points, '+0.0123' nats."""
-        return "n/a" if x != x else f"{self.scale * x:+.2f}" if self.scale != 1 else f"{x:+.4f}"
-
-    def size(self, x: float) -> str:
-        """A spread or a noise in its unit, unsigned: '1.23', '0.0123'."""
-        return self.diff(x).lstrip("+")
-
-
-ACCURACY = Score(VAL_ACC, TEST_ACC, "max", "points of test accuracy", 100.0, "points", "validation accuracy")
-NEXT_TOKEN = Score(VAL_LOSS, TEST_LOSS, "min", "nats per predicted test token", 1.0, "nats/token", "validation cross-entropy")
+# How a task's models are ranked and compared (distill.tasks owns each task's Score).
+ACCURACY = task_named("classify").score
+NEXT_TOKEN = task_named("lm").score
 
 
 def score_of(task: str | None) -> Score:
-    """A language model's search (`task` lm, as the search run logs it) is compared in nats, any other in accuracy."""
-    return NEXT_TOKEN if task == "lm" else ACCURACY
+    """The Score of the task a search run logged (`search.task`); a search logged before tasks: accuracy."""
+    return task_named(task).score
 
 
 # A student's (or teacher's) weights artifact: a folder of the safetensors file and the

@@ -4,7 +4,7 @@ Every figure is a test cross-entropy in nats per predicted token, over `--seeds`
 seeds (0 .. S-1), differences paired by seed (same init and batch order):
 
 1. the floor: the true source's cross-entropy on the test tokens (exact, by the
-   forward algorithm; distill/lm.py), its stderr and the last position's
+   forward algorithm; distill/datasets/hmm.py), its stderr and the last position's
    (the closest estimate of the entropy rate), beside unigram and bigram
    models counted on the training split: where a model stands between them;
 2. the teacher (a kdx causal transformer, trained once on labels, picked on
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from analysis.gains import t_critical
 from distill.config import RunConfig
 from distill.data import IGNORE, load_data
-from distill.lm import HMMOptions, hmm_floor, hmm_source
+from distill.datasets.hmm import HMMOptions, hmm_floor, hmm_source
 from distill.models import as_outputs
 from distill.teacher import Teacher, prepare_teacher
 from distill.train import run
@@ -121,7 +121,7 @@ def verdict(mean: float, sd: float, t: float, n: int) -> str:
 def grams() -> tuple[float, float]:
     """Unigram and bigram models counted on the training split (add-0.1), scored on the test tokens."""
     opts = HMMOptions()
-    from distill.lm import _splits
+    from distill.datasets.hmm import _splits
 
     train, test = _splits(hmm_source(opts, 0), opts, 0)
     a = opts.symbols

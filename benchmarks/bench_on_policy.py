@@ -22,7 +22,7 @@ import time
 import bench_lm
 from bench_lm import SELECTION_SEEDS, STUDENTS, TEACHER, candidates, config, fmt, paired, run_all, verdict
 from distill.data import load_data
-from distill.lm import HMMOptions, hmm_floor
+from distill.datasets.hmm import HMMOptions, hmm_floor
 from distill.teacher import prepare_teacher
 
 

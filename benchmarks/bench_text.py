@@ -1,7 +1,7 @@
 """Transformers on tokens: the capacity gap by depth, the DistilBERT recipe, and kdx's step speed.
 
 On the built-in depth task (`khop`, table variant: k hops of a lookup, one
-per attention layer unless the model composes them; distill/tokens.py):
+per attention layer unless the model composes them; distill/datasets/khop.py):
 
 1. Depth. A 6-layer teacher; students of 1..4 layers at the teacher's width.
    Both arms tuned alike (issue 11's protocol, with issue 23's shared draws):

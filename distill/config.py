@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping
 import yaml
 
 from .augment import AugmentConfig
-from .data import DATASETS, dataset_task, is_custom
+from .datasets import DATASETS, dataset_task, is_custom
 from .errors import ConfigError, check
-from .losses import LOSSES, is_next_token, next_token_losses
+from .losses import LOSSES, next_token_losses
 from .models import MODELS, build_model
 from .models.factory import build_factory, check_factory
+from .tasks import Task, task_named
 from .on_policy import OnPolicy
 from .prune import PruneOptions
 from .parsing import as_mapping, load_yaml, options_field, parse_dataclass, section_keys, to_plain, unknown_key, yaml_float
@@ -298,13 +299,11 @@ class RunConfig:
         for name, weight in self.mix.items():
             check(weight >= 0, f"mix.{name}", f"weight must be >= 0, got {weight}")
         check(any(w > 0 for w in self.mix.values()), "mix", "at least one loss weight must be > 0")
-        lm = dataset_task(self.data.name) == "lm"
+        task = self.task
         for name, weight in self.mix.items():
-            if weight > 0 and name != "ce" and is_next_token(name) != lm:
-                raise ConfigError(
-                    f"mix.{name}: data {self.data.name} is language modelling, where a teacher teaches next-token distributions: "
-                    f"use {', '.join(next_token_losses())}" if lm else
-                    f"mix.{name}: a next-token loss for language models, and data {self.data.name} is classification (use kd)")
+            if weight > 0 and not task.fits(name):
+                raise ConfigError(f"mix.{name}: data {self.data.name} is {task.words}, which this loss does not teach: "
+                                  f"use {', '.join(task.fitting())}")
         aug, outputs = self.data.augment, self.teacher.outputs
         if self.distills:
             check(not (aug.active and outputs == "cached"), "teacher.outputs",
@@ -314,9 +313,14 @@ class RunConfig:
             check(aug.replayable or outputs != "views", "teacher.outputs",
                   "views replay crop and flip only; data.augment noise, mixup and cutmix need teacher.outputs: online")
         if self.train.on_policy.active:
-            check(lm and self.distills, "train.on_policy", "the student's own sequences are scored by a teacher on next tokens: "
+            check(task.causal and self.distills, "train.on_policy", "the student's own sequences are scored by a teacher on next tokens: "
                   f"it needs a language-model dataset and a weighted next-token loss ({', '.join(next_token_losses())})")
             check(outputs == "online", "teacher.outputs", "train.on_policy samples new sequences, which no cache holds: use online")
+
+    @property
+    def task(self) -> Task:
+        """What the data's task decides (distill.tasks): the losses that fit, the score, the recipes."""
+        return task_named(dataset_task(self.data.name))
 
     def to_dict(self) -> dict:
         return {

@@ -37,16 +37,13 @@ class JobResult:
             "random_twin": self.random_twin.to_dict() if self.random_twin else None,
             "start": self.config.train.init,
         }
-        if self.data.task == "lm":
-            out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token; None where unknown
+        if self.data.tokens is not None and self.data.tokens.floor is not None:
+            out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token
+        task = self.data.task_type
         if self.twin is not None:  # distillation on top of the start: the student minus its same-start twin
-            out["gain"] = self.student.test_acc - self.twin.test_acc
-            if self.data.task == "lm":  # what a language model is scored on: nats per token, positive when the student is better
-                out["gain_nats"] = self.twin.test_loss - self.student.test_loss
+            out |= task.gains(self.student, self.twin)
         if self.twin is not None and self.random_twin is not None:  # what the start bought: same-start twin minus random-start twin
-            out["start_gain"] = self.twin.test_acc - self.random_twin.test_acc
-            if self.data.task == "lm":
-                out["start_gain_nats"] = self.random_twin.test_loss - self.twin.test_loss
+            out |= {f"start_{k}": v for k, v in task.gains(self.twin, self.random_twin).items()}
         return out
 
 

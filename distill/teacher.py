@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pickle
 import re
 from dataclasses import dataclass
@@ -81,30 +80,16 @@ def _frozen(model: nn.Module) -> nn.Module:
 def _info(model: nn.Module, data: Dataset, key: str, source: str, recipe: str = "") -> TeacherInfo:
     val_acc, val_loss = evaluate(model, data.x_val, data.y_val)
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
-    lm = data.task == "lm"
+    keep = data.task_type.keeps_loss
     return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape),
-                       test_loss=test_loss if lm else None, val_loss=val_loss if lm else None, recipe=recipe)
+                       test_loss=test_loss if keep else None, val_loss=val_loss if keep else None, recipe=recipe)
 
 
 def chance_warning(info: TeacherInfo, data: Dataset) -> str | None:
-    """A loud line when the teacher is no better than chance on validation: always answering the commonest
-    class (within two binomial standard errors), or a language model no better than uniform over its
-    vocabulary. Such a teacher has nothing to teach, and every gain measured from it is noise."""
-    if data.task == "lm":
-        uniform = math.log(data.num_classes)
-        if info.val_loss is not None and info.val_loss >= uniform - 0.01:
-            return (f"WARNING: the teacher's validation cross-entropy {info.val_loss:.3f} nats/token is no better than uniform over "
-                    f"its {data.num_classes} ids ({uniform:.3f}): nothing to distil (train it longer or use another teacher)")
-        return None
-    y = data.y_val
-    n = len(y)
-    if n == 0:
-        return None
-    common = float(torch.bincount(y.long()).max()) / n
-    if info.val_acc <= common + 2 * math.sqrt(max(common * (1 - common), 1e-12) / n):
-        return (f"WARNING: the teacher scores val_acc {info.val_acc:.4f}, where always answering the commonest class scores {common:.4f}: "
-                f"nothing to distil (train it longer, check its labels, or use another teacher)")
-    return None
+    """A loud line when the teacher is no better than a model that learned nothing (its task says what
+    that scores: the commonest class, the uniform distribution). Such a teacher has nothing to teach,
+    and every gain measured from it is noise."""
+    return data.task_type.chance_warning(info.val_acc, info.val_loss, data)
 
 
 def _weights_key(t) -> str:
@@ -120,7 +105,7 @@ def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInf
     from .models.hf import check_weights, load_as_is
 
     t = config.teacher
-    if data.task == "lm":  # a language model's head is its vocabulary: the folder's weights load exactly (a padded one sliced)
+    if data.task_type.causal:  # a language model's head is its vocabulary: the folder's weights load exactly (a padded one sliced)
         check_weights(t.pretrained, "teacher.pretrained")
         model = _build(config, data)
     else:
@@ -151,7 +136,7 @@ def _build(config: RunConfig, data: Dataset) -> nn.Module:
         return t.model.build(data.input_shape, data.num_classes, "teacher")
     rows = json.loads((Path(t.model.options.pretrained) / "config.json").read_text()).get("vocab_size", 0)
     shape = data.input_shape
-    if data.task != "lm" or rows < shape.vocab:
+    if not data.task_type.causal or rows < shape.vocab:
         raise ConfigError(f"teacher.vocab: slice needs a language model whose vocabulary is a superset of the data's; "
                           f"'{t.model.options.pretrained}' has {rows} rows, the data {shape.vocab}")
     wide = type(shape)(shape[0], rows, shape.pad_id, shape.task)
@@ -249,12 +234,12 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     if state is not None and meta.exists():
         model.load_state_dict(state)
         info = TeacherInfo(**{"recipe": t.recipe, **json.loads(meta.read_text()), "source": "cache"})
-        if data.task == "lm" and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
+        if data.task_type.keeps_loss and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
             info = dataclasses.replace(info, val_loss=evaluate(model, data.x_val, data.y_val)[1])
             save_checked(meta, lambda p: p.write_text(json.dumps(dataclasses.replace(info, source="trained").to_dict())))
         return _frozen(model), info
     start = _checkpoint_state(config, data)[1] if t.checkpoint else None  # fine-tuned from the user's checkpoint
-    if t.pretrained and data.task != "lm":
+    if t.pretrained and not data.task_type.causal:
         from .models.hf import head_labels
 
         if head_labels(t.pretrained) is None:  # said, never silent: the body is the folder's, the head is new
@@ -272,7 +257,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
     info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds,
-                       result.test_loss if data.task == "lm" else None, result.val_loss if data.task == "lm" else None, t.recipe)
+                       *((result.test_loss, result.val_loss) if data.task_type.keeps_loss else (None, None)), t.recipe)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 
@@ -351,14 +336,15 @@ def teacher_outputs(teacher: nn.Module, info: TeacherInfo, data: Dataset, keys: 
     language model's logits as the top-k log-probabilities and their ids when `topk` is less than
     the vocabulary (`distill.losses.next_token.topk_outputs`)."""
     kinds = sorted(_kinds(keys))  # what _select keeps: equal kinds make equal caches
-    if topk is not None and data.task == "lm" and topk > data.num_classes:
+    causal = data.task_type.causal  # a top-k cache keeps a vocabulary's head
+    if topk is not None and causal and topk > data.num_classes:
         raise ConfigError(f"teacher.topk: {topk} is more than the vocabulary ({data.num_classes} ids); leave it unset for the whole vocabulary")
-    topk = topk if topk is not None and data.task == "lm" and topk < data.num_classes else None
+    topk = topk if topk is not None and causal and topk < data.num_classes else None
     path = cache_dir("outputs") / f"{fingerprint([info.key, data.key, kinds] + ([topk] if topk else []))}.pt"
     flat = load_checked(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if flat is None:
         shrink = (lambda out: out) if not topk else lambda out: _topk(out, topk)
-        flat = _flat_outputs(teacher, data, keys, batch_size if data.task != "lm" else 64, shrink=shrink)
+        flat = _flat_outputs(teacher, data, keys, min(batch_size, data.task_type.cache_batch), shrink=shrink)
         save_checked(path, lambda p: torch.save(flat, p))
     if "parts.topk.index" in flat:
         flat["parts.topk.index"] = flat["parts.topk.index"].long()  # gather takes int64

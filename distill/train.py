@@ -345,7 +345,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         generator = torch.Generator().manual_seed(config.seed)
 
         history: list[Epoch] = []
-        lm = data.y_val.dim() == 2
+        task = data.task_type
         best_score, best_epoch, best_state, kept = -math.inf, 0, None, (0.0, math.nan)
         mix = torch.tensor(list(weights.values()), device=device)
         sizes = torch.tensor([min(cfg.batch_size, n - i) for i in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
@@ -422,11 +422,11 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
             val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
             done = Epoch(epoch, means[0], dict(zip(terms, means[1:])), val_acc, val_loss, n_params, latency,
-                         math.exp(min(val_loss, 700.0)) if lm else None)
+                         math.exp(min(val_loss, 700.0)) if task.keeps_loss else None)
             history.append(done)
             if report is not None:
                 report(done)
-            score = -val_loss if lm else val_acc  # a language model is picked on its cross-entropy, as it is scored
+            score = task.pick(val_acc, val_loss)  # picked as it is scored: a language model on its cross-entropy
             if score > best_score:
                 best_score, best_epoch, kept = score, epoch, (val_acc, val_loss)
                 if cfg.epoch_policy == "best_val":

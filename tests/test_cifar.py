@@ -1,4 +1,4 @@
-"""distill/files.py: CIFAR-10/100 from the binary version, never the pickle: layout,
+"""distill/datasets/cifar.py: CIFAR-10/100 from the binary version, never the pickle: layout,
 labels, normalisation, the archive read in place, and the refusals."""
 
 import io

@@ -1,4 +1,4 @@
-"""The `corpus` dataset (a user's text corpus for language modelling, distill/corpus.py): packing,
+"""The `corpus` dataset (a user's text corpus for language modelling, distill/datasets/corpus.py): packing,
 document splits, its tokenizer's end of text, a run and an export that load back with
 `from_pretrained` (model and tokenizer), and one clear line for each kind of bad input."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data_helpers import data, one_line_error
-from distill.corpus import pack
+from distill.datasets.corpus import pack
 from distill.data import IGNORE
 
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang in the old tall trees".split()
@@ -53,7 +53,7 @@ def test_documents_split_whole_and_paragraphs_and_jsonl_read_alike(tmp_path):
     para = data(name="corpus", path=str(tmp_path / "p.txt"), documents="paragraphs", max_len=8, vocab_size=80)
     lines = data(name="corpus", path=str(tmp_path / "c.jsonl"), text_column="body", max_len=8, vocab_size=80)
     assert para.task == lines.task == "lm" and len(para.x_test) > 0 and len(lines.x_test) > 0
-    from distill.corpus import CorpusOptions, read_documents
+    from distill.datasets.corpus import CorpusOptions, read_documents
 
     opts = CorpusOptions(path=str(tmp_path / "p.txt"), documents="paragraphs")
     assert read_documents(tmp_path / "p.txt", "data.path", opts)[0] == f"{docs[0]}\n{docs[1]}"  # a paragraph keeps its lines

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from distill.config import DataConfig
-from distill.data import HGMMOptions, hgmm_centres, load_data
+from distill.data import load_data
+from distill.datasets.hgmm import HGMMOptions, hgmm_centres
 from distill.errors import ConfigError, DataError
 
 

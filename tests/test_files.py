@@ -1,4 +1,4 @@
-"""distill/files.py: a user's .npy/.npz arrays, memory-mapped `Mapped` views, and
+"""distill/datasets/arrays.py and distill/files.py: a user's .npy/.npz arrays, memory-mapped `Mapped` views, and
 training on a mapped file under a memory cap; plus data.py's shifted_digits
 (CIFAR: tests/test_cifar.py)."""
 

@@ -13,7 +13,8 @@ from distill.errors import ConfigError
 from distill.job import distill_once
 from distill.models import TokenShape, build_model, expose
 from distill.models.hf import HFOptions, check_same_tokenizer
-from distill.text import TextOptions, load_tokenizer, train_tokenizer
+from distill.datasets.text import TextOptions
+from distill.text import load_tokenizer, train_tokenizer
 from distill.train import run
 
 SMALL = dict(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)

@@ -14,7 +14,8 @@ from distill.metrics import evaluate
 from distill.models import TokenShape, build_model
 from distill.models.hf import HFOptions, head_labels
 from distill.teacher import TeacherInfo, chance_warning, get_teacher
-from distill.text import TextOptions, load_tokenizer, train_tokenizer
+from distill.datasets.text import TextOptions
+from distill.text import load_tokenizer, train_tokenizer
 from distill.train import _scheduler
 
 SMALL = dict(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,33 +38,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}{ppl}  val_acc {e.val_acc:.4f}", flush=True)
 
     job = distill_once(config, twin=args.twin, report=progress)
-    lm = job.data.task == "lm"
-    rows = [("model", "params", "latency_ms", "val_acc", "test_acc") + (("test nats/token", "test_ppl") if lm else ())]
+    task = job.data.task_type
+    rows = [("model", "params", "latency_ms", "val_acc", "test_acc") + task.result_columns()]
     start = job.random_twin is not None  # the student started from the teacher: two twins
     for name, r in (("teacher", job.teacher), ("student", job.student), ("same-start twin" if start else "scratch twin", job.twin),
                     ("random-start twin", job.random_twin)):
         if r is not None:
-            tail = (f"{r.test_loss:.4f}", f"{math.exp(r.test_loss):.3f}") if lm else ()
-            rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + tail)
+            rows.append((name, f"{r.params:,}", f"{r.latency_ms:.3f}", f"{r.val_acc:.4f}", f"{r.test_acc:.4f}") + task.result_cells(r))
     print()
     print_table(rows)
     if job.student.at_start is not None:
-        v, vl, t, tl = job.student.at_start
-        before = f"test nats/token {tl:.4f}" if lm else f"val_acc {v:.4f}, test_acc {t:.4f}"
-        print(f"\nthe student's start before training ({config.train.start_words}): {before}")
+        print(f"\nthe student's start before training ({config.train.start_words}): {task.start_text(job.student.at_start)}")
     result = job.to_dict()
-    if lm and job.data.tokens.floor is not None:
+    if job.data.tokens is not None and job.data.tokens.floor is not None:
         print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
     if job.twin is not None:
         twin = "same-start twin" if start else "twin"
-        if lm:
-            print(f"\ndistillation gain ({twin} - student, test cross-entropy): {result['gain_nats']:+.4f} nats/token")
-            if start:
-                print(f"what the start bought (random-start twin - same-start twin, test cross-entropy): {result['start_gain_nats']:+.4f} nats/token")
-        else:
-            print(f"\ndistillation gain (student - {twin}, test): {100 * result['gain']:+.2f} points")
-            if start:
-                print(f"what the start bought (same-start twin - random-start twin, test): {100 * result['start_gain']:+.2f} points")
+        print(task.gain_line(result, twin, start))
         print(f"one seed each, so no spread and no verdict; the twin{'s keep' if start else ' keeps'} the student's recipe and learn"
               f"{'' if start else 's'} from labels only" + (f", the same-start twin {config.train.start_words}" if start else "")
               + "; kdx search with search.twins: tuned tunes every arm over seeds")

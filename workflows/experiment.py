@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from analysis.schema import FINAL_ONLY, LM_OBJECTIVES, OBJECTIVES, QUALITY, VAL_ACC, VAL_PPL, Score, quality, score_of
+from analysis.schema import FINAL_ONLY, OBJECTIVES, QUALITY, VAL_ACC, Score, quality
 from distill.cache import fingerprint
 from distill.config import RunConfig, apply_overrides, check_key, load_yaml, parse_dataclass, resolve_paths, to_plain
-from distill.data import dataset_task, import_object, is_custom
+from distill.data import import_object, is_custom
 from distill.errors import ConfigError, check, did_you_mean
+from distill.tasks import Task
 from distill.teacher import check_teacher_source
 from search_spaces.space import Param, apply, load_space, validate
 from search_spaces.stages import stage_bases, stage_check, stage_configs, validate_stages
@@ -136,19 +137,24 @@ class ExperimentConfig:
         return choose_sampler(s.sampler, self.space, s.num_samples, len(s.objectives), s.max_concurrent)
 
     @property
+    def task(self) -> Task:
+        """What the data's task decides (distill.tasks): objectives, score, recipes, controls."""
+        return self.run.task
+
+    @property
     def lm(self) -> bool:
         """A language-modelling search: models are ranked by perplexity, gains read in nats per token."""
-        return dataset_task(self.run.data.name) == "lm"
+        return self.task.causal
 
     @property
     def score(self) -> Score:
-        """How its models are picked and compared (analysis.schema.Score): accuracy, or a language model's nats per token."""
-        return score_of("lm" if self.lm else "classification")
+        """How its models are picked and compared (distill.tasks.Score): accuracy, or a language model's nats per token."""
+        return self.task.score
 
     @property
     def quality(self) -> str:
-        """The objective that says how good a model is: the search's own, else val_acc (val_ppl for a language model)."""
-        return quality(self.search.objectives) or (VAL_PPL if self.lm else VAL_ACC)
+        """The objective that says how good a model is: the search's own, else the task's first."""
+        return quality(self.search.objectives) or next(iter(self.task.objectives))
 
     @property
     def objective_names(self) -> list[str]:
@@ -216,17 +222,17 @@ def load_experiment(
         search_raw["max_concurrent"] = max_concurrent
     if smoke:
         search_raw |= {"num_samples": min(int(search_raw.get("num_samples", 4)), 4), "confirm": min(int(search_raw.get("confirm", 1)), 2)}
-    lm = dataset_task(run.data.name) == "lm"
-    if lm and "objectives" not in search_raw:
-        search_raw["objectives"] = {VAL_PPL: "min"}  # a language model is scored by perplexity
+    task = run.task
+    if "objectives" not in search_raw:
+        search_raw["objectives"] = dict(task.objectives)
     search = parse_dataclass(SearchSettings, search_raw, "search")
-    _check_task_objectives(search.objectives, run.data.name, lm)
+    _check_task_objectives(search.objectives, run.data.name, task)
     resources = parse_dataclass(Resources, raw.get("resources"), "resources")
     tracking = parse_dataclass(Tracking, raw.get("tracking"), "tracking")
     chain = None
     if raw.get("chain") is not None:
-        if lm:
-            raise ConfigError(f"chain: teacher-assistant chains rank students by val_acc, and data {run.data.name} is language modelling; "
+        if task.score.val != VAL_ACC:
+            raise ConfigError(f"chain: teacher-assistant chains rank students by val_acc, and data {run.data.name} is {task.words}; "
                               "search students directly (drop the chain section)")
         chain = parse_dataclass(ChainSettings, raw["chain"], "chain")
         bases = stage_bases(base, chain.assistant, chain.assistants)
@@ -265,14 +271,15 @@ def load_experiment(
     return ExperimentConfig(exp_name.strip(), base, run, space, search, resources, uri, str(path), chain)
 
 
-def _check_task_objectives(objectives: dict, data: str, lm: bool) -> None:
-    """val_acc on a language model (its next-token accuracy) where perplexity was meant, and a
-    language model's objectives on a classifier, are one line each."""
-    if lm and VAL_ACC in objectives:
-        raise ConfigError(f"search.objectives: data {data} is language modelling, where val_acc is next-token accuracy and models are "
-                          f"ranked by perplexity: use {{val_ppl: min}} (or val_loss: min); objectives for this task: {', '.join(LM_OBJECTIVES)}")
-    if not lm and VAL_PPL in objectives:
-        raise ConfigError(f"search.objectives: val_ppl is a language model's, and data {data} is classification: use {{val_acc: max}}")
+def _check_task_objectives(objectives: dict, data: str, task: Task) -> None:
+    """An objective the data's task does not rank by (val_acc on a language model, its next-token
+    accuracy, where perplexity was meant; val_ppl on a classifier) is one line."""
+    wrong = [k for k in objectives if k in OBJECTIVES and k not in task.objective_names]
+    if wrong:
+        good = ", ".join(f"{k}: {v}" for k, v in task.objectives.items())
+        why = task.refused.get(wrong[0], f"{wrong[0]} is not one of its scores")
+        raise ConfigError(f"search.objectives: data {data} is {task.words}, where {why} and models are ranked by {task.score.words}: "
+                          f"use {{{good}}}; objectives for this task: {', '.join(task.objective_names)}")
 
 
 def describe(exp: ExperimentConfig) -> str:

@@ -57,6 +57,7 @@ import numpy as np
 from analysis import schema
 from analysis.gains import Candidate, race_pick, race_settings
 from analysis.store import FINISHED, Store, params_of
+from distill.tasks import TASKS
 
 from .experiment import ExperimentConfig
 from .trial import Job
@@ -68,35 +69,22 @@ Log = Callable[[str], None]
 SEARCHED_ARMS = {"kd": schema.ROLE_STUDENT, "twin": schema.ROLE_TWIN, "smooth": schema.ROLE_TWIN, "random": schema.ROLE_TWIN,
                  "kd_random": schema.ROLE_STUDENT}
 CONTROL_ARMS = {"shuffled": schema.ROLE_STUDENT, "same_recipe": schema.ROLE_TWIN}
-# (temperature, KD weight, ce weight) of the textbook recipes, per task
-TEXTBOOK_RECIPES = {
-    "classification": ((4.0, 0.9, 0.1),  # Hinton et al. 2015 as most code runs it
-                       (20.0, 0.9, 0.1)),  # Hinton's high-temperature regime
-    # next-token KD: pure distillation at T 1 (GKD trains at T = 1 whatever the config says), and a
-    # softer teacher in an even mix with the labels; a 20-degree temperature flattens a vocabulary to noise
-    "lm": ((1.0, 1.0, 0.0), (2.0, 0.5, 0.5)),
-}
-TEXTBOOK = tuple({"losses.kd.temperature": t, "mix.kd": w, "mix.ce": ce} for t, w, ce in TEXTBOOK_RECIPES["classification"])
-TEMPERATURES = {"classification": (1.0, 20.0), "lm": (1.0, 4.0)}  # the range of a random KD candidate's temperature
+# (temperature, KD weight, ce weight) of the textbook recipes, per task (distill/tasks/: each task's `recipes`)
+TEXTBOOK_RECIPES = {name: task.recipes for name, task in TASKS.items()}
+TEXTBOOK = tuple({"losses.kd.temperature": t, "mix.kd": w, "mix.ce": ce} for t, w, ce in TASKS["classify"].recipes)
 
 
 def kd_loss(exp: ExperimentConfig) -> str:
-    """The distillation loss the gain's KD arm tunes: kd for a classifier; a language model's next-token
-    loss (token_kd, rkl, gjsd, skew_kl) that the base mix weights, else the first the space weights."""
-    if not exp.lm:
-        return "kd"
-    from distill.losses import next_token_losses
-
-    names = next_token_losses()
-    weighted = [n for n, w in exp.run.mix.items() if w > 0 and n in names]
-    spaced = [p.key.split(".", 1)[1] for p in exp.space if p.key.startswith("mix.") and p.key.split(".", 1)[1] in names]
-    return (weighted + spaced + ["token_kd"])[0]
+    """The distillation loss the gain's KD arm tunes, as the task picks it: kd for a classifier; a language
+    model's next-token loss that the base mix weights, else the first the space weights."""
+    spaced = [p.key.split(".", 1)[1] for p in exp.space if p.key.startswith("mix.")]
+    return exp.task.kd_loss(exp.run.mix, spaced)
 
 
 def textbook_recipes(exp: ExperimentConfig) -> list[dict]:
-    """The task's textbook KD recipes (TEXTBOOK_RECIPES) on the keys of the loss the KD arm tunes."""
+    """The task's textbook KD recipes on the keys of the loss the KD arm tunes."""
     name = kd_loss(exp)
-    return [{f"losses.{name}.temperature": t, f"mix.{name}": w, "mix.ce": ce} for t, w, ce in TEXTBOOK_RECIPES["lm" if exp.lm else "classification"]]
+    return [{f"losses.{name}.temperature": t, f"mix.{name}": w, "mix.ce": ce} for t, w, ce in exp.task.recipes]
 
 
 def base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) -> dict:
@@ -159,7 +147,7 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     for c in ({key: v for key, v in own.items() if key not in draws[0]}, *textbook_recipes(exp), base):  # the front student's recipe is often a textbook one
         if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
             parts.append(c)
-    low, high = TEMPERATURES["lm" if exp.lm else "classification"]
+    low, high = exp.task.temperatures  # the range of a random KD candidate's temperature
     while len(parts) < k:
         w = round(_draw(rng, 0.1, 0.95, log=False), 3)
         parts.append({f"losses.{name}.temperature": _draw(rng, low, high), f"mix.{name}": w, "mix.ce": round(1 - w, 3)})
@@ -290,7 +278,7 @@ def seed_jobs(exp: ExperimentConfig, store: Store, experiment_id: str, parent_id
         if arm != "kd":
             continue
         for control, role in CONTROL_ARMS.items():
-            if control == "shuffled" and exp.lm:  # shuffling non-target classes has no next-token meaning: the same-recipe twin stays
+            if control not in exp.task.controls:  # shuffling non-target classes has no next-token meaning: the same-recipe twin stays
                 continue
             extra = {"losses.kd.shuffle_nontarget": True} if control == "shuffled" else {}
             for seed in seeds:  # keyed by the winner: should it change on a resume, its controls follow

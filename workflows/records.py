@@ -8,7 +8,6 @@ a failed trial's report). Nothing here trains, talks to MLflow or reports to Tun
 
 from __future__ import annotations
 
-import math
 import time
 
 from torch import nn
@@ -18,6 +17,7 @@ from distill.config import RunConfig
 from distill.data import Dataset
 from distill.metrics import fidelity
 from distill.teacher import TeacherInfo
+from distill.tasks import task_named
 from distill.train import Epoch, RunResult
 
 from .tune import FAILED
@@ -81,15 +81,12 @@ def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.
         schema.EPOCHS: result.epochs,
         schema.TRAIN_S: result.seconds,
     }
-    lm = data is not None and data.task == "lm"
+    task = data.task_type if data is not None else task_named("classify")
     if result.at_start is not None:
-        out |= {schema.START_VAL_ACC: result.at_start[0], schema.START_TEST_ACC: result.at_start[2]}
-        out |= {schema.START_TEST_LOSS: result.at_start[3]} if lm else {}
-    if lm:
-        out |= {schema.VAL_LOSS: result.val_loss, schema.VAL_PPL: math.exp(result.val_loss), schema.TEST_LOSS: result.test_loss,
-                schema.TEST_PPL: result.test_ppl}
-    if reference is not None and data is not None:
-        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test, y=data.y_test if lm else None)
+        out |= task.start_metrics(result.at_start)
+    out |= task.final_metrics(result)
+    if reference is not None and data is not None:  # a causal model's agreement is per predicted token
+        out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test, y=data.y_test if task.causal else None)
     return out
 
 

@@ -12,7 +12,6 @@ points repeat on `search.confirm` seeds (workflows/confirm.py), and with
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from typing import Callable
 
@@ -57,9 +56,7 @@ def reference_point(exp: ExperimentConfig, data) -> dict[str, float]:
         model = student.build(data.input_shape, data.num_classes, "student")
         if count_params(model) > size:
             largest, size = model, count_params(model)
-    ref = {schema.VAL_ACC: 1.0 / data.num_classes}
-    if data.task == "lm":  # a model that learned nothing predicts the uniform distribution over the vocabulary
-        ref |= {schema.VAL_LOSS: math.log(data.num_classes), schema.VAL_PPL: float(data.num_classes)}
+    ref = data.task_type.reference(data)  # what a model that learned nothing scores
     if largest is not None:
         ref[schema.PARAMS] = float(size)
         ref[schema.LATENCY] = measure_latency(largest, data.input_shape)

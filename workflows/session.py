@@ -125,7 +125,7 @@ def _experiment_note(exp: ExperimentConfig, experiment_id: str) -> str:
 
 def _views(store: Store, exp: ExperimentConfig, experiment_id: str) -> None:
     """The runs table kdx ui opens on: objectives, test accuracy, the front's label and every sampled param as columns."""
-    metrics = [*exp.search.objectives, schema.TEST_PPL if exp.lm else schema.TEST_ACC]
+    metrics = [*exp.search.objectives, exp.task.shown_test]
     columns = [f"metrics.`{m}`" for m in dict.fromkeys(metrics)] + [f"tags.`{schema.TAG_PARETO_LABEL}`"]
     store.set_views(experiment_id, columns + [f"params.`{p.key}`" for p in exp.space])
     store.describe(_experiment_note(exp, experiment_id), experiment_id=experiment_id)
@@ -145,7 +145,7 @@ def _open_parent(store: Store, exp: ExperimentConfig, experiment_id: str, resume
     s = exp.search
     settings = {"num_samples": s.num_samples, "max_concurrent": s.max_concurrent, "sampler": exp.sampler.name, "sampler_why": exp.sampler.describe(), "seed": s.seed,
                 "scheduler": s.scheduler, "baselines": s.baselines, "seeds": s.seeds, "twins": s.twins, "recipe_trials": s.recipe_trials,
-                "race": s.race, "race_seeds": s.race_seeds, "confirm": s.confirm, "task": "lm" if exp.lm else "classification",
+                "race": s.race, "race_seeds": s.race_seeds, "confirm": s.confirm, "task": exp.task.name,
                 "val_samples": val_samples}  # the split's own sampling error is a noise of its own (analysis.gains.run_race)
     run.params(search_params(settings, s.objectives, reference) | {"resources.cpu": exp.resources.cpu, "resources.gpu": exp.resources.gpu})
     run.text(yaml.safe_dump(exp.to_dict(), sort_keys=False), schema.CONFIG_ARTIFACT)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import as_outputs
+from .base import as_outputs
 
 __all__ = ["to_gpt2", "save_causal_lm"]
 

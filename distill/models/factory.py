@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InvalidValue
-from . import Outputs, as_outputs
+from .base import Outputs, as_outputs
 
 __all__ = ["factory_kwargs", "build_factory", "check_factory"]
 

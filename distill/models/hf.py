@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, check
-from . import Outputs, TokenShape, register_model
+from .base import Outputs, TokenShape, register_model
 
 __all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local", "check_weights", "check_same_tokenizer", "head_labels", "load_as_is"]
 

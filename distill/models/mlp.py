@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..errors import check
-from . import Outputs, register_model
+from .base import Outputs, register_model
 
 
 @dataclass(frozen=True)

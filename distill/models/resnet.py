@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import check
-from . import Outputs, register_model
+from .base import Outputs, register_model
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import check
-from . import Outputs, TokenShape, register_model
+from .base import Outputs, TokenShape, register_model
 
 
 @dataclass(frozen=True)

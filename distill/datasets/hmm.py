@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Arrays, TokenInfo, next_token_labels, register_dataset
-from .errors import check
+from . import Arrays, TokenInfo, next_token_labels, register_dataset
+from ..errors import check
 
 __all__ = ["HMMOptions", "HMMFloor", "hmm_source", "hmm_floor"]
 

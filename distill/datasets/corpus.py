@@ -13,7 +13,7 @@ last position of a block predicts nothing: the next block predicts its id). No b
 the stream's tail shorter than a block is left out. The test split is a seeded `test_fraction`
 of the documents (or `test_path`), so no document is in both.
 
-A source like this has no known floor: its reports carry none (distill/lm.py's hmm has one).
+A source like this has no known floor: its reports carry none (distill/datasets/hmm.py's hmm has one).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .cache import fingerprint
-from .data import IGNORE, Arrays, TokenInfo, register_dataset
-from .errors import ConfigError, DataError, check
-from .text import decode_file, file_stamp, load_tokenizer, test_split, train_tokenizer, user_tokenizer
+from ..cache import fingerprint
+from . import IGNORE, Arrays, TokenInfo, register_dataset
+from ..errors import ConfigError, DataError, check
+from ..text import decode_file, file_stamp, load_tokenizer, test_split, train_tokenizer, user_tokenizer
 
 __all__ = ["CorpusOptions", "read_documents", "pack"]
 

@@ -31,8 +31,8 @@ from typing import Literal
 
 import numpy as np
 
-from .data import Arrays, TokenInfo, register_dataset
-from .errors import check
+from . import Arrays, TokenInfo, register_dataset
+from ..errors import check
 
 
 @dataclass(frozen=True)
