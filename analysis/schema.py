@@ -31,7 +31,7 @@ __all__ = [
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
     "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
-    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "TEACHER_TEST_LOSS", "FLOOR", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "VAL_SPEARMAN", "TEST_SPEARMAN", "TEST_RECALL10", "TEST_SCORES", "TEACHER_TEST_LOSS", "FLOOR", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT", "IMPORTANCE_ARTIFACT",
     "QUALITY", "quality", "Score", "ACCURACY", "NEXT_TOKEN", "score_of", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
@@ -82,6 +82,11 @@ VAL_LOSS = "val_loss"
 VAL_PPL = "val_ppl"  # a language model's: exp(val_loss)
 TEST_LOSS = "test_loss"
 TEST_PPL = "test_ppl"
+# An embedding's (distill/tasks/embed.py): Spearman's rho of its cosine similarities with its teacher's, recall@10 of the
+# teacher's neighbours, and the mean squared difference of the two similarity matrices
+VAL_SPEARMAN = "val_spearman"
+TEST_SPEARMAN = "test_spearman"
+TEST_RECALL10 = "test_recall10"
 PARAMS = "params"
 LATENCY = "latency_ms"
 TRAIN_LOSS = "train_loss"
@@ -106,10 +111,11 @@ START_TEST_ACC = "start_test_acc"
 START_TEST_LOSS = "start_test_loss"
 
 # Objectives a search may name, with what a run reports for each.
-OBJECTIVES = (VAL_ACC, VAL_LOSS, VAL_PPL, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
+OBJECTIVES = (VAL_ACC, VAL_LOSS, VAL_PPL, VAL_SPEARMAN, PARAMS, LATENCY, AGREEMENT, TEACHER_KL)
+TEST_SCORES = (TEST_ACC, TEST_LOSS, TEST_SPEARMAN)  # what a trial reports to Tune beside its objectives
 FINAL_ONLY = (AGREEMENT, TEACHER_KL)
 # The objectives that say how good a model is (the others say what it costs), each with its better direction.
-QUALITY = {VAL_ACC: "max", VAL_PPL: "min", VAL_LOSS: "min"}
+QUALITY = {VAL_ACC: "max", VAL_PPL: "min", VAL_LOSS: "min", VAL_SPEARMAN: "max"}
 
 
 def quality(objectives: Mapping[str, str]) -> str | None:

@@ -318,6 +318,11 @@ class RunConfig:
             check(outputs == "online", "teacher.outputs", "train.on_policy samples new sequences, which no cache holds: use online")
 
     @property
+    def teacher_recipe(self) -> str:
+        """How the teacher's weights are made, in words, as the task trains it (`TeacherConfig.recipe`)."""
+        return self.task.teacher_recipe(self.teacher.recipe)
+
+    @property
     def task(self) -> Task:
         """What the data's task decides (distill.tasks): the losses that fit, the score, the recipes."""
         return task_named(dataset_task(self.data.name))
@@ -336,11 +341,11 @@ class RunConfig:
     @property
     def distills(self) -> bool:
         """A weighted term other than cross-entropy reads the teacher."""
-        return any(w > 0 for name, w in self.mix.items() if name != "ce")
+        return any(w > 0 for name, w in self.mix.items() if name != self.task.labels_loss)
 
     @property
     def needs_teacher(self) -> bool:
-        return self.distills or self.train.init != "random"
+        return self.distills or self.train.init != "random" or self.task.scored_by_teacher
 
     def scratch_twin(self, start: Literal["same", "random"] = "same") -> "RunConfig":
         """The same student, data, budget and seed, trained on labels only. `same`: from the student's own
@@ -348,7 +353,8 @@ class RunConfig:
         layers too, and the gain is what distillation added on top of the start (DistilBERT's ablation reports
         the two apart); `random`: from random weights, which measures what the start bought."""
         init = self.train.init if start == "same" else "random"
-        return dataclasses.replace(self, mix={"ce": 1.0}, losses={k: v for k, v in self.losses.items() if k == "ce"},
+        labels = self.task.labels_loss  # ce; an embedding's SimCSE
+        return dataclasses.replace(self, mix={labels: 1.0}, losses={k: v for k, v in self.losses.items() if k == labels},
                                    train=dataclasses.replace(self.train, init=init, on_policy=OnPolicy()))
 
     @classmethod

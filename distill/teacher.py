@@ -33,7 +33,7 @@ from .losses import teacher_reads
 from .models import Outputs, as_outputs, count_params, expose, measure_latency
 from .models.hf import check_same_tokenizer
 from .on_policy import OnPolicy
-from .train import Teacher, TeacherViews, evaluate, outputs_to, resolve_device, run
+from .train import Teacher, TeacherViews, outputs_to, resolve_device, run
 
 __all__ = ["Teacher", "TeacherInfo", "get_teacher", "prepare_teacher", "teacher_outputs", "teacher_views", "model_outputs",
            "teacher_keys", "check_teacher_source", "PASSES", "Passes", "chance_warning"]
@@ -78,8 +78,8 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 def _info(model: nn.Module, data: Dataset, key: str, source: str, recipe: str = "") -> TeacherInfo:
-    val_acc, val_loss = evaluate(model, data.x_val, data.y_val)
-    test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+    val_acc, val_loss = data.task_type.evaluate(model, data.x_val, data.y_val)
+    test_acc, test_loss = data.task_type.evaluate(model, data.x_test, data.y_test)
     keep = data.task_type.keeps_loss
     return TeacherInfo(key, source, val_acc, test_acc, count_params(model), measure_latency(model, data.input_shape),
                        test_loss=test_loss if keep else None, val_loss=val_loss if keep else None, recipe=recipe)
@@ -112,7 +112,7 @@ def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInf
         labels = data.tokens.labels if data.tokens is not None else ()
         model = load_as_is(t.model.options, data.input_shape, data.num_classes, labels, t.labels)
     key = fingerprint([_weights_key(t), t.model.to_dict(), t.labels, data.key])
-    return _frozen(model), _info(model, data, key, "pretrained", t.recipe)
+    return _frozen(model), _info(model, data, key, "pretrained", config.teacher_recipe)
 
 
 class VocabSlice(nn.Module):
@@ -172,7 +172,7 @@ def _load_checkpoint(config: RunConfig, data: Dataset) -> tuple[nn.Module, Teach
     t = config.teacher
     model, _ = _checkpoint_state(config, data)
     key = fingerprint([sha256_file(t.checkpoint), t.model.to_dict(), data.key])
-    return _frozen(model), _info(model, data, key, "checkpoint", t.recipe)
+    return _frozen(model), _info(model, data, key, "checkpoint", config.teacher_recipe)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -220,7 +220,11 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
         folder = cache_dir("teachers")
         with locked(folder / f"{key}.lock"):
             module, info = _train_or_load(config, data, key, folder, log)
-    warning = chance_warning(info, data)
+    ref = data.task_type.with_teacher(data, module)
+    if ref is not data:  # the task's reference is the teacher itself (an embedding's): scored against it, as every student is
+        (val, _), (test, _) = (ref.task_type.evaluate(module, ref.x_val, ref.y_val), ref.task_type.evaluate(module, ref.x_test, ref.y_test))
+        info = dataclasses.replace(info, val_acc=val, test_acc=test)
+    warning = chance_warning(info, ref)
     if warning:
         log(warning)
     return module, info
@@ -233,9 +237,9 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
     state = load_checked(weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None and meta.exists():
         model.load_state_dict(state)
-        info = TeacherInfo(**{"recipe": t.recipe, **json.loads(meta.read_text()), "source": "cache"})
+        info = TeacherInfo(**{"recipe": config.teacher_recipe, **json.loads(meta.read_text()), "source": "cache"})
         if data.task_type.keeps_loss and info.val_loss is None:  # cached before teachers kept their validation cross-entropy
-            info = dataclasses.replace(info, val_loss=evaluate(model, data.x_val, data.y_val)[1])
+            info = dataclasses.replace(info, val_loss=data.task_type.evaluate(model, data.x_val, data.y_val)[1])
             save_checked(meta, lambda p: p.write_text(json.dumps(dataclasses.replace(info, source="trained").to_dict())))
         return _frozen(model), info
     start = _checkpoint_state(config, data)[1] if t.checkpoint else None  # fine-tuned from the user's checkpoint
@@ -244,20 +248,20 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
 
         if head_labels(t.pretrained) is None:  # said, never silent: the body is the folder's, the head is new
             log(f"teacher: '{t.pretrained}' has no classification head; fine-tuning its body with a new {data.num_classes}-label head")
-    log(f"training the teacher ({t.model.family}, {t.recipe}) ...")
+    log(f"training the teacher ({t.model.family}, {config.teacher_recipe}) ...")
     finetune, r = t.from_weights, t.settings
     train = dataclasses.replace(
         config.train, epochs=r["epochs"], lr=r["lr"], batch_size=t.batch_size, weight_decay=r["weight_decay"],
         optimizer="adamw" if finetune else "adam", schedule="linear" if finetune or r["warmup"] > 0 else "constant", warmup=r["warmup"],
-        milestones=[], epoch_policy="best_val", init="random",  # picked on validation, never test
+        milestones=[], epoch_policy=data.task_type.teacher_policy, init="random",  # picked on validation, never test
         on_policy=OnPolicy(),  # a teacher learns from the data
     )
-    teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={"ce": 1.0})
+    teacher_run = dataclasses.replace(config, seed=t.seed, student=t.model, train=train, losses={}, mix={data.task_type.labels_loss: 1.0})
     result = run(teacher_run, data, start=start)
     model = result.model.cpu()
     save_checked(weights, lambda p: torch.save(model.state_dict(), p))
     info = TeacherInfo(key, "trained", result.val_acc, result.test_acc, result.params, result.latency_ms, result.seconds,
-                       *((result.test_loss, result.val_loss) if data.task_type.keeps_loss else (None, None)), t.recipe)
+                       *((result.test_loss, result.val_loss) if data.task_type.keeps_loss else (None, None)), config.teacher_recipe)
     save_checked(meta, lambda p: p.write_text(json.dumps(info.to_dict())))
     return _frozen(model), info
 

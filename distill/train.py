@@ -176,7 +176,7 @@ def build_losses(config: RunConfig, student_sample: Outputs, teacher_sample: Out
     terms = {}
     for name, weight in config.mix.items():
         if weight > 0:
-            if name != "ce" and teacher_sample is None:
+            if name != config.task.labels_loss and teacher_sample is None:
                 raise ConfigError(f"mix.{name}: needs a teacher, but none was given")
             options = config.losses.get(name) or LOSSES.get(name, f"mix.{name}").options()
             terms[name] = build_loss(name, options, student_sample, teacher_sample)
@@ -274,15 +274,17 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             student.load_state_dict(start)
         student = student.to(device)
         # what the start alone is worth (step 0): how much of the teacher survives the cut, before training brings the rest back
-        at_start = (*evaluate(student, data.x_val, data.y_val), *evaluate(student, data.x_test, data.y_test)) if cfg.init != "random" else None
+        task = data.task_type
+        at_start = (*task.evaluate(student, data.x_val, data.y_val), *task.evaluate(student, data.x_test, data.y_test)) if cfg.init != "random" else None
         # token models compute attention maps and q, k, v only when a weighted loss reads them
-        kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != "ce")}
+        kinds = {key.split(".", 1)[0] for key in teacher_reads(n for n, w in config.mix.items() if w > 0 and n != task.labels_loss)}
         built_with = expose(student, kinds)
         n_params, latency = count_params(student), measure_latency(student, data.input_shape)
         in_memory = isinstance(data.x_train, Tensor)
         x_train = data.x_train.to(device) if in_memory else data.x_train  # a Mapped file: batches are read as they come
         y_train = data.y_train.to(device)
         n = len(y_train)
+        task.check_batch(n, cfg.batch_size)
         t_module = teacher.module if teacher is not None and config.distills else None
         mode = None if t_module is None else config.teacher.outputs
         if mode == "cached" and teacher.outputs is None:
@@ -336,6 +338,9 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             if fused is not None:
                 sides = None  # the fused targets hold all a step reads
         no_teacher = [None] * len(losses)
+        # a term that reads two views of each sample (SimCSE's dropout views): the batch goes through the student
+        # once as [x; x], so each copy draws its own dropout; every other term reads the first copy
+        twice = [getattr(loss, "views", 1) == 2 for loss in losses]
         weights = {name: config.mix[name] for name in terms}
         policy = on_policy_batches(cfg.on_policy, data, device, list(terms), _stream_seed(config.seed, "on_policy")) if mode == "online" else None
         params = list(student.parameters()) + [p for m in terms.values() for p in m.parameters()]
@@ -345,7 +350,6 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         generator = torch.Generator().manual_seed(config.seed)
 
         history: list[Epoch] = []
-        task = data.task_type
         best_score, best_epoch, best_state, kept = -math.inf, 0, None, (0.0, math.nan)
         mix = torch.tensor(list(weights.values()), device=device)
         sizes = torch.tensor([min(cfg.batch_size, n - i) for i in range(0, n, cfg.batch_size)], device=device).unsqueeze(1)
@@ -400,10 +404,12 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
                 else:
                     t_sides = [_rows(side, rows) for side in epoch_sides] if epoch_sides is not None else no_teacher
                 with autocast:
-                    s_out = as_outputs(student(xb))  # a user's model may return bare logits
-                    values = torch.stack([loss(s_out, t, yb).float() for loss, t in zip(losses, t_sides)])
+                    both = as_outputs(student(torch.cat([xb, xb]) if any(twice) else xb))  # a user's model may return bare logits
+                    s_out = slice_outputs(both, slice(0, len(xb))) if any(twice) else both
+                    values = torch.stack([loss(both if tw else s_out, t, yb).float() for loss, t, tw in zip(losses, t_sides, twice)])
                     if y_mixed is not None:
-                        values = lam * values + (1 - lam) * torch.stack([loss(s_out, t, y_mixed).float() for loss, t in zip(losses, t_sides)])
+                        values = lam * values + (1 - lam) * torch.stack([loss(both if tw else s_out, t, y_mixed).float()
+                                                                         for loss, t, tw in zip(losses, t_sides, twice)])
                 total = batch_mix @ values
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
@@ -420,7 +426,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
             means = [float(mix @ term_means), *term_means.tolist()]
             if not all(math.isfinite(v) for v in means):
                 raise TrainingDiverged(epoch, dict(zip(["total", *terms], means)))
-            val_acc, val_loss = evaluate(student, data.x_val, data.y_val)
+            val_acc, val_loss = task.evaluate(student, data.x_val, data.y_val)
             done = Epoch(epoch, means[0], dict(zip(terms, means[1:])), val_acc, val_loss, n_params, latency,
                          math.exp(min(val_loss, 700.0)) if task.keeps_loss else None)
             history.append(done)
@@ -440,7 +446,7 @@ def run(config: RunConfig, data: Dataset, teacher: Teacher | None = None, report
         expose(student, built_with)  # the trained model computes what its family does by default, not what the losses read
         if mode == "online":
             expose(t_module, teacher_had)  # the shared teacher goes back as it came
-        test_acc, test_loss = evaluate(student, data.x_test, data.y_test)
+        test_acc, test_loss = task.evaluate(student, data.x_test, data.y_test)
     finally:
         torch.set_num_threads(threads)
     return RunResult(val_acc, test_acc, n_params, latency, cfg.epochs, best_epoch, history, student, time.perf_counter() - started,

@@ -35,11 +35,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     def progress(e) -> None:
         if e.epoch == 1 or e.epoch % 10 == 0 or e.epoch == config.train.epochs:
             ppl = f"  val_ppl {e.val_ppl:.4f}" if e.val_ppl is not None else ""
-            print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}{ppl}  val_acc {e.val_acc:.4f}", flush=True)
+            print(f"  epoch {e.epoch:>3}/{config.train.epochs}  train_loss {e.train_loss:.4f}{ppl}  {config.task.quality_names[0]} {e.val_acc:.4f}",
+                  flush=True)
 
     job = distill_once(config, twin=args.twin, report=progress)
     task = job.data.task_type
-    rows = [("model", "params", "latency_ms", "val_acc", "test_acc") + task.result_columns()]
+    rows = [("model", "params", "latency_ms", *task.quality_names) + task.result_columns()]
     start = job.random_twin is not None  # the student started from the teacher: two twins
     for name, r in (("teacher", job.teacher), ("student", job.student), ("same-start twin" if start else "scratch twin", job.twin),
                     ("random-start twin", job.random_twin)):
@@ -56,8 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         twin = "same-start twin" if start else "twin"
         print(task.gain_line(result, twin, start))
         print(f"one seed each, so no spread and no verdict; the twin{'s keep' if start else ' keeps'} the student's recipe and learn"
-              f"{'' if start else 's'} from labels only" + (f", the same-start twin {config.train.start_words}" if start else "")
-              + "; kdx search with search.twins: tuned tunes every arm over seeds")
+              f"{'' if start else 's'} {task.twin_words}" + (f", the same-start twin {config.train.start_words}" if start else "")
+              + ("; kdx search with search.twins: tuned tunes every arm over seeds" if task.recipes else ""))
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     out = Path(args.out or ".") / "result.json"
     atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))

@@ -289,7 +289,7 @@ def describe(exp: ExperimentConfig) -> str:
         f"  data {exp.run.data.name}" + (f" (augment {exp.run.data.augment.to_dict()})" if exp.run.data.augment.active else "")
         + f", teacher {exp.run.teacher.model.factory or exp.run.teacher.model.family} (outputs {exp.run.teacher.outputs}), "
         f"base student {exp.run.student.factory or exp.run.student.family}",
-        f"  teacher {exp.run.teacher.recipe}" + (f", from {exp.run.teacher.checkpoint or exp.run.teacher.pretrained}" if exp.run.teacher.from_weights else ""),
+        f"  teacher {exp.run.teacher_recipe}" + (f", from {exp.run.teacher.checkpoint or exp.run.teacher.pretrained}" if exp.run.teacher.from_weights else ""),
         f"  students start {exp.run.train.start_words}" + ("; every twin takes the same start" if exp.run.train.init != "random" else ""),
         f"  mix {exp.run.mix}",
         f"  search: {exp.search.num_samples} trials, {exp.search.max_concurrent} at a time, sampler {exp.sampler.describe()}, "

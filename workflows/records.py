@@ -17,7 +17,7 @@ from distill.config import RunConfig
 from distill.data import Dataset
 from distill.metrics import fidelity
 from distill.teacher import TeacherInfo
-from distill.tasks import task_named
+from distill.tasks import Task, task_named
 from distill.train import Epoch, RunResult
 
 from .tune import FAILED
@@ -73,8 +73,6 @@ def teacher_metrics(info: TeacherInfo) -> dict:
 def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.Module | None = None) -> dict:
     """What a finished run reports; with `reference` (its teacher) also its fidelity to it on the test split."""
     out = {
-        schema.VAL_ACC: result.val_acc,
-        schema.TEST_ACC: result.test_acc,
         schema.PARAMS: result.params,
         schema.LATENCY: result.latency_ms,
         schema.BEST_EPOCH: result.best_epoch,
@@ -82,15 +80,16 @@ def final_metrics(result: RunResult, data: Dataset | None = None, reference: nn.
         schema.TRAIN_S: result.seconds,
     }
     task = data.task_type if data is not None else task_named("classify")
+    out |= task.quality_metrics(result)
     if result.at_start is not None:
         out |= task.start_metrics(result.at_start)
-    out |= task.final_metrics(result)
-    if reference is not None and data is not None:  # a causal model's agreement is per predicted token
+    out |= task.final_metrics(result, data)
+    if reference is not None and data is not None and task.fidelity:  # a causal model's agreement is per predicted token
         out[schema.AGREEMENT], out[schema.TEACHER_KL] = fidelity(result.model, reference, data.x_test, y=data.y_test if task.causal else None)
     return out
 
 
-def epoch_metrics(e: Epoch) -> dict[str, float]:
-    """What a run logs at the end of an epoch: its losses, term by term, and its validation scores."""
-    return {schema.TRAIN_LOSS: e.train_loss, **{schema.loss_metric(k): v for k, v in e.losses.items()},
-            schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss} | ({schema.VAL_PPL: e.val_ppl} if e.val_ppl is not None else {})
+def epoch_metrics(e: Epoch, task: Task | None = None) -> dict[str, float]:
+    """What a run logs at the end of an epoch: its losses, term by term, and its validation scores (named by its task)."""
+    return ({schema.TRAIN_LOSS: e.train_loss, **{schema.loss_metric(k): v for k, v in e.losses.items()}}
+            | (task or task_named("classify")).epoch_metrics(e.val_acc, e.val_loss) | ({schema.VAL_PPL: e.val_ppl} if e.val_ppl is not None else {}))

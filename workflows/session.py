@@ -179,9 +179,9 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
         if may_prune(exp):  # computed once here and cached: every trial that prunes to another shape reads the same scores
             importance = teacher_importance(teacher.module, info.key, data, exp.run.train.prune.calibration)
     run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key,
-                                                 schema.TAG_TEACHER_RECIPE: exp.run.teacher.recipe})
+                                                 schema.TAG_TEACHER_RECIPE: exp.run.teacher_recipe})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict() | exp.run.teacher.settings, "data": exp.run.data.to_dict()}))
-    metrics = {schema.VAL_ACC: info.val_acc, schema.TEST_ACC: info.test_acc, schema.PARAMS: info.params, schema.LATENCY: info.latency_ms}
+    metrics = data.task_type.quality_metrics(info) | {schema.PARAMS: info.params, schema.LATENCY: info.latency_ms}
     if info.test_loss is not None:  # a language model's, and the floor no model beats on its test tokens where the data knows it
         metrics |= {schema.TEST_LOSS: info.test_loss, schema.TEST_PPL: math.exp(info.test_loss)}
         metrics |= {schema.VAL_LOSS: info.val_loss} if info.val_loss is not None else {}
@@ -205,7 +205,7 @@ def summarize(exp: ExperimentConfig, grid, s: "Session", twins: int) -> SearchSu
     key = exp.quality
     sign = 1 if schema.QUALITY[key] == "max" else -1
     best = max((r.metrics for r in finished if key in r.metrics), key=lambda m: sign * m[key], default={})
-    best = {k: best[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in best}
+    best = {k: best[k] for k in (*schema.OBJECTIVES, *schema.TEST_SCORES) if k in best}
     timings = s.timings | {"train_s": sum(r.metrics.get("time_train_s", 0.0) for r in grid),
                            "other_s": sum(r.metrics.get("time_other_s", 0.0) for r in grid)}
     duplicates = sum(1 for r in finished if r.metrics.get(DUPLICATE))
@@ -269,9 +269,10 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     keys = output_keys(exp)
     before = dataclasses.replace(PASSES)
     teacher = prepare_teacher(exp.run, data, keys, log=log)
+    data = data.task_type.with_teacher(data, teacher.module)  # what every trial is scored against, where the teacher is it
     score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
-             else f"test_acc {teacher.info.test_acc:.4f}")
-    log(f"teacher: {exp.run.teacher.recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
+             else f"{data.task_type.quality_names[1]} {teacher.info.test_acc:.4f}")
+    log(f"teacher: {exp.run.teacher_recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
     log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
     if line := small_split_line(data):
         log(line)

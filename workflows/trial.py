@@ -169,7 +169,7 @@ def replay_finished(store: Store, ctx: TrialContext, trial_id: str) -> bool:
         if (r.info.status == FINISHED and r.data.tags.get(schema.TAG_STOPPED) != "true"
                 and r.data.tags.get(schema.TAG_ROLE) != schema.ROLE_ASSISTANT):  # a chain's student ends it
             m = r.data.metrics
-            tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in m} | {"epoch": int(m[schema.EPOCHS])})
+            tune.report({k: m[k] for k in (*schema.OBJECTIVES, *schema.TEST_SCORES) if k in m} | {"epoch": int(m[schema.EPOCHS])})
             return True
     for r in old:
         store.delete(r.info.run_id)
@@ -210,7 +210,7 @@ def start_unless_duplicate(store: Store, ctx: TrialContext, name: str, tags: dic
     log.metrics(m, step=int(m.get(schema.EPOCHS, 0)))
     log.end(FINISHED)
     store.client.update_run(log.run_id, name=f"{name} = {first.info.run_name}")
-    tune.report({k: m[k] for k in (*schema.OBJECTIVES, schema.TEST_ACC, schema.TEST_LOSS) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
+    tune.report({k: m[k] for k in (*schema.OBJECTIVES, *schema.TEST_SCORES) if k in m} | {"epoch": int(m[schema.EPOCHS]), DUPLICATE: 1})
     return None
 
 
@@ -243,14 +243,14 @@ def train_logged(store: Store, ctx: TrialContext, name: str, tags: dict, config:
     objectives: dict = {}
 
     def on_epoch(e: Epoch) -> None:
-        objectives.update({schema.VAL_ACC: e.val_acc, schema.VAL_LOSS: e.val_loss, schema.PARAMS: e.params, schema.LATENCY: e.latency_ms},
+        objectives.update(config.task.epoch_metrics(e.val_acc, e.val_loss) | {schema.PARAMS: e.params, schema.LATENCY: e.latency_ms},
                           epoch=e.epoch)
         if e.val_ppl is not None:
             objectives[schema.VAL_PPL] = e.val_ppl
         reporting = report_epochs and ctx.report_every_epoch and e.epoch < epochs
         # Flushed before a scheduler sees the epoch: a stop may end this process before the
         # except-branch below has written anything; the driver then closes the run (search.py).
-        log.metrics(epoch_metrics(e), step=e.epoch, flush=reporting)
+        log.metrics(epoch_metrics(e, config.task), step=e.epoch, flush=reporting)
         if reporting:
             tune.report(dict(objectives))
 

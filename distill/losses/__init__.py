@@ -46,7 +46,7 @@ from ..models import Outputs
 from ..registry import Registry
 
 __all__ = ["LOSSES", "register_loss", "build_loss", "teacher_reads", "teacher_side", "TeacherSide", "SoftTerm", "soft_term",
-           "NoOptions", "block_names", "pair_blocks", "is_next_token", "next_token_losses"]
+           "NoOptions", "block_names", "pair_blocks", "is_next_token", "next_token_losses", "loss_tasks"]
 
 LOSSES = Registry("loss")
 
@@ -95,13 +95,15 @@ class FunctionLoss(nn.Module):
 
 
 def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] = ("logits",),
-                  prepare: Callable[..., TeacherSide] | None = None, soft: Callable[..., SoftTerm | None] | None = None) -> Callable:
+                  prepare: Callable[..., TeacherSide] | None = None, soft: Callable[..., SoftTerm | None] | None = None,
+                  tasks: tuple[str, ...] | None = None) -> Callable:
     """Register a loss function or an nn.Module class that reads `reads` of the teacher. A function
     loss may name `prepare(teacher: Outputs, **options)`, which makes what it reads per step
     (row-wise, see the module docstring); a class defines `prepare(self, teacher)` instead. It may
     also name `soft(side, target, num_classes, **options) -> SoftTerm | None`: its term as a
     soft-target cross-entropy on the rows of `side` (its prepared teacher side) and labels `target`,
-    or None where these options make it something else."""
+    or None where these options make it something else. `tasks`: the tasks (distill.tasks) whose models
+    it teaches, a classifier's where unsaid (a class may say `tasks` itself; a next-token loss is a language model's)."""
 
     def decorate(obj: Callable) -> Callable:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
@@ -109,6 +111,8 @@ def register_loss(name: str, options: type = NoOptions, reads: tuple[str, ...] =
         else:
             def build(opts: object, student: Outputs, teacher: Outputs | None) -> nn.Module:
                 return FunctionLoss(obj, opts, reads, prepare, soft)
+        if tasks is not None:
+            build.tasks = tasks
         LOSSES.register(name, options, reads)(build)
         return obj
 
@@ -119,6 +123,12 @@ def is_next_token(name: str) -> bool:
     """A language model's loss: it compares next-token distributions, (B, L, vocab) logits, position
     by position (its class says `next_token = True`; distill/losses/next_token.py)."""
     return name in LOSSES and bool(getattr(LOSSES.get(name, "mix").build, "next_token", False))
+
+
+def loss_tasks(name: str) -> tuple[str, ...]:
+    """The tasks whose models the loss `name` teaches (`register_loss`'s `tasks`)."""
+    build = LOSSES.get(name, f"mix.{name}").build
+    return ("lm",) if getattr(build, "next_token", False) else tuple(getattr(build, "tasks", ("classify",)))
 
 
 def next_token_losses() -> list[str]:

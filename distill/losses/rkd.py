@@ -1,6 +1,6 @@
 """Park et al. 2019, "Relational Knowledge Distillation" (CVPR, arXiv:1904.05068).
 
-On the embeddings e (the features the classifier reads), per batch:
+On the embeddings e (the features the classifier reads; a sentence encoder's pooled output), per batch:
 
     distance: psi_D(i, j) = ||e_i - e_j|| / mu,  mu = mean of the nonzero distances
     angle:    psi_A(i, j, k) = <(e_i - e_j)/||.||, (e_k - e_j)/||.||>
@@ -65,6 +65,6 @@ def rkd_loss(emb_student: Tensor, emb_teacher: Tensor, distance: float, angle: f
     return loss
 
 
-@register_loss("rkd", RKDOptions, reads=("features.embedding",))
+@register_loss("rkd", RKDOptions, reads=("features.embedding",), tasks=("classify", "embed"))
 def rkd(student: Outputs, teacher: Outputs, target: Tensor, *, distance: float = 25.0, angle: float = 50.0) -> Tensor:
     return rkd_loss(student.features["embedding"], teacher.features["embedding"], distance, angle)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import check
+from ..tasks import task_named
 from .base import Outputs, TokenShape, register_model
 
 
@@ -44,6 +45,7 @@ class TransformerOptions:
     patch: int = 4  # positions per token (1-D) or patch side (2-D); token ids ignore it
     mlp_ratio: int = 2
     pool: Literal["cls", "mean", "last"] = "mean"  # token ids: what the classifier reads (cls: position 0, as BERT)
+    dropout: float = 0.0  # on each block's attention and MLP outputs while training (BERT's 0.1); SimCSE's two views need it
 
     def __post_init__(self) -> None:
         check(self.dim >= 1, "dim", f"must be >= 1, got {self.dim}")
@@ -52,6 +54,7 @@ class TransformerOptions:
         check(self.dim % self.heads == 0, "heads", f"{self.heads} heads do not divide dim {self.dim}")
         check(self.patch >= 1, "patch", f"must be >= 1, got {self.patch}")
         check(self.mlp_ratio >= 1, "mlp_ratio", f"must be >= 1, got {self.mlp_ratio}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 class Attention(nn.Module):
@@ -78,8 +81,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float = 0.0):
         super().__init__()
+        self.drop = nn.Dropout(dropout)  # no parameters: a state dict is the same with or without it
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -87,8 +91,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, keep: Tensor | None = None, explicit: bool = True) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
         a, attn, qkv = self.attn(self.norm1(x), keep, explicit)
-        x = x + a
-        return x + self.mlp(self.norm2(x)), attn, qkv
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.norm2(x))), attn, qkv
 
 
 class Transformer(nn.Module):
@@ -105,9 +109,11 @@ class Transformer(nn.Module):
             self.embed = nn.Linear(token_size, opts.dim)
             self.kdx_expose = frozenset({"attentions"})
         self.pos = nn.Parameter(torch.randn(1, tokens, opts.dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(opts.dim, opts.heads, opts.mlp_ratio) for _ in range(opts.depth))
+        self.blocks = nn.ModuleList(Block(opts.dim, opts.heads, opts.mlp_ratio, opts.dropout) for _ in range(opts.depth))
         self.norm = nn.LayerNorm(opts.dim)
-        self.head = nn.Linear(opts.dim, num_classes, bias=not self.lm)  # GPT-2's lm_head has no bias
+        # an embedding's model is its pooled hidden state (distill/tasks/embed.py): no head
+        headless = isinstance(input_shape, TokenShape) and task_named(input_shape.task).head == "none"
+        self.head = nn.Identity() if headless else nn.Linear(opts.dim, num_classes, bias=not self.lm)  # GPT-2's lm_head has no bias
 
     def _patches(self, p: int, input_shape: tuple[int, ...]) -> tuple[int, int]:
         shape = (1, *input_shape) if len(input_shape) == 1 else tuple(input_shape)
@@ -169,6 +175,6 @@ class Transformer(nn.Module):
         return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
-@register_model("transformer", TransformerOptions, inputs=("features", "tokens", "lm"))
+@register_model("transformer", TransformerOptions, inputs=("features", "tokens", "lm", "embed"))
 def transformer(opts: TransformerOptions, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return Transformer(opts, input_shape, num_classes)

@@ -80,7 +80,14 @@ class Task:
     shown_test: ClassVar[str]  # the test metric a runs table shows beside the objectives
     model_input: ClassVar[str]  # what a model family's `inputs` must name to take this task's token ids
     causal: ClassVar[bool] = False  # a model predicts at every position (logits (B, L, vocab)), its head is the vocabulary
+    quality_names: ClassVar[tuple[str, str]] = ("val_acc", "test_acc")  # `evaluate`'s first number on validation and test
+    loss_names: ClassVar[tuple[str, str]] = ("val_loss", "test_loss")  # ... and its second
+    head: ClassVar[str] = "classes"  # what a model's output layer maps to: "classes", "vocabulary" or "none" (the pooled embedding)
+    fidelity: ClassVar[bool] = True  # top-1 agreement and KL with the teacher mean something (class distributions)
+    scored_by_teacher: ClassVar[bool] = False  # every run, a twin's too, is scored against its teacher (`with_teacher`)
+    teacher_policy: ClassVar[str] = "best_val"  # the epoch a teacher trained here keeps (train.epoch_policy)
     labels_loss: ClassVar[str] = "ce"  # the loss a twin learns from without a teacher
+    twin_words: ClassVar[str] = "from labels only"  # how a twin learns, in a sentence
     # The textbook KD recipes, (temperature, KD weight, ce weight), and the range a random KD candidate's
     # temperature is drawn from: where the gain's KD arm starts (workflows/gain.py).
     recipes: ClassVar[tuple[tuple[float, float, float], ...]]
@@ -90,8 +97,28 @@ class Task:
     keeps_loss: ClassVar[bool] = False  # a teacher's and a run's cross-entropy are part of its score (logged, kept, printed)
 
     def fits(self, loss: str) -> bool:
-        """Whether the loss term `loss` can teach a model of this task."""
-        raise NotImplementedError
+        """Whether the loss term `loss` can teach a model of this task: its labels loss, or one registered for it."""
+        from ..losses import LOSSES, loss_tasks
+
+        return loss == self.labels_loss or (loss in LOSSES and self.name in loss_tasks(loss))
+
+    def evaluate(self, model: Any, x: Any, y: Any) -> tuple[float, float]:
+        """(quality, loss) of `model` on a split: accuracy and cross-entropy here; every run, epoch and teacher is scored so.
+        RunResult and Epoch keep them as val_acc/test_acc and val_loss/test_loss; `quality_metrics` names them."""
+        from ..metrics import evaluate
+
+        return evaluate(model, x, y)
+
+    def with_teacher(self, data: Any, teacher: Any) -> Any:
+        """The data a run of this task is scored on once its teacher is known (an embedding's reference); as it is here."""
+        return data
+
+    def check_batch(self, n: int, batch_size: int) -> None:
+        """Refuse a training set too small for the batch where the task's losses need a full batch."""
+
+    def teacher_recipe(self, recipe: str) -> str:
+        """A teacher's recipe in words (`TeacherConfig.recipe`) as this task trains it."""
+        return recipe
 
     def fitting(self) -> list[str]:
         """The distillation losses that fit this task, for an error line."""
@@ -123,8 +150,16 @@ class Task:
         """An epoch's validation score, higher better: what `train.epoch_policy: best_val` keeps."""
         return val_acc if self.score.better == "max" else -val_loss
 
-    def final_metrics(self, result: Any) -> dict[str, float]:
-        """A finished run's task metrics beside val_acc and test_acc (`distill.train.RunResult`)."""
+    def quality_metrics(self, result: Any) -> dict[str, float]:
+        """A finished run's quality as metrics: what `evaluate`'s first number is called on each split."""
+        return dict(zip(self.quality_names, (result.val_acc, result.test_acc)))
+
+    def epoch_metrics(self, val_quality: float, val_loss: float) -> dict[str, float]:
+        """An epoch's validation scores as metrics."""
+        return {self.quality_names[0]: val_quality, self.loss_names[0]: val_loss}
+
+    def final_metrics(self, result: Any, data: Any = None) -> dict[str, float]:
+        """A finished run's further task metrics (`distill.train.RunResult`; `data` its Dataset)."""
         return {}
 
     def start_metrics(self, at_start: tuple[float, float, float, float]) -> dict[str, float]:

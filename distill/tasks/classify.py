@@ -39,11 +39,6 @@ class Classify(Task):
     temperatures = (1.0, 20.0)
     controls = ("shuffled", "same_recipe")
 
-    def fits(self, loss: str) -> bool:
-        from ..losses import is_next_token
-
-        return not is_next_token(loss)
-
     def kd_loss(self, mix: dict[str, float], spaced: list[str]) -> str:
         return "kd"
 

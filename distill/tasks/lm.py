@@ -41,11 +41,6 @@ class LanguageModel(Task):
     cache_batch = 64  # a row is (L, vocab) logits
     keeps_loss = True
 
-    def fits(self, loss: str) -> bool:
-        from ..losses import is_next_token
-
-        return loss == self.labels_loss or is_next_token(loss)
-
     def kd_loss(self, mix: dict[str, float], spaced: list[str]) -> str:
         """The next-token loss (token_kd, rkl, gjsd, skew_kl) the base mix weights, else the first the space weights."""
         from ..losses import next_token_losses
@@ -85,7 +80,9 @@ class LanguageModel(Task):
                     f"its {data.num_classes} ids ({uniform:.3f}): nothing to distil (train it longer or use another teacher)")
         return None
 
-    def final_metrics(self, result: Any) -> dict[str, float]:
+    head = "vocabulary"
+
+    def final_metrics(self, result: Any, data: Any = None) -> dict[str, float]:
         return {"val_loss": result.val_loss, "val_ppl": math.exp(result.val_loss), "test_loss": result.test_loss, "test_ppl": result.test_ppl}
 
     def start_metrics(self, at_start: tuple[float, float, float, float]) -> dict[str, float]:
