@@ -139,8 +139,9 @@ class Embed(Task):
 
     def check_batch(self, n: int, batch_size: int) -> None:
         if n < batch_size:
-            raise DataError(f"data: {n} training sentences, fewer than train.batch_size {batch_size}: in-batch losses "
-                            "(SimCSE, sim_kl, rkd) compare a sentence with the rest of its batch; add text or lower the batch size")
+            raise DataError(f"data: {n} training sentences, fewer than a batch of {batch_size} (train.batch_size, or teacher.batch_size "
+                            "for a teacher trained here): in-batch losses (SimCSE, sim_kl, rkd) compare a sentence with the rest of its "
+                            "batch; add text or lower the batch size")
 
     def evaluate(self, model: torch.nn.Module, x: Any, y: Tensor) -> tuple[float, float]:
         """(Spearman with the teacher, similarity MSE) over the first PAIRS_OF sentences; NaN without a reference."""
