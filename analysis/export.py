@@ -86,13 +86,33 @@ def _download(store: Store, run_id: str, tmp: Path) -> tuple[RunConfig, Path]:
     return RunConfig.from_dict(config), weights
 
 
-def _predict(fn, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i : i + batch])).argmax(-1) for i in range(0, len(x), batch)])
+def _teacher(store: Store, exp: Experiment, config: RunConfig, data: Dataset, tmp: Path) -> nn.Module:
+    """The search's teacher, rebuilt from the weights its teacher run logged."""
+    run_id = (exp.teacher or {}).get("run_id")
+    if not run_id:
+        raise KdxError(f"--experiment: '{exp.name}' has no teacher run, which scores its students; run the search again")
+    try:
+        _, weights = store.read_weights(run_id, tmp / "teacher")
+    except Exception as e:
+        raise KdxError(f"teacher run {run_id}: its weights artifact '{schema.MODEL_DIR}/' cannot be read ({type(e).__name__})") from None
+    model = config.teacher.model.build(data.input_shape, data.num_classes, "teacher")
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def _predict(fn, x: torch.Tensor, batch: int = 1024, embeds: bool = False) -> np.ndarray:
+    """Each test sample's predicted class; with `embeds`, its embedding as it is (an embedding's model, `Task.head` "none")."""
+    return np.concatenate([np.asarray(fn(x[i : i + batch])) if embeds else np.asarray(fn(x[i : i + batch])).argmax(-1)
+                           for i in range(0, len(x), batch)])
 
 
 def _check(name: str, preds: np.ndarray, expected: np.ndarray, run_id: str) -> None:
-    if not np.array_equal(preds, expected):
+    """The same predicted classes, or embeddings equal to float32 rounding (a rebuilt graph may fuse operations)."""
+    if preds.ndim == 2:
+        bad = int((~np.isclose(preds, expected, rtol=1e-4, atol=1e-5)).any(1).sum())
+    else:
         bad = int((preds != expected).sum())
+    if bad:
         raise KdxError(f"export of run {run_id}: {name} disagrees with the trained model on {bad} of {len(expected)} test samples")
 
 
@@ -109,12 +129,13 @@ def _quiet_exporters() -> None:
 
 def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, formats: tuple[str, ...], run_id: str, logged_acc: float) -> None:
     _quiet_exporters()
-    x, y = data.x_test, data.y_test.numpy()
+    x, task = data.x_test, data.task_type
+    embeds = task.head == "none"  # the model's output is an embedding: its files must give the same vectors, not the same argmax
     wrapped = LogitsOnly(model).eval()
     with torch.no_grad():
-        expected = _predict(lambda b: wrapped(b).numpy(), x)
-    acc = float((expected == y).mean())
-    if abs(acc - logged_acc) > 1e-9:
+        expected = _predict(lambda b: wrapped(b).numpy(), x, embeds=embeds)
+    acc = task.evaluate(model, x, data.y_test)[0] if embeds else float((expected == data.y_test.numpy()).mean())
+    if abs(acc - logged_acc) > 1e-9 + (1e-6 * abs(logged_acc) if embeds else 0.0):
         raise KdxError(f"export of run {run_id}: the rebuilt model scores {acc:.4f} on the test split, the run logged {logged_acc:.4f}")
     example = x[:2]
     batch = torch.export.Dim("batch", min=1)
@@ -122,13 +143,13 @@ def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, fo
         shutil.copyfile(weights, out / FILES["safetensors"])
         again = _reload_safetensors(model, out / FILES["safetensors"])
         with torch.no_grad():
-            _check("model.safetensors", _predict(lambda b: again(b).numpy(), x), expected, run_id)
+            _check("model.safetensors", _predict(lambda b: again(b).numpy(), x, embeds=embeds), expected, run_id)
     if "export" in formats:
         program = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: batch}})
         torch.export.save(program, out / FILES["export"])
         loaded = torch.export.load(out / FILES["export"]).module()
         with torch.no_grad():
-            _check("model.pt2", _predict(lambda b: loaded(b).numpy(), x), expected, run_id)
+            _check("model.pt2", _predict(lambda b: loaded(b).numpy(), x, embeds=embeds), expected, run_id)
     if "onnx" in formats:
         try:
             import onnxruntime
@@ -137,7 +158,7 @@ def _write_formats(model: nn.Module, data: Dataset, weights: Path, out: Path, fo
         torch.onnx.export(wrapped, (example,), str(out / FILES["onnx"]), input_names=["x"], output_names=["logits"],
                           dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False, external_data=False)  # one file
         session = onnxruntime.InferenceSession(str(out / FILES["onnx"]), providers=["CPUExecutionProvider"])
-        _check("model.onnx", _predict(lambda b: session.run(None, {"x": b.numpy()})[0], x), expected, run_id)
+        _check("model.onnx", _predict(lambda b: session.run(None, {"x": b.numpy()})[0], x, embeds=embeds), expected, run_id)
     if hasattr(model, "hf"):
         _write_hf(model, data, out / HF_DIR, expected, run_id)
 
@@ -230,7 +251,7 @@ from distill.config import RunConfig
 from distill.models import TokenShape
 card = json.load(open('card.json'))
 t = card['tokens']
-model = RunConfig.from_dict(card['config']).student.build(TokenShape(t['max_len'], t['vocab_size'], t['pad_id']), card['num_classes'])
+model = RunConfig.from_dict(card['config']).student.build(TokenShape(t['max_len'], t['vocab_size'], t['pad_id'], t['task']), card['num_classes'])
 model.load_state_dict(load_file('model.safetensors'))
 model.eval()  # model(ids).logits, ids int64 (batch, max_len) padded with t['pad_id']"""
 
@@ -289,8 +310,12 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
         card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
     if f"{HF_DIR}/config.json" in files:
         card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
+    if data.task_type.head == "none":  # a sentence encoder: its output is the pooled embedding, read by cosine similarity
+        card["how_to_load"] = {k: v.replace("-> logits", "-> sentence embeddings (batch, width): compare them by cosine similarity")
+                               .replace("model(ids).logits,", "model(ids).logits (batch, width): sentence embeddings,")
+                               for k, v in card["how_to_load"].items()}
     if tokens and task_named(tokens.task).causal:  # a causal LM ships as its weights and the Hugging Face folder
-        card["how_to_load"] = {"model.safetensors": LOAD_TOKENS.replace("t['pad_id'])", "t['pad_id'], task='lm')").replace(
+        card["how_to_load"] = {"model.safetensors": LOAD_TOKENS.replace(
                                    "model(ids).logits,", "model(ids).logits (batch, max_len, vocab): the next id's at every position,"),
                                f"{HF_DIR}/": GENERATE}
         card["metrics"] |= {"test_ppl": math.exp(card["metrics"][schema.TEST_LOSS])} if schema.TEST_LOSS in card["metrics"] else {}
@@ -302,7 +327,8 @@ def _metrics(exp: Experiment, row: dict) -> dict:
     """The shipped run's own metrics as logged (the front's val_acc is a mean over seeds where there are several)."""
     run = exp.runs[exp.runs.run_id == row["run_id"]]
     source = run.iloc[0].to_dict() if len(run) else row
-    keys = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.VAL_LOSS, schema.TEST_LOSS)
+    keys = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.VAL_LOSS, schema.TEST_LOSS, schema.VAL_SPEARMAN,
+            schema.TEST_SPEARMAN, schema.TEST_RECALL10)
     return {k: float(source[k]) for k in keys if k in source and source[k] == source[k]}
 
 
@@ -365,6 +391,8 @@ def export_front(exp: Experiment, out: str | Path, formats: tuple[str, ...] = FO
             key = json.dumps(config.data.to_dict(), sort_keys=True)
             if key not in datasets:  # every student of a search has the same data: load it once
                 datasets[key] = load_data(config.data)
+                if datasets[key].task_type.scored_by_teacher:  # scored against the search's teacher (an embedding's): read it back
+                    datasets[key] = datasets[key].task_type.with_teacher(datasets[key], _teacher(store, exp, config, datasets[key], tmp))
             data = datasets[key]
             model = config.student.build(data.input_shape, data.num_classes, "student")
             model.load_state_dict(load_file(str(weights)))

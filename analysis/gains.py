@@ -18,6 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from distill.tasks import task_named
+
 from . import schema
 from .runs import Experiment, column, paired
 
@@ -373,7 +375,8 @@ def no_gain_reason(settings: dict) -> str:
     """Why a search has no tuned gain to report, in words."""
     if settings.get("twins", "base_recipe") != "tuned":
         return ("measured against base-recipe twins only (search.twins: base_recipe): one twin per architecture with the "
-                "base config's settings on labels only, while the student's recipe was searched; this favours KD")
+                f"base config's settings, learning {task_named(settings.get('task')).twin_words}, while the student's recipe was searched; "
+                "this favours KD")
     if str(settings.get("baselines", "True")) == "False":
         return "no gain was measured: search.baselines is false, so no scratch arm ran"
     return "no gain was measured: no front architecture has a finished KD arm (its runs failed or have not run yet)"

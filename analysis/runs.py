@@ -23,7 +23,8 @@ __all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_
 
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
            schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S,
-           schema.VAL_LOSS, schema.VAL_PPL, schema.TEST_LOSS, schema.TEST_PPL, schema.TEACHER_TEST_LOSS, schema.FLOOR)
+           schema.VAL_LOSS, schema.VAL_PPL, schema.TEST_LOSS, schema.TEST_PPL, schema.TEACHER_TEST_LOSS, schema.FLOOR,
+           schema.VAL_SPEARMAN, schema.TEST_SPEARMAN, schema.TEST_RECALL10)
 
 
 @dataclass
