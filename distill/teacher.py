@@ -105,7 +105,7 @@ def _load_as_is(config: RunConfig, data: Dataset) -> tuple[nn.Module, TeacherInf
     from .models.hf import check_weights, load_as_is
 
     t = config.teacher
-    if data.task_type.causal:  # a language model's head is its vocabulary: the folder's weights load exactly (a padded one sliced)
+    if data.task_type.head != "classes":  # a vocabulary head, or none (an encoder): the folder's weights load exactly (a padded one sliced)
         check_weights(t.pretrained, "teacher.pretrained")
         model = _build(config, data)
     else:
@@ -243,7 +243,7 @@ def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log
             save_checked(meta, lambda p: p.write_text(json.dumps(dataclasses.replace(info, source="trained").to_dict())))
         return _frozen(model), info
     start = _checkpoint_state(config, data)[1] if t.checkpoint else None  # fine-tuned from the user's checkpoint
-    if t.pretrained and not data.task_type.causal:
+    if t.pretrained and data.task_type.head == "classes":
         from .models.hf import head_labels
 
         if head_labels(t.pretrained) is None:  # said, never silent: the body is the folder's, the head is new

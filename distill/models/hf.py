@@ -34,12 +34,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, check
+from ..tasks import task_named
 from .base import Outputs, TokenShape, register_model
 
 __all__ = ["HFOptions", "HFModel", "SIZE_KEYS", "check_local", "check_weights", "check_same_tokenizer", "head_labels", "load_as_is"]
@@ -79,6 +80,11 @@ class HFOptions:
     num_attention_heads: int | None = None
     intermediate_size: int | None = None
     config: dict[str, Any] = field(default_factory=dict)  # any other AutoConfig key (hidden_dropout_prob, ...)
+    # A sentence encoder's (the embed task): how its tokens' final states become one vector, and whether it is
+    # scaled to unit length. None: what the folder's sentence-transformers files say (modules.json, 1_Pooling/);
+    # for a model built from a config, mean and no normalisation.
+    pool: Literal["mean", "cls", "last"] | None = None
+    normalize: bool | None = None
 
     def __post_init__(self) -> None:
         if self.pretrained:
@@ -111,11 +117,13 @@ _PROJ = re.compile(r"^(?:.*\.)?(?:layer|layers|h)\.(\d+)\..*\b(query|key|value|q
 
 
 class HFModel(nn.Module):
-    """A Hugging Face classifier on token ids, returning `Outputs`."""
+    """A Hugging Face classifier, language model or (with `pool`) sentence encoder on token ids, returning `Outputs`;
+    an encoder's logits are its pooled sentence embedding, unit length with `normalize`."""
 
-    def __init__(self, hf: nn.Module, pad_id: int, lm: bool = False):
+    def __init__(self, hf: nn.Module, pad_id: int, lm: bool = False, pool: str | None = None, normalize: bool = False):
         super().__init__()
         self.hf, self.pad_id, self.heads, self.lm = hf, pad_id, int(hf.config.num_attention_heads), lm
+        self.pool, self.normalize = pool, normalize
         self.kdx_expose: frozenset[str] = frozenset()
         self.captured: dict[str, Tensor] = {}
         for name, module in hf.named_modules():
@@ -135,28 +143,81 @@ class HFModel(nn.Module):
         features["embedding"] = hidden[-1].transpose(1, 2) if self.lm else hidden[-1][:, 0]
         attentions = {f"block{i}": a for i, a in enumerate(out.attentions or (), 1)}
         parts, self.captured = self.captured, {}
+        if self.pool is not None:  # a sentence encoder: its output is the pooled sentence
+            features["embedding"] = logits = pooled(hidden[-1], mask, self.pool, self.normalize)
+            return Outputs(logits, features, attentions, parts, mask)
         return Outputs(out.logits, features, attentions, parts, mask)
 
     def __reduce__(self) -> tuple:
         # Transformers 5 installs closures as hooks on the first forward, which neither pickle nor
         # cloudpickle can take; a model travels (Ray, deepcopy) as its config and weights instead.
-        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.kdx_expose, self.training, self.lm))
+        return (_rebuild, (self.hf.config.to_dict(), self.state_dict(), self.pad_id, self.kdx_expose, self.training, self.lm,
+                           self.pool, self.normalize))
 
 
-def _auto(lm: bool) -> Any:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+def pooled(hidden: Tensor, mask: Tensor, pool: str, normalize: bool) -> Tensor:
+    """One vector per sequence from its final states (B, N, D) over its real tokens (sentence-transformers' Pooling:
+    the mean over the attention mask, the first token's, or the last real token's), unit length with `normalize`."""
+    if pool == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        e = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+    elif pool == "cls":
+        e = hidden[:, 0]
+    else:
+        e = hidden[torch.arange(len(hidden), device=hidden.device), mask.long().sum(1).clamp_min(1) - 1]
+    return torch.nn.functional.normalize(e, dim=-1) if normalize else e
 
-    return AutoModelForCausalLM if lm else AutoModelForSequenceClassification
+
+_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_lasttoken": "last"}
 
 
-def _rebuild(config: dict, state: dict, pad_id: int, exposed: frozenset, training: bool, lm: bool = False) -> HFModel:
+def st_pooling(folder: str) -> tuple[str | None, bool]:
+    """(pool, normalize) that a sentence-transformers folder declares: its Pooling module's mode (legacy keys
+    `pooling_mode_*_tokens` or sentence-transformers 6's `pooling_mode`) and whether a Normalize module follows;
+    (None, False) for a folder without modules.json or pooling. A mode kdx does not compute (max, mean_sqrt_len)
+    is a ConfigError."""
+    modules = Path(folder) / "modules.json"
+    if not modules.is_file():
+        return None, False
+    listed = json.loads(modules.read_text(encoding="utf-8"))
+    kinds = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in listed}
+    if "Pooling" not in kinds or not (Path(folder) / kinds["Pooling"] / "config.json").is_file():
+        return None, "Normalize" in kinds
+    cfg = json.loads((Path(folder) / kinds["Pooling"] / "config.json").read_text(encoding="utf-8"))
+    modes = [v for k, v in _POOLING.items() if cfg.get(k)] + ([cfg["pooling_mode"]] if isinstance(cfg.get("pooling_mode"), str) else [])
+    other = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in _POOLING]
+    modes = [{"lasttoken": "last"}.get(m, m) for m in modes]
+    if other or len(modes) != 1 or modes[0] not in ("mean", "cls", "last"):
+        raise ConfigError(f"pool: '{folder}' pools its tokens by {', '.join(other + modes) or 'nothing'}; kdx computes one of mean, cls "
+                          "or last: set pool (and normalize) to use the encoder with one of those")
+    return modes[0], "Normalize" in kinds
+
+
+def encoder_pooling(opts: HFOptions) -> tuple[str, bool]:
+    """How a sentence encoder pools: its options, else its folder's sentence-transformers files, else (config-built) mean."""
+    pool, normalize = st_pooling(opts.pretrained) if opts.pretrained else ("mean", False)
+    if opts.pool is None and pool is None:
+        raise ValueError(f"'{opts.pretrained}' says nothing of how its tokens become a sentence (no sentence-transformers "
+                         "modules.json and 1_Pooling/config.json): set pool: mean, cls or last")
+    return opts.pool or pool, normalize if opts.normalize is None else opts.normalize
+
+
+def _auto(lm: bool, encoder: bool = False) -> Any:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModel if encoder else AutoModelForCausalLM if lm else AutoModelForSequenceClassification
+
+
+def _rebuild(config: dict, state: dict, pad_id: int, exposed: frozenset, training: bool, lm: bool = False,
+             pool: str | None = None, normalize: bool = False) -> HFModel:
     from transformers import AutoConfig
     from transformers.utils import logging
 
     _offline()
     logging.set_verbosity_error()
     config = dict(config)
-    model = HFModel(_auto(lm).from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id, lm)
+    model = HFModel(_auto(lm, pool is not None).from_config(AutoConfig.for_model(config.pop("model_type"), **config)), pad_id, lm,
+                    pool, normalize)
     model.load_state_dict(state)
     model.kdx_expose = exposed
     return model.train(training)
@@ -196,7 +257,8 @@ def hf_config(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> Any
     if "num_attention_heads" in changes and "num_key_value_heads" not in changes and getattr(cfg, "num_key_value_heads", None):
         cfg.num_key_value_heads = cfg.num_attention_heads  # Llama's default (32) would not divide a searched head count
     if not input_shape.lm:
-        cfg.num_labels = num_classes
+        if num_classes:  # an encoder's (num_classes 0) has no labels
+            cfg.num_labels = num_classes
     elif cfg.vocab_size != num_classes:
         raise ValueError(f"the model predicts {cfg.vocab_size} token ids, the data's vocabulary has {num_classes}")
     positions = getattr(cfg, "max_position_embeddings", None)
@@ -207,19 +269,21 @@ def hf_config(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> Any
     return cfg
 
 
-@register_model("hf", HFOptions, inputs=("tokens", "lm"))
+@register_model("hf", HFOptions, inputs=("tokens", "lm", "embed"))
 def hf(opts: HFOptions, input_shape: TokenShape, num_classes: int) -> nn.Module:
     from transformers.utils import logging
 
+    encoder = task_named(input_shape.task).head == "none"  # a sentence encoder: the bare model, pooled
+    pool, normalize = encoder_pooling(opts) if encoder else (None, False)
     cfg = hf_config(opts, input_shape, num_classes)
     logging.set_verbosity_error()  # "newly initialized head" is what a new head is; kdx says what it built
-    auto = _auto(input_shape.lm)
+    auto = _auto(input_shape.lm, encoder)
     if opts.pretrained and not opts.overrides():
         check_weights(opts.pretrained)
         model = auto.from_pretrained(opts.pretrained, config=cfg, local_files_only=True, ignore_mismatched_sizes=True)
     else:
         model = auto.from_config(cfg)
-    return HFModel(model, input_shape.pad_id, input_shape.lm)
+    return HFModel(model, input_shape.pad_id, input_shape.lm, pool, normalize)
 
 
 def _vocab(folder: str | Path) -> Any:
