@@ -206,12 +206,50 @@ class _HFLogits(nn.Module):
         return self.hf(input_ids=ids, attention_mask=(ids != self.pad_id).long()).logits
 
 
+def _write_sentence_transformer(model: nn.Module, data: Dataset, folder: Path, expected: np.ndarray, run_id: str) -> None:
+    """A sentence encoder as a folder `sentence_transformers.SentenceTransformer(folder)` loads: the encoder's
+    `save_pretrained` files and the data's tokenizer, `modules.json`, its Pooling module (the legacy
+    `pooling_mode_*_tokens` keys, which sentence-transformers 2 to 6 read) and a Normalize module where the student
+    normalises; reloaded with SentenceTransformer and checked to give the trained model's embeddings."""
+    from distill.text import load_tokenizer
+
+    hf = model.hf
+    hf.save_pretrained(folder)
+    tokenizer = load_tokenizer(Path(data.tokens.tokenizer))
+    tokenizer.model_max_length = data.tokens.max_len
+    tokenizer.save_pretrained(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if model.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": data.tokens.max_len, "do_lower_case": False}))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": hf.config.hidden_size, "pooling_mode_cls_token": model.pool == "cls",
+         "pooling_mode_mean_tokens": model.pool == "mean", "pooling_mode_max_tokens": False,
+         "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_lasttoken": model.pool == "last"}, indent=2))
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise KdxError("exporting a sentence encoder checks it with sentence-transformers: pip install 'kdx[embed]'") from None
+    again = SentenceTransformer(str(folder), device="cpu").eval()
+    pad = model.pad_id
+    with torch.no_grad():
+        got = _predict(lambda b: again({"input_ids": b, "attention_mask": (b != pad).long()})["sentence_embedding"].numpy(), data.x_test,
+                       embeds=True)
+    _check(f"{HF_DIR}/ (SentenceTransformer)", got, expected, run_id)
+
+
 def _write_hf(model: nn.Module, data: Dataset, folder: Path, expected: np.ndarray, run_id: str) -> None:
     """The student as a `save_pretrained` folder with the data's tokenizer, reloaded and checked."""
     from transformers import AutoModelForSequenceClassification
 
     from distill.text import load_tokenizer
 
+    if getattr(model, "pool", None) is not None:
+        return _write_sentence_transformer(model, data, folder, expected, run_id)
     hf = model.hf
     labels = list(data.tokens.labels) if data.tokens and data.tokens.labels else [str(i) for i in range(data.num_classes)]
     hf.config.id2label, hf.config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
@@ -236,6 +274,27 @@ def _reload_safetensors(model: nn.Module, path: Path) -> nn.Module:
     fresh.load_state_dict(load_file(str(path)))
     return LogitsOnly(fresh).eval()
 
+
+LOAD_ST = """from sentence_transformers import SentenceTransformer
+model = SentenceTransformer('hf', device='cpu')
+embeddings = model.encode(['a sentence to embed', 'another one'])  # (2, width): compare by cosine similarity"""
+
+LOAD_ENCODER = """import json, os
+import torch
+from transformers import AutoModel, AutoTokenizer
+tokenizer, model = AutoTokenizer.from_pretrained('hf'), AutoModel.from_pretrained('hf').eval()
+pool = json.load(open('hf/1_Pooling/config.json'))
+batch = tokenizer(['a sentence to embed', 'another one'], padding=True, truncation=True, return_tensors='pt')
+with torch.no_grad():
+    h = model(**batch).last_hidden_state
+m = batch['attention_mask']
+if pool['pooling_mode_mean_tokens']:
+    e = (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
+elif pool['pooling_mode_cls_token']:
+    e = h[:, 0]
+else:  # the last real token
+    e = h[torch.arange(len(h)), m.sum(1) - 1]
+embeddings = torch.nn.functional.normalize(e, dim=-1) if os.path.isdir('hf/2_Normalize') else e"""
 
 LOAD_SAFETENSORS = """import json
 from safetensors.torch import load_file
@@ -308,7 +367,10 @@ def _card(exp: Experiment, row: dict, config: RunConfig, data: Dataset, label: s
     if tokens:
         card["tokens"] = tokens.to_dict()
         card["how_to_load"]["model.pt2"] = card["how_to_load"]["model.pt2"].replace("float32 (batch, *input shape)", "int64 ids (batch, max_len)")
-    if f"{HF_DIR}/config.json" in files:
+    if f"{HF_DIR}/modules.json" in files:  # a sentence encoder
+        card["how_to_load"][f"{HF_DIR}/"] = LOAD_ST
+        card["how_to_load"][f"{HF_DIR}/ with transformers alone"] = LOAD_ENCODER
+    elif f"{HF_DIR}/config.json" in files:
         card["how_to_load"][f"{HF_DIR}/"] = LOAD_HF if tokens and tokens.tokenizer else LOAD_HF_IDS
     if data.task_type.head == "none":  # a sentence encoder: its output is the pooled embedding, read by cosine similarity
         card["how_to_load"] = {k: v.replace("-> logits", "-> sentence embeddings (batch, width): compare them by cosine similarity")

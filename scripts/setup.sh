@@ -18,5 +18,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
             || .venv/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
-.venv/bin/pip install -q -e ".[dev,export,text]"
+.venv/bin/pip install -q -e ".[dev,export,text,embed]"
 echo "ready: .venv/bin/kdx"
