@@ -75,7 +75,7 @@ def front_table(info: FrontierInfo, runs: pd.DataFrame | None = None) -> pd.Data
         if c in by_id or c in students:
             every = by_id if c in by_id else students
             table[c] = [every[c].get(r) if r in every.index else np.nan for r in table.run_id]
-    for c in (schema.START_VAL_ACC, schema.START_TEST_ACC, schema.START_TEST_LOSS):  # a start from the teacher before training: how much of it survived the cut
+    for c in schema.STARTS:  # a start from the teacher before training: how much of it survived the cut
         if c in by_id and by_id[c].notna().any():
             table[c] = [by_id[c].get(r) if r in by_id.index else np.nan for r in table.run_id]
     if schema.TRAIN_S in by_id:  # the compute behind the point: its own training, and its teacher's where it read one

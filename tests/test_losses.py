@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,9 +58,11 @@ from loss_helpers import (
 from distill.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from distill.data import Dataset, TokenInfo
 from distill.errors import ConfigError
-from distill.losses import LOSSES, build_loss, soft_term, teacher_side
+from distill.losses import LOSSES, build_loss, loss_tasks, soft_term, teacher_side
 from distill.models import MODELS, Outputs
 from distill.train import Teacher, fuse_terms, run, slice_outputs
+
+TOPICS = Path(__file__).resolve().parents[1] / "examples" / "data" / "topics.txt"  # sentences, for an embedding loss's config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread beats a contended pool (conftest)
 
@@ -70,6 +73,8 @@ PINNED = {
     "ce": 1.691932,
     "cos": 1.092496,
     "dkd": 0.2851530,
+    "emb_cos": 1.059526,
+    "emb_mse": 0.06733736,
     "fitnet": 0.1464159,
     "gjsd": 0.07373899,
     "kd": 0.03334300,
@@ -77,6 +82,8 @@ PINNED = {
     "pkd": 0.1176328,
     "rkd": 9.225878,
     "rkl": 0.3050547,
+    "sim_kl": 0.9506431,
+    "simcse": 1.542642,
     "skew_kl": 0.2476752,
     "tinybert_attn": 0.3819148,
     "tinybert_hidden": 4.590140,
@@ -88,6 +95,7 @@ NEXT_TOKEN_LOSSES = ("token_kd", "rkl", "gjsd", "skew_kl")
 # Losses that are not ~0 when the student's outputs equal the teacher's.
 NOT_ZERO_AT_IDENTITY = {
     "ce": "not a distillation loss: cross-entropy against the labels",
+    "simcse": "not a distillation loss: the embedding twin's contrastive loss on the student's own two views",
     "fitnet": "compares the teacher's hint with r(student), and the regressor r is a random layer, not the identity",
     "tinybert_hidden": "compares W h_s with h_t, and the projection W is a random layer, not the identity",
 }
@@ -380,8 +388,10 @@ def run_config(name: str, s_fam: str, batch_size: int = 8, mix: dict | None = No
     mix = mix or {name: 1.0}
     opts = MODELS.get(s_fam, "x").options(**sizes(shape)[0].get(s_fam, {}))
     lm = getattr(shape, "lm", False)
+    task = loss_tasks(name)[0] if name != "ce" else "classify"  # an embedding loss's config names sentences
     return RunConfig(
-        data=DataConfig("hmm") if lm else DataConfig(),  # the config's task follows its data: next-token losses need an LM's
+        # the config's task follows its data: next-token losses need an LM's, embedding losses sentences
+        data=DataConfig("hmm") if lm else DataConfig.parse({"name": "sentences", "path": str(TOPICS)}) if task == "embed" else DataConfig(),
         student=ModelConfig(s_fam, opts),
         train=TrainConfig(epochs=1, batch_size=batch_size, lr=0.05, device="cpu"),
         losses={k: options(k) for k in mix},

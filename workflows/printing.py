@@ -69,8 +69,10 @@ def _front(table, score) -> None:
     for _, r in table.iterrows():
         if r.get("method") in LABELS_ONLY:
             print(f"  {r['pareto']}: {method_sentence(r, score)}")
-    acc = score == schema.ACCURACY  # a language model's start is read on test cross-entropy, as it is scored
-    metric, key, after = ("val_acc", schema.START_VAL_ACC, score.val) if acc else ("test nats/token", schema.START_TEST_LOSS, score.test)
+    # the start read as the task scores it: its validation score where the run logged one (accuracy, Spearman); a language
+    # model's on test cross-entropy
+    start_val = f"start_{score.val}"
+    metric, key, after = ((score.val, start_val, score.val) if start_val in table else ("test nats/token", schema.START_TEST_LOSS, score.test))
     for _, r in table.iterrows():
         before = r.get(key)
         if r.get("start") in schema.START_SHORT and before is not None and before == before:
