@@ -70,3 +70,27 @@ def test_a_tiny_run_and_its_twin_log_the_task_metrics(name, tmp_path):
     assert task.quality_names[0] in epoch_metrics(job.student.history[-1], task)
     gains = task.gains(job.student, job.twin)
     assert gains and all(math.isfinite(v) for v in gains.values()) and task.gain_line(gains | {f"start_{k}": v for k, v in gains.items()}, "twin", True)
+
+
+SEARCH = {"space": {"train.lr": {"choice": [0.001, 0.003]}},
+          "search": {"num_samples": 2, "max_concurrent": 2, "sampler": "random", "scheduler": "none", "twins": "base_recipe"},
+          "resources": {"cpu": 1, "gpu": 0}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_tiny_search_of_every_task_ends_in_a_front_that_exports(name, tmp_path):
+    """Every task through the whole path a user takes: `kdx search --smoke` (Ray, MLflow), then `kdx export`,
+    whose every file reproduces the run's logged test score."""
+    import yaml
+
+    from search_helpers import kdx
+
+    config = {"experiment": f"tiny-{name}", **_runs(tmp_path)[name], **SEARCH}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    out = kdx("search", "s.yaml", "--smoke", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Pareto front:" in out.stdout and TASKS[name].score.test in out.stdout
+    out = kdx("export", "--experiment", f"tiny-{name}", "--out", "exported", "--formats", "safetensors", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "reproduced by every format" in out.stdout and list((tmp_path / "exported").glob("p*-*/card.json"))
