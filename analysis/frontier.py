@@ -159,7 +159,7 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
     if (sizes > 0).any():  # a log axis needs a positive size; a search whose every student failed draws none
         ax.set_xscale("log")
     ax.set_xlabel("student parameters (log)")
-    ax.set_ylabel(info.score.words + ("" if y == schema.VAL_ACC else " (nats per token)"))
+    ax.set_ylabel(info.score.words + (" (nats per token)" if info.score.short == "nats/token" else ""))
     ax.set_title("capacity-gap frontier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

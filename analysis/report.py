@@ -104,6 +104,8 @@ def _methods_line(table: pd.DataFrame, score: schema.Score) -> str:
 def _teacher_words(t: dict, score: schema.Score) -> str:
     if score.val == schema.VAL_ACC:
         return f"validation accuracy {_fmt(t.get(schema.VAL_ACC))}, test accuracy {_fmt(t.get(schema.TEST_ACC))}"
+    if score.val != schema.VAL_LOSS:  # a score the teacher is the reference of (an embedding's Spearman with it): 1 by definition
+        return f"the reference every student is scored against ({score.words}: {_fmt(t.get(score.val))})"
     floor = t.get(schema.FLOOR)
     return (f"validation cross-entropy {_fmt(t.get(schema.VAL_LOSS))}, test {_fmt(t.get(schema.TEST_LOSS))} nats per token"
             + (f" (the source's entropy floor: {_fmt(floor)}; no model can go below it)" if floor is not None and floor == floor else ""))

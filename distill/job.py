@@ -37,9 +37,13 @@ class JobResult:
             "random_twin": self.random_twin.to_dict() if self.random_twin else None,
             "start": self.config.train.init,
         }
-        if self.data.tokens is not None and self.data.tokens.floor is not None:
-            out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token
         task = self.data.task_type
+        if task.causal:
+            out["data"]["floor"] = self.data.tokens.floor  # nats per predicted test token; None where unknown
+        for key in ("student", "twin", "random_twin"):  # the task's own metric names beside RunResult's fields (an embedding's Spearman)
+            r = getattr(self, key)
+            if r is not None:
+                out[key] |= task.quality_metrics(r) | task.final_metrics(r, self.data)
         if self.twin is not None:  # distillation on top of the start: the student minus its same-start twin
             out |= task.gains(self.student, self.twin)
         if self.twin is not None and self.random_twin is not None:  # what the start bought: same-start twin minus random-start twin

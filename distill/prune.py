@@ -307,7 +307,9 @@ def _hf(model: nn.Module) -> Plan:
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     group = heads // kv  # query heads per key/value head: pruned together
     table = [(re.compile(p), c) for p, c in (_BERT if kind == "bert" else _LLAMA)]
-    stack = "hf.bert.encoder.layer" if kind == "bert" else "hf.model.layers"
+    # a classifier's or causal LM's body sits under its head's wrapper; a bare encoder (a sentence encoder, AutoModel) is the body
+    stack = ("hf.bert." if hasattr(model.hf, "bert") else "hf.") + "encoder.layer" if kind == "bert" else \
+        ("hf.model." if hasattr(model.hf, "model") else "hf.") + "layers"
 
     def dims(key: str) -> Dims:
         i = _layer(key)

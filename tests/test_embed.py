@@ -101,6 +101,9 @@ def test_spearman_and_recall_agree_with_independent_computations():
     a, b = torch.randn(300, generator=g), torch.randn(300, generator=g)
     b = a + 0.5 * b
     assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, abs=1e-9)
+    tied = torch.tensor([0.1, 0.5, 0.5, 0.5, 0.9, 0.2, 0.2])  # a repeated sentence ties every one of its pairs
+    other = torch.tensor([0.3, 0.4, 0.1, 0.6, 0.8, 0.2, 0.5])
+    assert spearman(tied, other) == pytest.approx(spearmanr(tied.numpy(), other.numpy()).statistic, abs=1e-9)
     e = F.normalize(torch.randn(40, 6, generator=g), dim=-1)
     assert recall_at_k(e, e) == 1.0  # the teacher's own neighbours
     shuffled = F.normalize(torch.randn(40, 6, generator=g), dim=-1)
@@ -159,6 +162,31 @@ def test_each_task_takes_its_own_losses():
     assert "rkd" in classify.fitting() and not any(classify.fits(n) for n in ("emb_mse", "sim_kl", "simcse", "token_kd"))
 
 
+def test_a_searched_teacher_is_refused_where_the_teacher_is_the_reference(tmp_path):
+    from workflows.experiment import load_experiment
+
+    (tmp_path / "e.yaml").write_text(f"data: {{name: sentences, path: {TOPICS}}}\nmix: {{emb_mse: 1.0}}\n"
+                                     "teacher: {family: transformer}\nstudent: {family: transformer}\n"
+                                     "space: {teacher.depth: {choice: [1, 2]}}\n")
+    with pytest.raises(ConfigError, match="^space: teacher.depth: every sentence embedding run is scored against the search's teacher"):
+        load_experiment(str(tmp_path / "e.yaml"))
+
+
+def test_pruning_cuts_a_bare_encoder():
+    """A sentence encoder is a bare AutoModel (its layers at hf.encoder.layer, not hf.bert.encoder.layer)."""
+    from distill.models import TokenShape, build_model
+    from distill.models.hf import HFOptions
+    from distill.prune import prune_from_teacher
+
+    shape = TokenShape(8, vocab=30, task="embed")
+    size = dict(model_type="bert", hidden_size=16, num_attention_heads=4, intermediate_size=32)
+    teacher = build_model("hf", HFOptions(num_hidden_layers=4, **size), shape, 0).eval()
+    student = build_model("hf", HFOptions(num_hidden_layers=2, **size), shape, 0)
+    kept = prune_from_teacher(student, teacher, {}, "every_other")
+    assert kept["layers"] == [0, 2]
+    assert torch.equal(student.hf.encoder.layer[1].output.dense.weight, teacher.hf.encoder.layer[2].output.dense.weight)
+
+
 def test_fewer_sentences_than_a_batch_is_one_line(tmp_path):
     (tmp_path / "f.txt").write_text("\n".join(f"a short sentence {i}" for i in range(20)))
     config = RunConfig.from_dict({"data": {"name": "sentences", "path": str(tmp_path / "f.txt"), "vocab_size": 40},
@@ -201,3 +229,56 @@ def test_every_pair_is_scored_once():
     e = F.normalize(torch.randn(7, 3), dim=-1)
     sims = _upper(e)
     assert len(sims) == 21 and sorted(float(x) for x in sims) == sorted(float(e[i] @ e[j]) for i, j in itertools.combinations(range(7), 2))
+
+
+def _encoder_folder(tmp_path: Path, modules: list | None = None, pooling: dict | None = None) -> Path:
+    """A tiny BERT config (no weights: pooling is decided before any weight is read), with sentence-transformers files if given."""
+    from transformers import BertConfig
+
+    folder = tmp_path / "enc"
+    BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16).save_pretrained(folder)
+    if modules is not None:
+        (folder / "modules.json").write_text(__import__("json").dumps(modules))
+    if pooling is not None:
+        (folder / "1_Pooling").mkdir()
+        (folder / "1_Pooling" / "config.json").write_text(__import__("json").dumps(pooling))
+    return folder
+
+
+ST_MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+              {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+
+
+def test_a_sentence_transformers_folder_says_how_it_pools(tmp_path):
+    from distill.models.hf import HFOptions, encoder_pooling, st_pooling
+
+    mean = _encoder_folder(tmp_path, ST_MODULES, {"word_embedding_dimension": 8, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False})
+    assert st_pooling(str(mean)) == ("mean", True)  # all-MiniLM-L6-v2's: mean over real tokens, then Normalize
+    assert encoder_pooling(HFOptions(pretrained=str(mean), pool="cls", normalize=False)) == ("cls", False)  # the config overrides
+    (mean / "1_Pooling" / "config.json").write_text('{"embedding_dimension": 8, "pooling_mode": "lasttoken"}')  # sentence-transformers 6
+    assert st_pooling(str(mean)) == ("last", True)
+    (mean / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 8, "pooling_mode_max_tokens": true}')
+    with pytest.raises(ValueError, match="^pool: .* pools its tokens by pooling_mode_max_tokens; kdx computes one of mean, cls or last"):
+        st_pooling(str(mean))
+
+
+def test_a_bare_encoder_without_pool_is_one_line(tmp_path):
+    from distill.models import TokenShape, build_model
+    from distill.models.hf import HFOptions
+
+    bare = _encoder_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"^teacher: '.*enc' says nothing of how its tokens become a sentence .* set pool: mean, cls or last$"):
+        build_model("hf", HFOptions(pretrained=str(bare)), TokenShape(8, vocab=30, task="embed"), 0, "teacher")
+
+
+def test_an_encoder_from_a_config_pools_the_mean_of_its_real_tokens():
+    from distill.models import TokenShape, build_model
+    from distill.models.hf import HFOptions
+
+    model = build_model("hf", HFOptions(model_type="bert", hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16),
+                        TokenShape(6, vocab=30, task="embed"), 0).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0, 0], [5, 6, 7, 8, 9, 4]])
+    out = model(ids)
+    hidden = model.hf(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+    assert out.logits.shape == (2, 8) and torch.allclose(out.logits[0], hidden[0, :3].mean(0), atol=1e-6)

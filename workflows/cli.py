@@ -99,7 +99,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     data = load_data(config.data)
     teacher = prepare_teacher(config, data, ["logits", "features", "attentions"])
     info, out = teacher.info, teacher.outputs
-    print(f"teacher {info.key}: {info.source}, val_acc {info.val_acc:.4f}, test_acc {info.test_acc:.4f}, "
+    val, test = data.task_type.quality_names
+    print(f"teacher {info.key}: {info.source}, {val} {info.val_acc:.4f}, {test} {info.test_acc:.4f}, "
           f"{info.params:,} params, {info.latency_ms:.3f} ms; outputs cached ({len(out.logits)} samples, "
           f"{len(out.features)} feature maps, {len(out.attentions)} attention maps)")
     return 0

@@ -261,6 +261,10 @@ def load_experiment(
         key_check = lambda key: check_key(key, is_custom(run.data.name), bool(run.student.factory))  # noqa: E731
         space = load_space(raw.get("space"), Path(path).parent, check=key_check)
         validate(space, base)
+        own = next((p.key for p in space if p.key.startswith("teacher.")), None)
+        if own and task.scored_by_teacher:  # its reference is the search's teacher: a trial's own would be scored against another
+            raise ConfigError(f"space: {own}: every {task.words} run is scored against the search's teacher, so a trial cannot "
+                              "train its own; search teachers in their own searches")
     keys = {p.key for p in space}
     for i, point in enumerate(search.enqueue):
         if not isinstance(point, dict) or not set(point) <= keys:

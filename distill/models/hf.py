@@ -175,7 +175,7 @@ def st_pooling(folder: str) -> tuple[str | None, bool]:
     """(pool, normalize) that a sentence-transformers folder declares: its Pooling module's mode (legacy keys
     `pooling_mode_*_tokens` or sentence-transformers 6's `pooling_mode`) and whether a Normalize module follows;
     (None, False) for a folder without modules.json or pooling. A mode kdx does not compute (max, mean_sqrt_len)
-    is a ConfigError."""
+    is a ValueError (`build_model` names the model's key)."""
     modules = Path(folder) / "modules.json"
     if not modules.is_file():
         return None, False
@@ -188,7 +188,7 @@ def st_pooling(folder: str) -> tuple[str | None, bool]:
     other = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in _POOLING]
     modes = [{"lasttoken": "last"}.get(m, m) for m in modes]
     if other or len(modes) != 1 or modes[0] not in ("mean", "cls", "last"):
-        raise ConfigError(f"pool: '{folder}' pools its tokens by {', '.join(other + modes) or 'nothing'}; kdx computes one of mean, cls "
+        raise ValueError(f"pool: '{folder}' pools its tokens by {', '.join(other + modes) or 'nothing'}; kdx computes one of mean, cls "
                           "or last: set pool (and normalize) to use the encoder with one of those")
     return modes[0], "Normalize" in kinds
 

@@ -62,12 +62,16 @@ def _upper(e: Tensor) -> Tensor:
     return sims[i, j]
 
 
+def _ranks(x: Tensor) -> Tensor:
+    """Ranks 0..n-1, tied values sharing their mean rank (a repeated sentence makes every one of its pairs tie)."""
+    values, inverse, counts = torch.unique(x.double(), return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return (first.double() + (counts.double() - 1) / 2.0)[inverse]
+
+
 def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman's rho: Pearson's r of the ranks (ties broken by order; cosines of floats rarely tie)."""
-    ra = torch.empty_like(a, dtype=torch.float64)
-    rb = torch.empty_like(b, dtype=torch.float64)
-    ra[a.argsort()] = torch.arange(len(a), dtype=torch.float64)
-    rb[b.argsort()] = torch.arange(len(b), dtype=torch.float64)
+    """Spearman's rho: Pearson's r of the ranks, ties at their mean rank (scipy's spearmanr)."""
+    ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra @ rb) / (ra.norm() * rb.norm()).clamp_min(1e-12))
 
