@@ -390,7 +390,7 @@ def _metrics(exp: Experiment, row: dict) -> dict:
     run = exp.runs[exp.runs.run_id == row["run_id"]]
     source = run.iloc[0].to_dict() if len(run) else row
     keys = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.VAL_LOSS, schema.TEST_LOSS, schema.VAL_SPEARMAN,
-            schema.TEST_SPEARMAN, schema.TEST_RECALL10)
+            schema.TEST_SPEARMAN, schema.TEST_RECALL10, schema.TEST_GOLD_SPEARMAN)
     return {k: float(source[k]) for k in keys if k in source and source[k] == source[k]}
 
 

@@ -45,6 +45,7 @@ class FrontierInfo(NamedTuple):
     same_model: pd.DataFrame  # finished students whose config equals an earlier one's (kdx.config_key): counted once
     models: ModelsInfo | None = None  # every model the search trained and the front over them: what the export ships
     score: schema.Score = schema.ACCURACY  # what the y axes, the picks and the gains read: accuracy, or a language model's nats per token
+    floors: tuple[dict, ...] = ()  # reference models made with no training (model2vec's table): drawn, never on a front
 
 
 def frontier_info(exp: Experiment) -> FrontierInfo:
@@ -82,8 +83,10 @@ def frontier_info(exp: Experiment) -> FrontierInfo:
     search_running = bool(len(search)) and search.iloc[0]["status"] == "RUNNING"
     keep = ok & ~same  # a student at chance is a finished student: counted, drawn, never on the front
     models = models_info(exp, students[ok & ~same & ~at_chance], objectives, chance)
+    floors = tuple({"name": f["floor"], schema.PARAMS: f[schema.PARAMS], score.val: f.get(score.val), score.test: f.get(score.test),
+                    "run_id": f["run_id"]} for f in exp.floors)
     return FrontierInfo(t, students[keep], twins, front, students[~ok & ~control & ~running], objectives, reference, controls,
-                        students[running & ~control], search_running, students[at_chance], students[same], models, score)
+                        students[running & ~control], search_running, students[at_chance], students[same], models, score, floors)
 
 
 def gain_by_arch(students: pd.DataFrame) -> pd.DataFrame:
@@ -155,7 +158,11 @@ def plot_frontier(info: FrontierInfo, path: str | Path) -> None:
                    label="Pareto front over every model (exported)", zorder=5)
         for k, (_, row) in enumerate(f.iterrows(), 1):
             ax.annotate(f"P{k}", (row[schema.PARAMS], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    sizes = pd.concat([s[schema.PARAMS], t[schema.PARAMS], c[schema.PARAMS]]).astype(float)
+    for f in info.floors:  # no training at all: what a trained student must beat to be worth its cost
+        if _finite(f.get(y)):
+            ax.scatter([f[schema.PARAMS]], [f[y]], marker="*", s=140, color="tab:green", zorder=5,
+                       label=f"static floor, no training ({f['name'].split(' (')[0]})")
+    sizes = pd.concat([s[schema.PARAMS], t[schema.PARAMS], c[schema.PARAMS], pd.Series([f[schema.PARAMS] for f in info.floors], dtype=float)]).astype(float)
     if (sizes > 0).any():  # a log axis needs a positive size; a search whose every student failed draws none
         ax.set_xscale("log")
     ax.set_xlabel("student parameters (log)")

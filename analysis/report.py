@@ -105,10 +105,18 @@ def _teacher_words(t: dict, score: schema.Score) -> str:
     if score.val == schema.VAL_ACC:
         return f"validation accuracy {_fmt(t.get(schema.VAL_ACC))}, test accuracy {_fmt(t.get(schema.TEST_ACC))}"
     if score.val != schema.VAL_LOSS:  # a score the teacher is the reference of (an embedding's Spearman with it): 1 by definition
-        return f"the reference every student is scored against ({score.words}: {_fmt(t.get(score.val))})"
+        gold = t.get(schema.TEST_GOLD_SPEARMAN)
+        return (f"the reference every student is scored against ({score.words}: {_fmt(t.get(score.val))})"
+                + (f"; its gold Spearman on data.pairs: {_fmt(gold)}" if gold is not None and gold == gold else ""))
     floor = t.get(schema.FLOOR)
     return (f"validation cross-entropy {_fmt(t.get(schema.VAL_LOSS))}, test {_fmt(t.get(schema.TEST_LOSS))} nats per token"
             + (f" (the source's entropy floor: {_fmt(floor)}; no model can go below it)" if floor is not None and floor == floor else ""))
+
+
+def _floor_lines(info: FrontierInfo) -> str:
+    """The reference models made with no training (the green star of the frontier picture), one sentence each."""
+    return "".join(f"<p>Static floor ({html.escape(f['name'])}): {int(f[schema.PARAMS]):,} params, {info.score.test} {_fmt(f.get(info.score.test))}: "
+                   "what a trained student must beat to be worth its training.</p>" for f in info.floors)
 
 
 def _img(path: Path) -> str:
@@ -201,6 +209,7 @@ the trial's recipe was searched, the twin's was not). Each P links to its run in
 {_rows(table, main, link)}
 {f"<p>Not exported:</p><ul>{beaten}</ul>" if beaten else ""}
 <p>Teacher: {int(t.get(schema.PARAMS) or 0):,} params, {_teacher_words(t, score)}.</p>
+{_floor_lines(info)}
 <details><summary>How each front model was trained (its recipe) and its seeds</summary>
 {_rows(table, recipe, link) if len(recipe) > 1 else ""}
 {_rows(table, seeds, link)}

@@ -24,7 +24,7 @@ __all__ = ["Experiment", "load_runs", "with_gains", "seed_stats", "paired", "by_
 METRICS = (schema.VAL_ACC, schema.TEST_ACC, schema.PARAMS, schema.LATENCY, schema.BEST_EPOCH, schema.TEACHER_PARAMS, schema.TEACHER_TEST_ACC,
            schema.AGREEMENT, schema.TEACHER_KL, schema.TRAIN_S, schema.TEACHER_TRAIN_S,
            schema.VAL_LOSS, schema.VAL_PPL, schema.TEST_LOSS, schema.TEST_PPL, schema.TEACHER_TEST_LOSS, schema.FLOOR,
-           schema.VAL_SPEARMAN, schema.TEST_SPEARMAN, schema.TEST_RECALL10)
+           schema.VAL_SPEARMAN, schema.TEST_SPEARMAN, schema.TEST_RECALL10, schema.TEST_GOLD_SPEARMAN)
 
 
 @dataclass
@@ -45,6 +45,12 @@ class Experiment:
     def teacher(self) -> dict | None:
         rows = self.runs[self.runs.role == schema.ROLE_TEACHER]
         return None if rows.empty else rows.iloc[0].to_dict()
+
+    @property
+    def floors(self) -> list[dict]:
+        """The finished reference models made with no training (`schema.ROLE_FLOOR`: a sentence encoder's model2vec table)."""
+        rows = self.runs[(self.runs.role == schema.ROLE_FLOOR) & (self.runs.status == "FINISHED")]
+        return [r.to_dict() for _, r in rows.iterrows()]
 
 
 def load_runs(tracking_uri: str, experiment: str) -> Experiment:
@@ -83,6 +89,7 @@ def load_runs(tracking_uri: str, experiment: str) -> Experiment:
             "stage": tags.get(schema.TAG_STAGE, ""),
             "lineage": tags.get(schema.TAG_LINEAGE, ""),
             "sampled": [k for k in tags.get(schema.TAG_SAMPLED, "").split(",") if k],
+            "floor": tags.get(schema.TAG_FLOOR, ""),
             "start_time": r.info.start_time,
         }
         for m in METRICS:

@@ -30,8 +30,8 @@ __all__ = [
     "TAG_TEACHER_RUN", "TAG_NODE", "TAG_CONTROL", "TAG_SEED_OF", "TAG_CHAIN", "TAG_STAGE", "TAG_LINEAGE", "CHAIN_DIRECT", "TAG_TEACHER_KEY", "TAG_CONFIG_KEY", "TAG_DUPLICATE_OF", "TAG_ARM", "TAG_GAIN_ARCH", "TAG_CANDIDATE", "TAG_TEXTBOOK", "TAG_CONTROL_OF", "TAG_START", "START_WORDS", "START_SHORT", "TAG_TEACHER_RECIPE",
     "TAG_PARETO", "TAG_PARETO_LABEL", "TAG_NOTE",
     "TEACHER_PARAMS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "TEACHER_TRAIN_S", "AGREEMENT", "TEACHER_KL", "TRAIN_S", "FINAL_ONLY",
-    "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT",
-    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "VAL_SPEARMAN", "TEST_SPEARMAN", "TEST_RECALL10", "TEST_SCORES", "START_VAL_SPEARMAN", "START_TEST_SPEARMAN", "STARTS", "TEACHER_TEST_LOSS", "FLOOR", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
+    "ROLE_SEARCH", "ROLE_TEACHER", "ROLE_STUDENT", "ROLE_TWIN", "ROLE_ASSISTANT", "ROLE_FLOOR", "TAG_FLOOR",
+    "VAL_ACC", "VAL_LOSS", "VAL_PPL", "TEST_LOSS", "TEST_PPL", "VAL_SPEARMAN", "TEST_SPEARMAN", "TEST_RECALL10", "TEST_GOLD_SPEARMAN", "TEST_SCORES", "START_VAL_SPEARMAN", "START_TEST_SPEARMAN", "STARTS", "TEACHER_TEST_LOSS", "FLOOR", "TEST_ACC", "PARAMS", "LATENCY", "TRAIN_LOSS", "EPOCHS", "BEST_EPOCH",
     "OBJECTIVES", "MODEL_DIR", "MODEL_WEIGHTS_FILE", "MODEL_CONFIG_FILE", "CONFIG_ARTIFACT", "SPACE_ARTIFACT", "IMPORTANCE_ARTIFACT",
     "QUALITY", "quality", "Score", "ACCURACY", "NEXT_TOKEN", "score_of", "arch_id", "run_name", "size_label", "flat_params", "loss_metric",
 ]
@@ -75,6 +75,10 @@ ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student"
 ROLE_TWIN = "baseline"  # a scratch twin; the stored tag value predates the word "twin" and stays, so old runs read alike
 ROLE_ASSISTANT = "assistant"
+# A reference model made with no training (`Task.floor`: model2vec's table for a sentence encoder), scored as a
+# student is and drawn on the frontier; never a student, never exported.
+ROLE_FLOOR = "floor"
+TAG_FLOOR = "kdx.floor"  # on a floor run: what it is, in a phrase
 
 VAL_ACC = "val_acc"
 TEST_ACC = "test_acc"
@@ -87,6 +91,7 @@ TEST_PPL = "test_ppl"
 VAL_SPEARMAN = "val_spearman"
 TEST_SPEARMAN = "test_spearman"
 TEST_RECALL10 = "test_recall10"
+TEST_GOLD_SPEARMAN = "test_gold_spearman"  # with data.pairs: Spearman's rho of its cosine similarities with a gold set's scores
 PARAMS = "params"
 LATENCY = "latency_ms"
 TRAIN_LOSS = "train_loss"
@@ -175,13 +180,14 @@ def size_label(n: float) -> str:
     return f"{int(n)}"
 
 
-def run_name(student: Mapping[str, Any], mix: Mapping[str, float], temperature: float | None, params: int) -> str:
+def run_name(student: Mapping[str, Any], mix: Mapping[str, float], temperature: float | None, params: int, labels_loss: str = "ce") -> str:
     """A run's name that speaks in the runs table: 'cnn d2 w25 · T4 kd.9 · 4.5k' (architecture,
-    recipe, size; a twin's recipe reads 'scratch'). Depth and width first: the column cuts names."""
+    recipe, size; a twin's recipe reads 'scratch'; `labels_loss` is the task's, the loss a twin learns from).
+    Depth and width first: the column cuts names."""
     keys = sorted((k for k in student if k not in ("family", "factory", "features")), key=lambda k: (list(_SHORT).index(k) if k in _SHORT else len(_SHORT), k))
     shape = [k if student[k] is True else f"{_SHORT.get(k, k + '=')}{student[k]}" for k in keys if student[k] not in (False, None)]
     what = str(student.get("family") or str(student.get("factory", "")).rsplit(":", 1)[-1])
-    terms = {k: w for k, w in mix.items() if k != "ce" and w > 0}
+    terms = {k: w for k, w in mix.items() if k != labels_loss and w > 0}
     recipe = " ".join(([f"T{temperature:.3g}"] if "kd" in terms and temperature else []) + [f"{k}{_weight(w)}" for k, w in terms.items()])
     return " · ".join((" ".join([what, *shape]), recipe or "scratch", size_label(params)))
 

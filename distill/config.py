@@ -401,7 +401,7 @@ def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
     return out
 
 
-PATH_KEYS = ("teacher.checkpoint", "data.root", "data.path", "data.test_path", "data.tokenizer_path", "teacher.pretrained",
+PATH_KEYS = ("teacher.checkpoint", "data.root", "data.path", "data.test_path", "data.tokenizer_path", "data.pairs", "teacher.pretrained",
              "student.pretrained")  # file and folder names a config can hold
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .cache import fingerprint
-from .datasets import DATASETS, IGNORE, Arrays, TokenInfo, dataset_task, is_custom, next_token_labels, register_dataset
+from .datasets import DATASETS, IGNORE, Arrays, Pairs, TokenInfo, dataset_task, is_custom, next_token_labels, register_dataset
 from .errors import ConfigError, DataError
 from .files import as_samples
 from .models import TokenShape
@@ -44,6 +44,7 @@ class Dataset:
     input_shape: tuple[int, ...]  # a `distill.models.TokenShape` for token ids
     key: str  # fingerprint of the data config: names caches built from this data
     tokens: TokenInfo | None = None  # token data: its vocabulary, tokenizer, label names and truncation count
+    pairs: Pairs | None = None  # a gold similarity set scored on test (its ids and scores as tensors)
 
     @property
     def task(self) -> str:
@@ -153,6 +154,7 @@ def load_data(cfg: Any) -> Dataset:
         input_shape=shape,
         key=fingerprint([cfg.name, cfg.val_fraction, cfg.seed, opts] + ([arrays.identity] if arrays.identity else [])),
         tokens=tokens,
+        pairs=None if arrays.pairs is None else Pairs(t(arrays.pairs.x1), t(arrays.pairs.x2), t(arrays.pairs.score), arrays.pairs.source),
     )
 
 

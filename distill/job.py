@@ -30,7 +30,8 @@ class JobResult:
         out = {
             "config": self.config.to_dict(),
             "data": {"name": self.data.name, "train": len(self.data.x_train), "val": len(self.data.x_val), "test": len(self.data.x_test),
-                     "num_classes": self.data.num_classes, "input_shape": list(self.data.input_shape)},
+                     "num_classes": self.data.num_classes, "input_shape": list(self.data.input_shape),
+                     "pairs": len(self.data.pairs.score) if self.data.pairs is not None else None},
             "teacher": self.teacher.to_dict() if self.teacher else None,
             "student": self.student.to_dict(),
             "twin": self.twin.to_dict() if self.twin else None,
@@ -58,7 +59,8 @@ def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], Non
         data = data.task_type.with_teacher(data, teacher.module)  # what every run is scored against, where the teacher is it
         i, (val, test) = teacher.info, data.task_type.quality_names
         lm = f", test cross-entropy {i.test_loss:.4f} nats/token" if i.test_loss is not None else ""
-        log(f"teacher: {i.recipe}{' (read from the cache)' if i.source == 'cache' else ''}, {val} {i.val_acc:.4f}, {test} {i.test_acc:.4f}{lm}, {i.params} params")
+        log(f"teacher: {i.recipe}{' (read from the cache)' if i.source == 'cache' else ''}, {val} {i.val_acc:.4f}, {test} {i.test_acc:.4f}{lm}{data.task_type.metrics_text(i.metrics)}, "
+            f"{i.params} params")
     student = run(config, data, teacher, report=report)
     same = config.scratch_twin()
     scratch = run(same, data, teacher if same.train.init != "random" else None) if twin else None

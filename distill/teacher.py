@@ -65,6 +65,7 @@ class TeacherInfo:
     test_loss: float | None = None  # a language model's test cross-entropy, nats per predicted token
     val_loss: float | None = None  # ... and its validation cross-entropy
     recipe: str = ""  # how its weights were made, in words (`TeacherConfig.recipe`): trained, fine-tuned, or used as it stands
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # the task's further scores of it (`Task.model_metrics`)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,6 +225,7 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
     if ref is not data:  # the task's reference is the teacher itself (an embedding's): scored against it, as every student is
         (val, _), (test, _) = (ref.task_type.evaluate(module, ref.x_val, ref.y_val), ref.task_type.evaluate(module, ref.x_test, ref.y_test))
         info = dataclasses.replace(info, val_acc=val, test_acc=test)
+    info = dataclasses.replace(info, metrics=ref.task_type.model_metrics(module, ref))
     warning = chance_warning(info, ref)
     if warning:
         log(warning)

@@ -25,6 +25,7 @@ from distill.tasks import task_named
 from distill.tasks.embed import recall_at_k, spearman
 
 TOPICS = Path(__file__).resolve().parents[1] / "examples" / "data" / "topics.txt"
+PAIRS = TOPICS.with_name("topics_pairs.tsv")
 EMBED_LOSSES = ("emb_mse", "emb_cos", "sim_kl")
 
 
@@ -207,7 +208,8 @@ def test_a_run_and_its_simcse_twin_are_scored_against_the_teacher(tmp_path):
 
     lines = TOPICS.read_text().splitlines()
     (tmp_path / "t.txt").write_text("\n".join(random.Random(0).sample(lines, 600)))
-    config = RunConfig.from_dict({"data": {"name": "sentences", "path": str(tmp_path / "t.txt"), "max_len": 20, "vocab_size": 200},
+    config = RunConfig.from_dict({"data": {"name": "sentences", "path": str(tmp_path / "t.txt"), "max_len": 20, "vocab_size": 200,
+                                           "pairs": str(PAIRS)},
                                   "teacher": {"family": "transformer", "dim": 32, "depth": 2, "heads": 4, "dropout": 0.1, "epochs": 2, "batch_size": 64},
                                   "student": {"family": "transformer", "dim": 16, "depth": 1, "heads": 4, "dropout": 0.1},
                                   "train": {"epochs": 2, "lr": 0.002, "batch_size": 64}, "mix": {"emb_mse": 1.0, "sim_kl": 1.0}})
@@ -216,10 +218,29 @@ def test_a_run_and_its_simcse_twin_are_scored_against_the_teacher(tmp_path):
     for r in (job.student, job.twin):
         assert -1.0 <= r.test_acc <= 1.0 and math.isfinite(r.val_acc)
     assert dataclasses.asdict(config.scratch_twin())["mix"] == {"simcse": 1.0}
+    from workflows.records import spoken_name
+
+    assert spoken_name(config.scratch_twin(), job.data).split(" · ")[1] == "scratch"  # SimCSE is this task's labels loss, as ce is a classifier's
     metrics = final_metrics(job.student, job.data)
     assert {"val_spearman", "test_spearman", "test_recall10", "val_sim_mse", "test_sim_mse"} <= set(metrics)
     assert "val_acc" not in metrics and 0.0 <= metrics["test_recall10"] <= 1.0
     assert job.to_dict()["gain"] == pytest.approx(job.student.test_acc - job.twin.test_acc)
+
+    # the gold set: each model's cosine similarity of each pair, ranked against the file's scores (scipy's Spearman)
+    import csv
+
+    from distill.tasks.embed import embed
+
+    rows = list(csv.DictReader(PAIRS.open(), delimiter="\t"))
+    p = job.data.pairs
+    assert len(p.score) == len(rows) == 400 and p.score.tolist() == [float(r["score"]) for r in rows]
+    for model, logged in ((job.student.model, metrics["test_gold_spearman"]), (None, job.teacher.metrics["test_gold_spearman"])):
+        model = model if model is not None else __import__("distill.teacher", fromlist=["get_teacher"]).get_teacher(config, job.data, log=lambda s: None)[0]
+        cos = (embed(model, p.x1) * embed(model, p.x2)).sum(1).numpy()
+        assert logged == pytest.approx(spearmanr(cos, p.score.numpy()).statistic, abs=1e-6)
+    result = job.to_dict()
+    lines = job.data.task_type.result_lines(result)
+    assert "400 pairs" in lines and f"student {metrics['test_gold_spearman']:.4f}" in lines and "teacher " in lines
 
 
 def test_every_pair_is_scored_once():

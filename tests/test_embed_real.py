@@ -42,7 +42,7 @@ def test_minilm_distils_into_two_layers_exports_and_reloads_with_sentence_transf
     (tmp_path / "verses.txt").write_text("\n".join(verses[:400]) + "\n")
     minilm = minilm_folder()
     (tmp_path / "c.yaml").write_text(CONFIG.format(minilm=minilm))
-    out = kdx("search", "c.yaml", "--smoke", cwd=tmp_path, timeout=1800)
+    out = out_search = kdx("search", "c.yaml", "--smoke", cwd=tmp_path, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "teacher: used as it stands (not trained)" in out.stdout and "test_spearman 1.0000" in out.stdout
     done = [r for r in runs(tmp_path / "mlflow.db", "minilm-embed") if r.info.status == "FINISHED"]
@@ -74,6 +74,18 @@ def test_minilm_distils_into_two_layers_exports_and_reloads_with_sentence_transf
     assert student_st.max_seq_length == 32 and len(student_st) == 3  # Transformer, Pooling, Normalize: the teacher's modules
     s, t = (torch.from_numpy(np.asarray(m.encode(test, batch_size=64))) for m in (student_st, teacher_st))
     assert spearman(_upper(s), _upper(t)) == pytest.approx(logged, rel=1e-4)
+
+    # the static floor: model2vec distilled from the teacher's folder, logged beside the search and drawn on its frontier;
+    # its logged score is what model2vec's own encode gives on the same test verses (cut alike: max_len less [CLS], [SEP])
+    floor = next(r for r in done if r.data.tags.get("kdx.role") == "floor")
+    assert floor.data.tags["kdx.floor"].startswith("model2vec") and floor.data.metrics["params"] > 1e6
+    assert "static floor scored: test_spearman" in out_search.stdout
+    from model2vec.distill import distill
+
+    static = distill(model_name=str(minilm), device="cpu")
+    e = torch.nn.functional.normalize(torch.from_numpy(np.asarray(static.encode(test, max_length=30), dtype=np.float32)), dim=-1)
+    assert spearman(_upper(e), _upper(t)) == pytest.approx(floor.data.metrics["test_spearman"], rel=1e-3)
+    assert floor.data.metrics["params"] == int(np.prod(static.embedding.shape))
 
 
 def test_the_shipped_embed_search_runs_exports_and_its_card_loads_the_student(tmp_path):

@@ -51,6 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if job.student.at_start is not None:
         print(f"\nthe student's start before training ({config.train.start_words}): {task.start_text(job.student.at_start)}")
     result = job.to_dict()
+    if lines := task.result_lines(result):
+        print(lines)
     if job.data.tokens is not None and job.data.tokens.floor is not None:
         print(f"\nentropy floor (the true source's test cross-entropy): {job.data.tokens.floor:.4f} nats/token")
     if job.twin is not None:

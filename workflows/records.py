@@ -43,7 +43,7 @@ def spoken_name(config: RunConfig, data: Dataset) -> str:
 
     kd = config.losses.get("kd")
     size = count_params(config.student.build(data.input_shape, data.num_classes, "student"))  # milliseconds, once per run
-    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size)
+    return schema.run_name(config.student.to_dict(), config.mix, kd.temperature if kd else None, size, config.task.labels_loss)
 
 
 def run_tags(config: RunConfig, tags: dict) -> dict:

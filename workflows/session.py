@@ -29,6 +29,7 @@ from distill.config import with_values
 from distill.data import Dataset, load_data, small_split_line
 from distill.errors import ConfigError
 from distill.losses import teacher_reads
+from distill.models import measure_latency
 from distill.prune import teacher_importance
 from distill.teacher import PASSES, Teacher, prepare_teacher
 from search_spaces.space import dump
@@ -181,7 +182,7 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
     run = store.start(experiment_id, "teacher", {schema.TAG_ROLE: schema.ROLE_TEACHER, schema.TAG_PARENT: parent_id, schema.TAG_TEACHER_KEY: info.key,
                                                  schema.TAG_TEACHER_RECIPE: exp.run.teacher_recipe})
     run.params(schema.flat_params({"teacher": exp.run.teacher.to_dict() | exp.run.teacher.settings, "data": exp.run.data.to_dict()}))
-    metrics = data.task_type.quality_metrics(info) | {schema.PARAMS: info.params, schema.LATENCY: info.latency_ms}
+    metrics = data.task_type.quality_metrics(info) | {schema.PARAMS: info.params, schema.LATENCY: info.latency_ms} | info.metrics
     if info.test_loss is not None:  # a language model's, and the floor no model beats on its test tokens where the data knows it
         metrics |= {schema.TEST_LOSS: info.test_loss, schema.TEST_PPL: math.exp(info.test_loss)}
         metrics |= {schema.VAL_LOSS: info.val_loss} if info.val_loss is not None else {}
@@ -193,6 +194,25 @@ def _teacher_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent
                  schema.IMPORTANCE_ARTIFACT)
     run.end(FINISHED)
     return run.run_id
+
+
+def _floor_run(store: Store, exp: ExperimentConfig, experiment_id: str, parent_id: str, data: Dataset, log: Callable[[str], None]) -> None:
+    """The task's reference model made with no training (`Task.floor`), scored on the same splits as every student, once per search."""
+    if store.runs(experiment_id, role=schema.ROLE_FLOOR, parent=parent_id):
+        return
+    task = data.task_type
+    floor = task.floor(exp.run, data, log)
+    if floor is None:
+        return
+    (val, val_loss), (test, test_loss) = (task.evaluate(floor.module, data.x_val, data.y_val), task.evaluate(floor.module, data.x_test, data.y_test))
+    metrics = dict(zip(task.quality_names, (val, test))) | dict(zip(task.loss_names, (val_loss, test_loss))) | task.model_metrics(floor.module, data)
+    metrics |= {schema.PARAMS: floor.params, schema.LATENCY: measure_latency(floor.module, data.input_shape), "distil_s": floor.seconds,
+                "vocab_mapped": floor.mapped}
+    run = store.start(experiment_id, "static floor", {schema.TAG_ROLE: schema.ROLE_FLOOR, schema.TAG_PARENT: parent_id, schema.TAG_FLOOR: floor.words})
+    run.params(schema.flat_params({"data": exp.run.data.to_dict()}))
+    run.metrics(metrics)
+    run.end(FINISHED)
+    log(f"static floor scored: {task.quality_names[1]} {test:.4f}{task.metrics_text(metrics)}, {floor.params:,} params")
 
 
 def summarize(exp: ExperimentConfig, grid, s: "Session", twins: int) -> SearchSummary:
@@ -272,7 +292,8 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     data = data.task_type.with_teacher(data, teacher.module)  # what every trial is scored against, where the teacher is it
     score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
              else f"{data.task_type.quality_names[1]} {teacher.info.test_acc:.4f}")
-    log(f"teacher: {exp.run.teacher_recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}, {teacher.info.params:,} params")
+    log(f"teacher: {exp.run.teacher_recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}"
+        f"{data.task_type.metrics_text(teacher.info.metrics)}, {teacher.info.params:,} params")
     log(teacher_passes_line(exp.run.teacher.outputs, PASSES.batches - before.batches, PASSES.samples - before.samples, len(data.x_train)))
     if line := small_split_line(data):
         log(line)
@@ -286,6 +307,7 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
         experiment_id = experiment_id or store.experiment_id(exp.name)
         parent_id = _open_parent(store, exp, experiment_id, resume, log, ref, len(data.y_val))
         teacher_run_id = _teacher_run(store, exp, experiment_id, parent_id, teacher, data)
+        _floor_run(store, exp, experiment_id, parent_id, data, log)
         ctx = TrialContext(with_values(exp.base, trial_settings(exp)), exp.tracking_uri, experiment_id, parent_id, teacher_run_id,
                            report_every_epoch=exp.search.scheduler == "asha", teacher_config=exp.run.teacher.to_dict(),
                            output_keys=tuple(keys))

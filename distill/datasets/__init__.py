@@ -21,7 +21,7 @@ import numpy as np
 from ..registry import Registry
 from ..tasks.lm import IGNORE
 
-__all__ = ["DATASETS", "Arrays", "TokenInfo", "register_dataset", "dataset_task", "is_custom", "next_token_labels", "IGNORE"]
+__all__ = ["DATASETS", "Arrays", "TokenInfo", "Pairs", "register_dataset", "dataset_task", "is_custom", "next_token_labels", "IGNORE"]
 
 DATASETS = Registry("dataset")
 
@@ -47,6 +47,17 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """A labelled similarity set beside the data (STS-style: two texts and a human score per row), tokenized as
+    the data is; the embed task scores a model's cosine similarities on it by Spearman's rho (`test_gold_spearman`)."""
+
+    x1: np.ndarray  # (N, max_len) int64 ids, or a Tensor once loaded
+    x2: np.ndarray
+    score: np.ndarray  # (N,) float64, any scale: only its order counts
+    source: str = ""  # the file, for the report
+
+
+@dataclass(frozen=True)
 class Arrays:
     x_train: np.ndarray
     y_train: np.ndarray
@@ -54,6 +65,7 @@ class Arrays:
     y_test: np.ndarray
     identity: str = ""  # what the options do not say about the data (a file's size and time): part of the cache key
     tokens: TokenInfo | None = None  # token data: x are int64 ids
+    pairs: Pairs | None = None  # a gold similarity set scored on test (the sentences dataset's `pairs:`)
 
 
 def register_dataset(name: str, options: type, task: str = "classify") -> Callable[[Callable], Callable]:

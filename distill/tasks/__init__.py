@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..errors import ConfigError, did_you_mean
 
@@ -162,6 +162,10 @@ class Task:
         """A finished run's further task metrics (`distill.train.RunResult`; `data` its Dataset)."""
         return {}
 
+    def model_metrics(self, model: Any, data: Any) -> dict[str, float]:
+        """What any model of this task scores beyond `evaluate` on `data` (a teacher's, a reference model's too): none here."""
+        return {}
+
     def start_metrics(self, at_start: tuple[float, float, float, float]) -> dict[str, float]:
         """What a teacher-started run scored before training: (val_acc, val_loss, test_acc, test_loss) as metrics."""
         return {"start_val_acc": at_start[0], "start_test_acc": at_start[2]}
@@ -172,6 +176,19 @@ class Task:
 
     def result_cells(self, result: Any) -> tuple[str, ...]:
         return ()
+
+    def floor(self, config: Any, data: Any, log: Callable[[str], None]) -> Any:
+        """A reference model made with no training (`distill.static.StaticFloor`) that a search scores beside its
+        students and draws on its frontier; None where the task has none (saying why through `log` where it could)."""
+        return None
+
+    def metrics_text(self, metrics: dict[str, float]) -> str:
+        """`model_metrics` worth a word in a teacher's line (", ..."); '' for none."""
+        return ""
+
+    def result_lines(self, result: dict) -> str:
+        """`kdx run`'s lines after its table, read from its result.json (`distill.job.JobResult.to_dict`); '' for none."""
+        return ""
 
     def start_text(self, at_start: tuple[float, float, float, float]) -> str:
         """What the start scored before training, in `kdx run`'s words."""

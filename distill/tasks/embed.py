@@ -11,7 +11,10 @@ the loss (sentence-transformers #831), so a run is scored on held-out sentences 
 - recall@10 (`test_recall10`): the share of each sentence's 10 nearest neighbours under the
   teacher (cosine, itself excluded) that the student also puts in its 10 nearest;
 - the mean squared difference of the two cosine-similarity matrices (`val_sim_mse`,
-  `test_sim_mse`), which needs no common width.
+  `test_sim_mse`), which needs no common width;
+- with a gold similarity set (`data.pairs`, STS-style), Spearman's rho between the model's cosine
+  similarity of each pair and its human score (`test_gold_spearman`): the one score here that
+  does not read the teacher, logged for the teacher too.
 
 The reference is the teacher's own embeddings of the validation and test splits: a dataset of
 this task carries row ids as labels, and `with_teacher` replaces them by those embeddings
@@ -169,10 +172,51 @@ class Embed(Task):
 
     def final_metrics(self, result: Any, data: Any = None) -> dict[str, float]:
         out = dict(zip(self.loss_names, (result.val_loss, result.test_loss)))
-        if data is not None and is_reference(data.y_test):
+        return out | (self.model_metrics(result.model, data) if data is not None else {})
+
+    def model_metrics(self, model: torch.nn.Module, data: Any) -> dict[str, float]:
+        """recall@10 of the teacher's neighbours (where the teacher is known), and the gold Spearman (where `data.pairs` is)."""
+        out = {}
+        if is_reference(data.y_test):
             n = min(NEIGHBOURS_OF, len(data.x_test))
-            out["test_recall10"] = recall_at_k(embed(result.model, data.x_test[:n]), data.y_test[:n].float())
+            out["test_recall10"] = recall_at_k(embed(model, data.x_test[:n]), data.y_test[:n].float())
+        if data.pairs is not None:
+            p = data.pairs
+            out["test_gold_spearman"] = spearman((embed(model, p.x1) * embed(model, p.x2)).sum(1), p.score)
         return out
+
+    def floor(self, config: Any, data: Any, log: Any) -> Any:
+        """model2vec's static table distilled from the teacher's folder (distill/static.py), where the teacher is a
+        sentence-transformers folder used as it stands and the package is installed."""
+        from ..static import INSTALL, have_model2vec, model2vec_floor
+
+        t = config.teacher
+        if t.model.family != "hf" or not t.model.options.pretrained or t.settings["train"]:
+            return None  # a teacher kdx trains has no folder model2vec could read
+        if not have_model2vec():
+            log(f"note: no static floor on the frontier: model2vec is not installed ({INSTALL})")
+            return None
+        from ..text import load_tokenizer
+
+        floor = model2vec_floor(t.model.options.pretrained, load_tokenizer(data.tokens.tokenizer, None))
+        log(f"static floor: {floor.words}, {floor.params:,} params, distilled in {floor.seconds:.0f} s "
+            f"({floor.mapped:.0%} of the data tokenizer's tokens in its vocabulary)")
+        return floor
+
+    def metrics_text(self, metrics: dict[str, float]) -> str:
+        return f", gold Spearman {metrics['test_gold_spearman']:.4f} (data.pairs)" if "test_gold_spearman" in metrics else ""
+
+    def result_lines(self, result: dict) -> str:
+        """The gold Spearman of every model where `data.pairs` gave a gold similarity set."""
+        names = {"teacher": "teacher", "student": "student", "twin": "same-start twin" if result.get("random_twin") else "twin",
+                 "random_twin": "random-start twin"}
+        found = [(words, (result[key].get("metrics", {}) if key == "teacher" else result[key]).get("test_gold_spearman"))
+                 for key, words in names.items() if result.get(key)]
+        found = [(words, v) for words, v in found if v is not None]
+        if not found:
+            return ""
+        return (f"\ngold similarity (Spearman of each model's cosine similarities with the scores of data.pairs, {result['data']['pairs']} "
+                f"pairs; the one score here that does not read the teacher): " + ", ".join(f"{w} {v:.4f}" for w, v in found))
 
     def start_metrics(self, at_start: tuple[float, float, float, float]) -> dict[str, float]:
         return {"start_val_spearman": at_start[0], "start_test_spearman": at_start[2]}
