@@ -63,6 +63,18 @@ PROTOCOL_LM = (
 )
 
 
+PROTOCOL_EMBED = (
+    "Equal-budget protocol: for every architecture on the Pareto front, KD and the tuned twin each get {k} run(s) of the "
+    "search's epochs at the base seed, candidate i of each arm on the same lr and weight decay (the front student's own lr, "
+    "the base config's, then draws): KD keeps the front student's own loss mix (kdx has no textbook embedding-distillation "
+    "recipe to start a recipe search from), and the tuned twin learns from the text alone (unsupervised SimCSE). {race}Each "
+    "arm's winner is repeated over {s} seed(s). Differences are of test Spearman with the teacher's similarities, paired by "
+    "seed (same init and batch order): a score that reads the teacher, which only KD sees, so a gain here is expected; the "
+    "gold Spearman (data.pairs) is the score that does not."
+)
+PROTOCOLS = {schema.VAL_ACC: PROTOCOL, schema.VAL_LOSS: PROTOCOL_LM, schema.VAL_SPEARMAN: PROTOCOL_EMBED}  # by the task's score
+
+
 START = ("Students start from {words} (train.init: {start}), and every labels-only arm takes that same start, so "
          "KD minus the tuned twin is what distillation bought on top of the start; a random-start twin, tuned alike on the same "
          "draws, measures what the start bought (tuned twin minus random-start twin). ")
@@ -74,7 +86,7 @@ def protocol(g: "GainInfo") -> str:
     race = ("Each arm's best on validation at the base seed is its winner (one seed: no race). " if g.race < 2 or g.race_seeds < 2 else
             f"Each arm's {g.race} best candidates on validation at the base seed are raced over {g.race_seeds} seeds, and the "
             f"best mean {g.score.words} is its winner. ")
-    text = (PROTOCOL if g.score == schema.ACCURACY else PROTOCOL_LM).format(k=g.recipe_trials, s=g.seeds, race=race)
+    text = PROTOCOLS[g.score.val].format(k=g.recipe_trials, s=g.seeds, race=race)
     if g.start == "random":
         return text
     kd_random = "arm" in g.arms and (g.arms.arm == "kd_random").any()  # searches before the arm existed ran without it
@@ -149,8 +161,13 @@ def _recipe(row: pd.Series, arm: str) -> str:
         if g("mix.kd") > 0 or not terms:
             return f"T {g('losses.kd.temperature'):.3g}, kd {g('mix.kd'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
         name = terms[0]  # a next-token loss: its name, and gjsd's beta (0 forward KL, 1 reverse)
-        beta = f", beta {g(f'losses.{name}.beta'):.3g}" if f"losses.{name}.beta" in row.index else ""
-        return f"{name}{beta}, T {g(f'losses.{name}.temperature'):.3g}, weight {g(f'mix.{name}'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
+        if len(terms) == 1 and g(f"losses.{name}.temperature") == g(f"losses.{name}.temperature"):
+            beta = f", beta {g(f'losses.{name}.beta'):.3g}" if f"losses.{name}.beta" in row.index else ""
+            return f"{name}{beta}, T {g(f'losses.{name}.temperature'):.3g}, weight {g(f'mix.{name}'):.3g}, ce {g('mix.ce'):.3g}, lr {g('train.lr'):.3g}"
+        # a mix of losses, some without a temperature (an embedding's emb_mse beside sim_kl): each with its weight
+        temps = {n: g(f"losses.{n}.temperature") for n in terms}
+        mix = ", ".join(f"{n} {g(f'mix.{n}'):.3g}" + (f" (T {temps[n]:.3g})" if temps[n] == temps[n] else "") for n in terms)
+        return mix + (f", ce {g('mix.ce'):.3g}" if g("mix.ce") > 0 else "") + f", lr {g('train.lr'):.3g}"
     smooth = g("losses.ce.label_smoothing")
     return f"lr {g('train.lr'):.3g}, wd {g('train.weight_decay'):.3g}" + (f", smoothing {smooth:.3g}" if smooth > 0 else "")
 

@@ -4,6 +4,8 @@ checked here on a stand-in table; tests/test_embed_real.py checks it against mod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,50 @@ def test_a_static_encoder_is_a_model_the_task_scores():
     y = torch.nn.functional.normalize(enc(x), dim=-1)
     rho, mse = task_named("embed").evaluate(enc, x, y)
     assert rho == pytest.approx(1.0) and mse == pytest.approx(0.0, abs=1e-10)
+
+
+def _embed_experiment(tmp_path, init: str = "random"):
+    from workflows.experiment import load_experiment
+
+    topics = Path(__file__).resolve().parents[1] / "examples" / "data" / "topics.txt"
+    (tmp_path / "e.yaml").write_text(f"""
+experiment: e
+data: {{name: sentences, path: {topics}, max_len: 20, vocab_size: 400}}
+teacher: {{family: transformer, dim: 32, depth: 2, heads: 4, dropout: 0.1, epochs: 1}}
+student: {{family: transformer, dim: 16, depth: 1, heads: 4, dropout: 0.1}}
+train: {{epochs: 1, lr: 0.002, batch_size: 64, init: {init}}}
+losses: {{sim_kl: {{temperature: 0.05}}}}
+mix: {{emb_mse: 1.0, sim_kl: 1.0}}
+space: {{mix.sim_kl: {{float: [0.1, 2.0]}}}}
+search: {{num_samples: 2}}
+""")
+    return load_experiment(str(tmp_path / "e.yaml"))
+
+
+def test_the_tuned_gain_of_an_embedding_tunes_both_arms_on_the_same_draws(tmp_path):
+    """No textbook recipe of a classifier's shape, no label to smooth: KD keeps the front student's own mix and the
+    SimCSE twin nothing but the draws; both arms on the same (lr, weight decay); no ce key anywhere."""
+    import numpy as np
+
+    from workflows.gain import _arm_candidates, _textbook, base_recipe
+
+    exp = _embed_experiment(tmp_path)
+    assert exp.search.twins == "tuned" and base_recipe(exp, 0.9, 0.1) == {}
+    own = {"mix.sim_kl": 0.4, "train.lr": 0.005}
+    arms = _arm_candidates(exp, own, 4, np.random.default_rng(0))
+    assert set(arms) == {"kd", "twin"}
+    assert [(c["train.lr"], c["train.weight_decay"]) for c in arms["kd"]] == [(c["train.lr"], c["train.weight_decay"]) for c in arms["twin"]]
+    assert all(c["mix.sim_kl"] == 0.4 for c in arms["kd"]) and arms["kd"][0]["train.lr"] == 0.005
+    assert not any(k.startswith(("mix.ce", "losses.ce")) for arm in arms.values() for c in arm for k in c)
+    assert all(set(c) == {"train.lr", "train.weight_decay"} for c in arms["twin"])
+    assert _textbook(exp, "kd", arms["kd"]) == _textbook(exp, "twin", arms["twin"]) == 1  # the base config's lr: a practitioner's run
+    started = _arm_candidates(_embed_experiment(tmp_path, "teacher"), own, 4, np.random.default_rng(0), "teacher")
+    assert set(started) == {"kd", "twin", "random", "kd_random"} and all(c["train.init"] == "random" for c in started["random"])
+
+
+def test_the_protocol_of_an_embedding_gain_says_what_was_tuned():
+    from analysis.gains import PROTOCOLS
+    from distill.tasks import TASKS
+
+    assert {t.score.val for t in TASKS.values()} <= set(PROTOCOLS)  # every task's gain has its protocol in words
+    assert "unsupervised SimCSE" in PROTOCOLS["val_spearman"] and "own loss mix" in PROTOCOLS["val_spearman"]

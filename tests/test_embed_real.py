@@ -29,7 +29,7 @@ student: {{family: hf, pretrained: {minilm}, num_hidden_layers: 2}}
 train: {{epochs: 1, batch_size: 32, lr: 0.0001, optimizer: adamw, init: teacher}}
 mix: {{emb_mse: 1.0}}
 space: {{mix.emb_mse: {{float: [0.5, 1.0]}}}}
-search: {{num_samples: 1, max_concurrent: 1, sampler: random, objectives: {{val_spearman: max, params: min}}, scheduler: none}}
+search: {{num_samples: 1, max_concurrent: 1, sampler: random, objectives: {{val_spearman: max, params: min}}, scheduler: none, twins: base_recipe}}
 resources: {{cpu: 2, gpu: 0}}
 """
 
@@ -95,7 +95,8 @@ def test_the_shipped_embed_search_runs_exports_and_its_card_loads_the_student(tm
     (tmp_path / "e.yaml").write_text(config)
     out = kdx("search", "e.yaml", "--smoke", cwd=tmp_path, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "learning from the text alone (unsupervised SimCSE)" in out.stdout and "Pareto front:" in out.stdout
+    assert "gain: 4 recipe(s) each for KD and the tuned twin" in out.stdout and "Pareto front:" in out.stdout  # search.twins: tuned, the default
+    assert "points over the tuned twin" in out.stdout
     out = kdx("export", "--experiment", "embed-topics-search", "--out", "exported", "--formats", "safetensors,export", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test_spearman" in out.stdout and "reproduced by every format" in out.stdout

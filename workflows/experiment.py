@@ -225,11 +225,6 @@ def load_experiment(
     task = run.task
     if "objectives" not in search_raw:
         search_raw["objectives"] = dict(task.objectives)
-    if not task.recipes:  # the tuned gain starts KD's arm from the task's textbook recipes: a task without them compares base recipes
-        if search_raw.get("twins", "tuned") == "tuned" and "twins" in search_raw:
-            raise ConfigError(f"search.twins: tuned starts the KD arm from textbook KD recipes, which {task.words} has none of in kdx yet; "
-                              "use twins: base_recipe (each student beside its twin on the same budget, start and seeds)")
-        search_raw["twins"] = "base_recipe"
     search = parse_dataclass(SearchSettings, search_raw, "search")
     _check_task_objectives(search.objectives, run.data.name, task)
     resources = parse_dataclass(Resources, raw.get("resources"), "resources")

@@ -83,16 +83,19 @@ def kd_loss(exp: ExperimentConfig) -> str:
 
 def textbook_recipes(exp: ExperimentConfig) -> list[dict]:
     """The task's textbook KD recipes on the keys of the loss the KD arm tunes."""
-    name = kd_loss(exp)
-    return [{f"losses.{name}.temperature": t, f"mix.{name}": w, "mix.ce": ce} for t, w, ce in exp.task.recipes]
+    name, labels = kd_loss(exp), exp.task.labels_loss
+    return [{f"losses.{name}.temperature": t, f"mix.{name}": w, f"mix.{labels}": ce} for t, w, ce in exp.task.recipes]
 
 
 def base_recipe(exp: ExperimentConfig, default_kd: float, default_ce: float) -> dict:
-    """The base config's own KD recipe on the KD arm's keys (the defaults where its mix leaves a weight out)."""
-    name = kd_loss(exp)
+    """The base config's own KD recipe on the KD arm's keys (the defaults where its mix leaves a weight out);
+    {} for a task with no recipe of that shape (an embedding's KD keeps its own mix)."""
+    if not exp.task.recipes:
+        return {}
+    name, labels = kd_loss(exp), exp.task.labels_loss
     opts = exp.run.losses.get(name)
     return {f"losses.{name}.temperature": getattr(opts, "temperature", 4.0) if opts else 4.0, f"mix.{name}": exp.run.mix.get(name, default_kd),
-            "mix.ce": exp.run.mix.get("ce", default_ce)}
+            f"mix.{labels}": exp.run.mix.get(labels, default_ce)}
 
 
 def _front_archs(exp: ExperimentConfig, store: Store) -> list[tuple[str, dict, dict]]:
@@ -141,22 +144,28 @@ def _arm_candidates(exp: ExperimentConfig, own: dict, k: int, rng: np.random.Gen
     KD adds its temperature and mix (the front student's own, the textbook ones, the base
     config's, then draws), the smoothing control its label smoothing (Szegedy et al. 2016's 0.1, then draws)."""
     draws = _draws(exp, own, k, rng)
-    name = kd_loss(exp)
-    base = base_recipe(exp, 0.9, 0.1)
-    parts = []
-    for c in ({key: v for key, v in own.items() if key not in draws[0]}, *textbook_recipes(exp), base):  # the front student's recipe is often a textbook one
-        if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
-            parts.append(c)
-    low, high = exp.task.temperatures  # the range of a random KD candidate's temperature
-    while len(parts) < k:
-        w = round(_draw(rng, 0.1, 0.95, log=False), 3)
-        parts.append({f"losses.{name}.temperature": _draw(rng, low, high), f"mix.{name}": w, "mix.ce": round(1 - w, 3)})
-    smoothing = [0.1] + [_draw(rng, 0.05, 0.3, log=False) for _ in range(k - 1)]
-    arms = {"kd": [parts[i] | d for i, d in enumerate(draws)],
-            "twin": [d | {"losses.ce.label_smoothing": 0.0} for d in draws],
-            "smooth": [d | {"losses.ce.label_smoothing": smoothing[i]} for i, d in enumerate(draws)]}
+    task = exp.task
+    own_recipe = {key: v for key, v in own.items() if key not in draws[0]}
+    if task.recipes:
+        name, labels = kd_loss(exp), task.labels_loss
+        base = base_recipe(exp, 0.9, 0.1)
+        parts = []
+        for c in (own_recipe, *textbook_recipes(exp), base):  # the front student's recipe is often a textbook one
+            if {key: c.get(key, v) for key, v in base.items()} not in [{key: p.get(key, v) for key, v in base.items()} for p in parts]:
+                parts.append(c)
+        low, high = task.temperatures  # the range of a random KD candidate's temperature
+        while len(parts) < k:
+            w = round(_draw(rng, 0.1, 0.95, log=False), 3)
+            parts.append({f"losses.{name}.temperature": _draw(rng, low, high), f"mix.{name}": w, f"mix.{labels}": round(1 - w, 3)})
+    else:  # no textbook recipe of this task's shape to start from: KD keeps the front student's own mix, tuned on the same draws
+        parts = [own_recipe] * k
+    plain = {"losses.ce.label_smoothing": 0.0} if task.smoothing else {}  # what a labels-only arm sets on its labels loss
+    arms = {"kd": [parts[i] | d for i, d in enumerate(draws)], "twin": [d | plain for d in draws]}
+    if task.smoothing:
+        smoothing = [0.1] + [_draw(rng, 0.05, 0.3, log=False) for _ in range(k - 1)]
+        arms["smooth"] = [d | {"losses.ce.label_smoothing": smoothing[i]} for i, d in enumerate(draws)]
     if start != "random":  # every labels-only arm takes the student's start; this one, tuned alike, measures what the start bought
-        arms["random"] = [d | {"losses.ce.label_smoothing": 0.0, "train.init": "random"} for d in draws]
+        arms["random"] = [d | plain | {"train.init": "random"} for d in draws]
         arms["kd_random"] = [r | {"train.init": "random"} for r in arms["kd"]]  # KD's candidates from random weights: the start's worth under KD
     return arms
 
@@ -165,7 +174,7 @@ def _textbook(exp: ExperimentConfig, arm: str, recipes: list[dict]) -> int | Non
     """The index of the arm's textbook candidate, the recipe a practitioner would run without a search: KD's first
     textbook recipe (T 4, kd 0.9, ce 0.1 for a classifier), label smoothing's 0.1, and for a labels-only arm the base
     config's lr and weight decay. It races whatever its rank and wins a tie inside the noise (analysis.gains.run_race)."""
-    if arm in ("kd", "kd_random"):
+    if arm in ("kd", "kd_random") and exp.task.recipes:
         book = textbook_recipes(exp)[0]
         found = [i for i, r in enumerate(recipes) if all(r.get(k) == v for k, v in book.items())]
     elif arm == "smooth":

@@ -38,7 +38,7 @@ def _gains(g, settings: dict) -> None:
     if g is None:
         print(f"\ngains: {no_gain_reason(settings)}")
         return
-    print(f"\nwhat distillation bought ({g.score.unit}, paired by seed; KD, tuned twin and label smoothing each searched "
+    print(f"\nwhat distillation bought ({g.score.unit}, paired by seed; KD and its labels-only arms each searched "
           f"with {g.recipe_trials} recipe(s) per architecture):")
     for v in g.verdicts.itertuples():
         print(f"  {v.arch} ({int(v.params):,} params, {v.kd_recipe}): {verdict_line(v, g.score)}")

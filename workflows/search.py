@@ -145,8 +145,10 @@ def _measure_gain(exp: ExperimentConfig, s, log: Log) -> None:
         k = exp.search.recipe_trials
         archs = len({j.tags[schema.TAG_GAIN_ARCH] for j in jobs})
         start = any(j.tags.get(schema.TAG_ARM) == "random" for j in jobs)
-        arms = ("KD, the same-start tuned twin, the label-smoothing control, the random-start twin and KD from random weights" if start else
-                "KD, the tuned twin and the label-smoothing control")
+        words = {"kd": "KD", "twin": "the same-start tuned twin" if start else "the tuned twin", "smooth": "the label-smoothing control",
+                 "random": "the random-start twin", "kd_random": "KD from random weights"}
+        named = [w for arm, w in words.items() if any(j.tags.get(schema.TAG_ARM) == arm for j in jobs)]
+        arms = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
         log(f"gain: {k} recipe(s) each for {arms} on {archs} front architecture(s) ({len(jobs)} runs)")
         run_jobs(job_trial, jobs, exp, s.storage, "recipe", log, **s.shared)
     jobs = race_jobs(exp, s.store, s.experiment_id, s.parent_id)

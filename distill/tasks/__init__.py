@@ -93,6 +93,7 @@ class Task:
     recipes: ClassVar[tuple[tuple[float, float, float], ...]]
     temperatures: ClassVar[tuple[float, float]]
     controls: ClassVar[tuple[str, ...]]  # the KD winner's control arms (workflows/gain.py CONTROL_ARMS)
+    smoothing: ClassVar[bool] = True  # the labels loss is ce, whose label smoothing is the tuned gain's control arm (Yuan et al. 2020)
     cache_batch: ClassVar[int] = 1024  # rows per forward when the teacher's outputs are cached
     keeps_loss: ClassVar[bool] = False  # a teacher's and a run's cross-entropy are part of its score (logged, kept, printed)
 

@@ -111,9 +111,10 @@ class Embed(Task):
     head = "none"
     labels_loss = "simcse"
     twin_words = "from the text alone (unsupervised SimCSE)"
-    recipes = ()  # no textbook KD recipe of this task's shape (temperature, KD weight, ce weight)
+    recipes = ()  # no textbook KD recipe of this task's shape (temperature, KD weight, ce weight): the tuned gain's KD keeps its own mix
     temperatures = (0.02, 0.2)  # an in-batch similarity softmax's, sim_kl's
     controls = ()
+    smoothing = False  # SimCSE has no label to smooth
     fidelity = False  # top-1 agreement and KL read class distributions, which an embedding is not
     scored_by_teacher = True
     teacher_policy = "last"  # a teacher trained here has no reference to be picked on
