@@ -325,11 +325,14 @@ def gain_info(exp: Experiment) -> GainInfo | None:
     arms, pairs, verdicts, noise = [], [], [], []
     for arch in dict.fromkeys(done.gain_arch):
         test: dict[str, dict[int, float]] = {}
+        gold: dict[str, dict[int, float]] = {}  # an embedding's gold Spearman (data.pairs): the score that does not read the teacher
         for arm in ARMS:
             runs = _arm_runs(done, arch, arm, race, score, val_samples)
             if runs.empty:
                 continue
             test[arm] = {k: score.sign * v for k, v in _by_seed(runs, score.test).items()}  # higher is better: a difference is a gain
+            if schema.TEST_GOLD_SPEARMAN in runs:
+                gold[arm] = {k: v for k, v in _by_seed(runs, schema.TEST_GOLD_SPEARMAN).items() if v == v}
             acc, val = runs[score.test].astype(float), runs[score.val].astype(float)
             if len(runs) > 1:
                 noise.append(float(val.std(ddof=1)))
@@ -362,6 +365,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
         vs = paired(test["kd"], test[best]) if best else paired({}, {})
         start = paired(test.get("twin", {}), test.get("random", {}))  # what the start bought: same-start twin minus random-start twin
         kd_start = paired(test["kd"], test.get("kd_random", {}))  # ... and under KD: KD from the start minus KD from random weights
+        on_gold = paired(gold.get("kd", {}), gold.get("twin", {}))
         verdicts.append({"arch": arch, "params": mine.loc["kd", "params"], "kd_recipe": mine.loc["kd", "recipe"],
                          "kd_pick": pick_line(_arm_race(done, arch, "kd", race, score, val_samples), score),
                          "gain_n": gain["n"], "gain_mean": gain["mean"], "gain_std": gain["std"], "gain_t": gain["t"],
@@ -372,6 +376,7 @@ def gain_info(exp: Experiment) -> GainInfo | None:
                          "start_distinguishable": distinguishable(start),
                          "kd_start_n": kd_start["n"], "kd_start_mean": kd_start["mean"], "kd_start_std": kd_start["std"],
                          "kd_start_t": kd_start["t"], "kd_start_distinguishable": distinguishable(kd_start),
+                         "gold_n": on_gold["n"], "gold_mean": on_gold["mean"], "gold_std": on_gold["std"], "gold_t": on_gold["t"],
                          "compute_s": compute + teacher_s, "start": _start(done, arch)})
     if not verdicts:
         return None
@@ -417,6 +422,8 @@ def verdict_line(v, score: schema.Score = schema.ACCURACY) -> str:
     in points of accuracy, or a language model's nats per test token)."""
     twin = "the same-start tuned twin" if _split(v) else "the tuned twin"
     gain = "KD " + difference(score, v.gain_mean, v.gain_std, v.gain_t, v.gain_n, f" over {twin}")
+    if getattr(v, "gold_n", 0):  # where a gold set scored every run: the gain on the score that does not read the teacher
+        gain += "; on the gold set (data.pairs) " + difference(score, v.gold_mean, v.gold_std, v.gold_t, v.gold_n, " of gold Spearman")
     start = f"; {start_part(v, score)}" if _split(v) else ""
     if v.best_control is None:
         return gain + start

@@ -56,7 +56,7 @@ def distill_once(config: RunConfig, twin: bool = False, log: Callable[[str], Non
     data = load_data(config.data)
     teacher = prepare_teacher(config, data, log=log) if config.needs_teacher else None
     if teacher is not None:
-        data = data.task_type.with_teacher(data, teacher.module)  # what every run is scored against, where the teacher is it
+        data = teacher.data  # what every run is scored against (`Task.with_teacher`: an embedding's reference is the teacher)
         i, (val, test) = teacher.info, data.task_type.quality_names
         lm = f", test cross-entropy {i.test_loss:.4f} nats/token" if i.test_loss is not None else ""
         log(f"teacher: {i.recipe}{' (read from the cache)' if i.source == 'cache' else ''}, {val} {i.val_acc:.4f}, {test} {i.test_acc:.4f}{lm}{data.task_type.metrics_text(i.metrics)}, "

@@ -208,6 +208,12 @@ def check_teacher_source(config: RunConfig) -> None:
 
 def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.Module, TeacherInfo]:
     """The frozen teacher of `config` and its accuracy, training it only once."""
+    module, info, _ = _scored_teacher(config, data, log)
+    return module, info
+
+
+def _scored_teacher(config: RunConfig, data: Dataset, log: Log) -> tuple[nn.Module, TeacherInfo, Dataset]:
+    """`get_teacher`, and the data as every run is scored against it (`Task.with_teacher`: an embedding's reference)."""
     t = config.teacher
     if data.tokens is not None:
         models = (("teacher.pretrained", t.model), ("student.pretrained", config.student))
@@ -229,7 +235,7 @@ def get_teacher(config: RunConfig, data: Dataset, log: Log = print) -> tuple[nn.
     warning = chance_warning(info, ref)
     if warning:
         log(warning)
-    return module, info
+    return module, info, ref
 
 
 def _train_or_load(config: RunConfig, data: Dataset, key: str, folder: Path, log: Log) -> tuple[nn.Module, TeacherInfo]:
@@ -383,14 +389,14 @@ def prepare_teacher(config: RunConfig, data: Dataset, keys: list[str] | None = N
     """The run's teacher as `run` learns from it (`teacher.outputs`): with its outputs cached
     over the training set, with its stored views, or alone to run on each batch (online).
     `keys` default to what the config's losses read; a search passes what any of its trials may."""
-    module, info = get_teacher(config, data, log=log)
+    module, info, scored = _scored_teacher(config, data, log)
     keys = keys or teacher_keys(config)
     mode = config.teacher.outputs
     if mode == "online":
-        return Teacher(module, info)
+        return Teacher(module, info, data=scored)
     if mode == "views":
-        return Teacher(module, info, views=teacher_views(module, info, data, keys, config))
-    return Teacher(module, info, teacher_outputs(module, info, data, keys, topk=config.teacher.topk))
+        return Teacher(module, info, views=teacher_views(module, info, data, keys, config), data=scored)
+    return Teacher(module, info, teacher_outputs(module, info, data, keys, topk=config.teacher.topk), data=scored)
 
 
 def check_prune(config: RunConfig, data: Dataset, module: nn.Module | None = None, student: bool = True) -> None:

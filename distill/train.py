@@ -89,6 +89,7 @@ class Teacher:
     info: Any = None
     outputs: Outputs | None = None
     views: TeacherViews | None = None
+    data: Any = None  # the `Dataset` as runs are scored against this teacher (`Task.with_teacher`), where it was made
 
 
 @dataclass(frozen=True)

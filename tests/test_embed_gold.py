@@ -196,3 +196,17 @@ def test_the_protocol_of_an_embedding_gain_says_what_was_tuned():
 
     assert {t.score.val for t in TASKS.values()} <= set(PROTOCOLS)  # every task's gain has its protocol in words
     assert "unsupervised SimCSE" in PROTOCOLS["val_spearman"] and "own loss mix" in PROTOCOLS["val_spearman"]
+
+
+def test_a_verdict_adds_the_gain_on_the_gold_set_where_there_is_one():
+    from types import SimpleNamespace
+
+    from analysis.gains import verdict_line
+
+    score = task_score()
+    v = SimpleNamespace(gain_mean=0.2, gain_std=0.01, gain_t=34.6, gain_n=3, best_control=None, start_n=0,
+                        gold_n=3, gold_mean=-0.03, gold_std=0.002, gold_t=-26.0)
+    line = verdict_line(v, score)
+    assert line.startswith("KD +20.00 ± 1.00 points over the tuned twin (t 34.6, 3 seeds)")
+    assert "; on the gold set (data.pairs) -3.00 ± 0.20 points of gold Spearman (t -26.0, 3 seeds): distinguishable from zero" in line
+    assert "gold" not in verdict_line(SimpleNamespace(**{**vars(v), "gold_n": 0}), score)

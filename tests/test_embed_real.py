@@ -92,11 +92,12 @@ def test_the_shipped_embed_search_runs_exports_and_its_card_loads_the_student(tm
     """examples/embed_search.yaml as shipped (its text from examples/data), in --smoke: a kdx transformer
     student per trial beside its SimCSE twin, exported, and the card's snippet rebuilding the student."""
     config = (ROOT / "examples" / "embed_search.yaml").read_text().replace("path: data/topics.txt", f"path: {ROOT / 'examples/data/topics.txt'}")
+    config = config.replace("pairs: data/topics_pairs.tsv", f"pairs: {ROOT / 'examples/data/topics_pairs.tsv'}")
     (tmp_path / "e.yaml").write_text(config)
     out = kdx("search", "e.yaml", "--smoke", cwd=tmp_path, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "gain: 4 recipe(s) each for KD and the tuned twin" in out.stdout and "Pareto front:" in out.stdout  # search.twins: tuned, the default
-    assert "points over the tuned twin" in out.stdout
+    assert "points over the tuned twin" in out.stdout and "on the gold set (data.pairs)" in out.stdout
     out = kdx("export", "--experiment", "embed-topics-search", "--out", "exported", "--formats", "safetensors,export", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test_spearman" in out.stdout and "reproduced by every format" in out.stdout

@@ -289,7 +289,8 @@ def open_session(exp: ExperimentConfig, resume: bool, address: str | None, log: 
     keys = output_keys(exp)
     before = dataclasses.replace(PASSES)
     teacher = prepare_teacher(exp.run, data, keys, log=log)
-    data = data.task_type.with_teacher(data, teacher.module)  # what every trial is scored against, where the teacher is it
+    data = teacher.data  # what every trial is scored against (`Task.with_teacher`: an embedding's reference is the teacher)
+    teacher = dataclasses.replace(teacher, data=None)  # the object store carries the data once (Session.shared), not twice
     score = (f"test {teacher.info.test_loss:.4f} nats/token (perplexity {math.exp(teacher.info.test_loss):.3f})" if teacher.info.test_loss is not None
              else f"{data.task_type.quality_names[1]} {teacher.info.test_acc:.4f}")
     log(f"teacher: {exp.run.teacher_recipe}{' (read from the cache)' if teacher.info.source == 'cache' else ''}, {score}"

@@ -79,11 +79,9 @@ class Task:
     refused: ClassVar[dict[str, str]] = {}  # why an objective other tasks rank by does not rank this one's models
     shown_test: ClassVar[str]  # the test metric a runs table shows beside the objectives
     model_input: ClassVar[str]  # what a model family's `inputs` must name to take this task's token ids
-    causal: ClassVar[bool] = False  # a model predicts at every position (logits (B, L, vocab)), its head is the vocabulary
     quality_names: ClassVar[tuple[str, str]] = ("val_acc", "test_acc")  # `evaluate`'s first number on validation and test
     loss_names: ClassVar[tuple[str, str]] = ("val_loss", "test_loss")  # ... and its second
     head: ClassVar[str] = "classes"  # what a model's output layer maps to: "classes", "vocabulary" or "none" (the pooled embedding)
-    fidelity: ClassVar[bool] = True  # top-1 agreement and KL with the teacher mean something (class distributions)
     scored_by_teacher: ClassVar[bool] = False  # every run, a twin's too, is scored against its teacher (`with_teacher`)
     teacher_policy: ClassVar[str] = "best_val"  # the epoch a teacher trained here keeps (train.epoch_policy)
     labels_loss: ClassVar[str] = "ce"  # the loss a twin learns from without a teacher
@@ -95,7 +93,21 @@ class Task:
     controls: ClassVar[tuple[str, ...]]  # the KD winner's control arms (workflows/gain.py CONTROL_ARMS)
     smoothing: ClassVar[bool] = True  # the labels loss is ce, whose label smoothing is the tuned gain's control arm (Yuan et al. 2020)
     cache_batch: ClassVar[int] = 1024  # rows per forward when the teacher's outputs are cached
-    keeps_loss: ClassVar[bool] = False  # a teacher's and a run's cross-entropy are part of its score (logged, kept, printed)
+
+    @property
+    def causal(self) -> bool:
+        """A model predicts at every position (logits (B, L, vocab)): its head is the vocabulary."""
+        return self.head == "vocabulary"
+
+    @property
+    def fidelity(self) -> bool:
+        """Top-1 agreement and KL with the teacher mean something: the model's outputs are distributions (not an embedding)."""
+        return self.head != "none"
+
+    @property
+    def keeps_loss(self) -> bool:
+        """A teacher's and a run's cross-entropy are part of its score (logged, kept, printed): it is ranked on it."""
+        return self.score.val == "val_loss"
 
     def fits(self, loss: str) -> bool:
         """Whether the loss term `loss` can teach a model of this task: its labels loss, or one registered for it."""

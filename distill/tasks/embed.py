@@ -115,7 +115,6 @@ class Embed(Task):
     temperatures = (0.02, 0.2)  # an in-batch similarity softmax's, sim_kl's
     controls = ()
     smoothing = False  # SimCSE has no label to smooth
-    fidelity = False  # top-1 agreement and KL read class distributions, which an embedding is not
     scored_by_teacher = True
     teacher_policy = "last"  # a teacher trained here has no reference to be picked on
 

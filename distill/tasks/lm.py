@@ -34,12 +34,10 @@ class LanguageModel(Task):
     refused = {"val_acc": "val_acc is next-token accuracy"}
     shown_test = "test_ppl"
     model_input = "lm"
-    causal = True
     recipes = ((1.0, 1.0, 0.0), (2.0, 0.5, 0.5))
     temperatures = (1.0, 4.0)
     controls = ("same_recipe",)  # shuffling non-target classes has no next-token meaning: the same-recipe twin stays
     cache_batch = 64  # a row is (L, vocab) logits
-    keeps_loss = True
 
     def kd_loss(self, mix: dict[str, float], spaced: list[str]) -> str:
         """The next-token loss (token_kd, rkl, gjsd, skew_kl) the base mix weights, else the first the space weights."""
