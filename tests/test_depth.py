@@ -6,7 +6,8 @@ import pytest
 
 from analysis import schema
 from analysis.depth import BASE_RECIPE, KD_GAIN, KD_SEARCH, TUNED, depth_info, plot_depth
-from analysis.report import search_note, write_report
+from analysis.annotate import search_note
+from analysis.report import write_report
 from analysis.runs import Experiment
 from analysis.store import SearchRecord, search_params
 from test_frontier import row
