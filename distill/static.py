@@ -11,13 +11,15 @@ all-MiniLM-L6-v2's 56.09).
 task's own `evaluate` on the same held-out sentences, cut at the same max_len, as every student.
 model2vec's `encode` reads text, tokenizes it without special tokens and drops its unknown token;
 here each id of the data's tokenizer is mapped to model2vec's id of the same token string, and the
-special, unknown and unmapped ones are left out of the mean alike. tests/test_static.py checks the
-two agree on real text.
+special, unknown and unmapped ones are left out of the mean alike. tests/test_embed_gold.py checks the
+mapping on a stand-in table; tests/test_embed_real.py checks a search's logged floor against model2vec's
+own `encode` of the same sentences.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import time
 from dataclasses import dataclass
@@ -94,6 +96,6 @@ def model2vec_floor(folder: str, tokenizer: Any) -> StaticFloor:
         static = distill(model_name=str(folder), device="cpu")
     seconds = time.perf_counter() - started
     module, mapped = as_static(static, tokenizer)
+    version = importlib.metadata.version("model2vec")
     return StaticFloor(module.eval(), int(np.prod(static.embedding.shape)), seconds, mapped,
-                       f"model2vec {getattr(__import__('model2vec'), '__version__', '')} distil of the teacher's folder "
-                       f"({static.embedding.shape[1]} dimensions, no training)")
+                       f"model2vec {version} distil of the teacher's folder ({static.embedding.shape[1]} dimensions, no training)")

@@ -91,7 +91,6 @@ class Task:
     recipes: ClassVar[tuple[tuple[float, float, float], ...]]
     temperatures: ClassVar[tuple[float, float]]
     controls: ClassVar[tuple[str, ...]]  # the KD winner's control arms (workflows/gain.py CONTROL_ARMS)
-    smoothing: ClassVar[bool] = True  # the labels loss is ce, whose label smoothing is the tuned gain's control arm (Yuan et al. 2020)
     cache_batch: ClassVar[int] = 1024  # rows per forward when the teacher's outputs are cached
 
     @property
@@ -103,6 +102,11 @@ class Task:
     def fidelity(self) -> bool:
         """Top-1 agreement and KL with the teacher mean something: the model's outputs are distributions (not an embedding)."""
         return self.head != "none"
+
+    @property
+    def smoothing(self) -> bool:
+        """The labels loss is ce, whose label smoothing is the tuned gain's control arm (Yuan et al. 2020); SimCSE has no label."""
+        return self.labels_loss == "ce"
 
     @property
     def keeps_loss(self) -> bool:

@@ -114,7 +114,6 @@ class Embed(Task):
     recipes = ()  # no textbook KD recipe of this task's shape (temperature, KD weight, ce weight): the tuned gain's KD keeps its own mix
     temperatures = (0.02, 0.2)  # an in-batch similarity softmax's, sim_kl's
     controls = ()
-    smoothing = False  # SimCSE has no label to smooth
     scored_by_teacher = True
     teacher_policy = "last"  # a teacher trained here has no reference to be picked on
 
